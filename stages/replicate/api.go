@@ -1,0 +1,623 @@
+package replicate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"time"
+
+	rg "github.com/replicate/replicate-go"
+)
+
+// ---- files ----
+
+// File is an uploaded file. URL is its `urls.get`, the value to pass as a training input.
+type File struct {
+	ID, Name, ContentType, URL string
+	Size                       int64
+	Checksums                  map[string]string
+	CreatedAt, ExpiresAt       time.Time
+}
+
+func fileFrom(f *rg.File) *File {
+	return &File{
+		ID: f.ID, Name: f.Name, ContentType: f.ContentType, URL: f.URLs["get"],
+		Size: int64(f.Size), Checksums: f.Checksums,
+		CreatedAt: parseTime(f.CreatedAt), ExpiresAt: parseTime(f.ExpiresAt),
+	}
+}
+
+// UploadFile uploads data as a file (POST /v1/files, multipart field "content"). Retried on 5xx:
+// a duplicate upload costs nothing.
+func (c *Client) UploadFile(ctx context.Context, name string, data []byte, contentType string) (*File, error) {
+	f, err := c.rc.CreateFileFromBytes(retrySafe(ctx), data, &rg.CreateFileOptions{Filename: name, ContentType: contentType})
+	if err != nil {
+		return nil, convertErr("upload file "+name, err)
+	}
+	return fileFrom(f), nil
+}
+
+// GetFile reads an uploaded file's metadata (404 once it expired or was deleted).
+func (c *Client) GetFile(ctx context.Context, id string) (*File, error) {
+	f, err := c.rc.GetFile(ctx, url.PathEscape(id))
+	if err != nil {
+		return nil, convertErr("get file "+id, err)
+	}
+	return fileFrom(f), nil
+}
+
+// ---- models and versions ----
+
+// Model is a model on Replicate.
+type Model struct {
+	Owner, Name, Visibility string
+	LatestVersion           *Version
+}
+
+// Version is a model version.
+type Version struct {
+	ID        string
+	CreatedAt time.Time
+}
+
+func modelFrom(m *rg.Model) *Model {
+	out := &Model{Owner: m.Owner, Name: m.Name, Visibility: m.Visibility}
+	if m.LatestVersion != nil && m.LatestVersion.ID != "" {
+		out.LatestVersion = &Version{ID: m.LatestVersion.ID, CreatedAt: parseTime(m.LatestVersion.CreatedAt)}
+	}
+	return out
+}
+
+// GetModel reads a model (an *APIError with IsNotFound when it does not exist).
+func (c *Client) GetModel(ctx context.Context, owner, name string) (*Model, error) {
+	m, err := c.rc.GetModel(ctx, url.PathEscape(owner), url.PathEscape(name))
+	if err != nil {
+		return nil, convertErr("get model "+owner+"/"+name, err)
+	}
+	return modelFrom(m), nil
+}
+
+// CreateModel creates a private model on the given hardware (e.g. "gpu-t4"). A create that may
+// have succeeded although its answer was lost is settled by reading the model back.
+func (c *Client) CreateModel(ctx context.Context, owner, name, hardware string) (*Model, error) {
+	op := "create model " + owner + "/" + name
+	m, err := c.rc.CreateModel(ctx, owner, name, rg.CreateModelOptions{Visibility: "private", Hardware: hardware})
+	if err == nil {
+		return modelFrom(m), nil
+	}
+	err = convertErr(op, err)
+	if a, ok := err.(*APIError); ok && a.Status < 500 && a.Status != http.StatusConflict {
+		return nil, err
+	}
+	// 409 (exists), 5xx or a lost answer: the model may exist now; it is free, so look.
+	if got, gerr := c.GetModel(ctx, owner, name); gerr == nil {
+		return got, nil
+	}
+	return nil, err
+}
+
+// ListVersions returns every version of a model, newest first, following `next` links itself.
+func (c *Client) ListVersions(ctx context.Context, owner, name string) ([]Version, error) {
+	op := "list versions of " + owner + "/" + name
+	var out []Version
+	err := c.paginate(ctx, c.api("/models/"+url.PathEscape(owner)+"/"+url.PathEscape(name)+"/versions"), op, func(raw json.RawMessage) (bool, error) {
+		var v rg.ModelVersion
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return false, err
+		}
+		out = append(out, Version{ID: v.ID, CreatedAt: parseTime(v.CreatedAt)})
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortVersions(out)
+	return out, nil
+}
+
+func sortVersions(vs []Version) {
+	// The API lists newest first already; a stable sort keeps its order for equal times.
+	for i := 1; i < len(vs); i++ {
+		for j := i; j > 0 && vs[j].CreatedAt.After(vs[j-1].CreatedAt); j-- {
+			vs[j], vs[j-1] = vs[j-1], vs[j]
+		}
+	}
+}
+
+// DeleteVersion deletes a model version (202, empty body). When the API refuses (the version has
+// predictions by others, is the base of a training, or a deployment uses it) the *APIError's
+// Detail carries its reason. Retried on 5xx: a repeated delete answers 404 (IsNotFound).
+func (c *Client) DeleteVersion(ctx context.Context, owner, name, id string) error {
+	op := "delete version " + owner + "/" + name + ":" + id
+	return c.do(retrySafe(ctx), http.MethodDelete,
+		c.api("/models/"+url.PathEscape(owner)+"/"+url.PathEscape(name)+"/versions/"+url.PathEscape(id)), nil, "", nil, op)
+}
+
+// InputSpec describes one input of a trainer (from its OpenAPI schema).
+type InputSpec struct {
+	Type             string
+	Minimum, Maximum *float64
+	Enum             []any
+	Default          any
+	// Format is e.g. "uri" for input_images; Description is the schema's text.
+	Format, Description string
+	Required            bool
+}
+
+// TrainerInputs reads the training inputs of trainer ("owner/name:version") from the version's
+// openapi_schema (components.schemas.TrainingInput), resolving allOf/$ref enums.
+func (c *Client) TrainerInputs(ctx context.Context, trainer string) (map[string]InputSpec, error) {
+	owner, name, version, err := SplitVersion(trainer)
+	if err != nil {
+		return nil, err
+	}
+	if owner == "" || version == "" {
+		return nil, fmt.Errorf("replicate: trainer %q must be \"owner/name:version\"", trainer)
+	}
+	op := "read input schema of " + trainer
+	v, err := c.rc.GetModelVersion(ctx, url.PathEscape(owner), url.PathEscape(name), url.PathEscape(version))
+	if err != nil {
+		return nil, convertErr(op, err)
+	}
+	raw, err := json.Marshal(v.OpenAPISchema)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: %s: %w", op, err)
+	}
+	return parseTrainingInput(raw, op)
+}
+
+type schemaProp struct {
+	Type        string                `json:"type"`
+	Format      string                `json:"format"`
+	Description string                `json:"description"`
+	Minimum     *float64              `json:"minimum"`
+	Maximum     *float64              `json:"maximum"`
+	Enum        []any                 `json:"enum"`
+	Default     any                   `json:"default"`
+	Ref         string                `json:"$ref"`
+	AllOf       []schemaProp          `json:"allOf"`
+	Properties  map[string]schemaProp `json:"properties"`
+	Required    []string              `json:"required"`
+}
+
+func parseTrainingInput(raw []byte, op string) (map[string]InputSpec, error) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]schemaProp `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("replicate: %s: openapi_schema: %w", op, err)
+	}
+	ti, ok := doc.Components.Schemas["TrainingInput"]
+	if !ok {
+		return nil, fmt.Errorf("replicate: %s: the version's openapi_schema has no components.schemas.TrainingInput; hint: is it a trainer version?", op)
+	}
+	req := map[string]bool{}
+	for _, r := range ti.Required {
+		req[r] = true
+	}
+	out := make(map[string]InputSpec, len(ti.Properties))
+	for name, p := range ti.Properties {
+		spec := InputSpec{Type: p.Type, Format: p.Format, Description: p.Description, Minimum: p.Minimum,
+			Maximum: p.Maximum, Enum: p.Enum, Default: p.Default, Required: req[name]}
+		refs := p.AllOf
+		if p.Ref != "" {
+			refs = append(refs, schemaProp{Ref: p.Ref})
+		}
+		for _, a := range refs {
+			target := a
+			if a.Ref != "" {
+				target = doc.Components.Schemas[strings.TrimPrefix(a.Ref, "#/components/schemas/")]
+			}
+			if spec.Type == "" {
+				spec.Type = target.Type
+			}
+			if spec.Enum == nil {
+				spec.Enum = target.Enum
+			}
+			if spec.Minimum == nil {
+				spec.Minimum = target.Minimum
+			}
+			if spec.Maximum == nil {
+				spec.Maximum = target.Maximum
+			}
+		}
+		out[name] = spec
+	}
+	return out, nil
+}
+
+// SplitVersion splits "owner/name:version" (or a bare version id) into its parts.
+func SplitVersion(ref string) (owner, name, version string, err error) {
+	if !strings.Contains(ref, "/") {
+		if ref == "" || strings.Contains(ref, ":") {
+			return "", "", "", fmt.Errorf("replicate: %q is not a version (\"owner/name:version\" or a version id)", ref)
+		}
+		return "", "", ref, nil
+	}
+	id, perr := rg.ParseIdentifier(ref)
+	if perr != nil {
+		return "", "", "", fmt.Errorf("replicate: %q is not \"owner/name:version\": %w", ref, perr)
+	}
+	if id.Version != nil {
+		version = *id.Version
+	}
+	return id.Owner, id.Name, version, nil
+}
+
+// ---- trainings ----
+
+// Training is a training on Replicate.
+type Training struct {
+	ID, Status, Logs, Error string // Status: starting|processing|succeeded|failed|canceled
+	Version                 string // trainer version id
+	Input                   map[string]any
+	Output                  struct{ Version, Weights string } // Version = "owner/name:id"
+	CreatedAt               time.Time
+	StartedAt, CompletedAt  *time.Time
+}
+
+// Terminal reports whether the training has finished (succeeded, failed or canceled).
+func (t *Training) Terminal() bool { return rg.Status(t.Status).Terminated() }
+
+func trainingFrom(t *rg.Training) *Training {
+	out := &Training{ID: t.ID, Status: string(t.Status), Version: versionID(t.Version), Input: t.Input,
+		Error: errString(t.Error), CreatedAt: parseTime(t.CreatedAt),
+		StartedAt: parseTimePtr(t.StartedAt), CompletedAt: parseTimePtr(t.CompletedAt)}
+	if t.Logs != nil {
+		out.Logs = *t.Logs
+	}
+	if m, ok := t.Output.(map[string]any); ok {
+		out.Output.Version, _ = m["version"].(string)
+		out.Output.Weights, _ = m["weights"].(string)
+	}
+	return out
+}
+
+// CreateTraining starts a training of trainer ("owner/name:version") into destination
+// ("owner/name", which must exist). A *File value in input is passed as its URL. It is retried
+// only on 429; a 5xx or lost answer returns a *MaybeCreatedError (reconcile with FindTraining).
+func (c *Client) CreateTraining(ctx context.Context, trainer, destination string, input map[string]any) (*Training, error) {
+	owner, name, version, err := SplitVersion(trainer)
+	if err != nil {
+		return nil, err
+	}
+	if owner == "" || version == "" {
+		return nil, fmt.Errorf("replicate: trainer %q must be \"owner/name:version\"", trainer)
+	}
+	in := rg.TrainingInput{}
+	for k, v := range input {
+		switch f := v.(type) {
+		case *File:
+			in[k] = f.URL
+		case *rg.File:
+			in[k] = f.URLs["get"]
+		default:
+			in[k] = v
+		}
+	}
+	t, err := c.rc.CreateTraining(ctx, url.PathEscape(owner), url.PathEscape(name), url.PathEscape(version), destination, in, nil)
+	if err != nil {
+		return nil, createErr("training", "create training of "+trainer+" into "+destination, err)
+	}
+	return trainingFrom(t), nil
+}
+
+// createErr classifies a failed create: a 4xx answer means nothing was created; anything else
+// (5xx, dropped connection, timeout, cancellation mid-request) may hide a created object.
+func createErr(what, op string, err error) error {
+	err = convertErr(op, err)
+	if a, ok := err.(*APIError); ok && a.Status < 500 {
+		return err
+	}
+	return &MaybeCreatedError{What: what, Err: err}
+}
+
+// GetTraining reads a training with its logs.
+func (c *Client) GetTraining(ctx context.Context, id string) (*Training, error) {
+	t, err := c.rc.GetTraining(ctx, url.PathEscape(id))
+	if err != nil {
+		return nil, convertErr("get training "+id, err)
+	}
+	return trainingFrom(t), nil
+}
+
+// CancelTraining cancels a training (idempotent, so retried on 5xx).
+func (c *Client) CancelTraining(ctx context.Context, id string) (*Training, error) {
+	t, err := c.rc.CancelTraining(retrySafe(ctx), url.PathEscape(id))
+	if err != nil {
+		return nil, convertErr("cancel training "+id, err)
+	}
+	return trainingFrom(t), nil
+}
+
+// ClockSkew is how much earlier than `after` a remote created_at may be and still match in
+// FindTraining/FindPrediction (server and local clocks differ; the exact input is the real key).
+const ClockSkew = 2 * time.Minute
+
+// FindTraining lists trainings (newest first, every page until older than `after`) and returns the
+// one on trainerVersion (an id or "owner/name:id") whose input equals `input` (JSON-equal) created
+// after `after` (less ClockSkew), read in full; nil, nil if none.
+func (c *Client) FindTraining(ctx context.Context, trainerVersion string, input map[string]any, after time.Time) (*Training, error) {
+	want, err := canonical(input)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: find training: input: %w", err)
+	}
+	vid := versionID(trainerVersion)
+	cutoff := after.Add(-ClockSkew)
+	var found *Training
+	err = c.paginate(ctx, c.api("/trainings"), "list trainings", func(raw json.RawMessage) (bool, error) {
+		var t rg.Training
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return false, err
+		}
+		created := parseTime(t.CreatedAt)
+		if !after.IsZero() && !created.IsZero() && created.Before(cutoff) {
+			return false, nil // newest first: the rest are older still
+		}
+		if versionID(t.Version) != vid {
+			return true, nil
+		}
+		got, err := canonical(t.Input)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			return true, nil
+		}
+		found = trainingFrom(&t)
+		return false, nil
+	})
+	if err != nil || found == nil {
+		return nil, err
+	}
+	return c.GetTraining(ctx, found.ID)
+}
+
+// ---- predictions ----
+
+// Prediction is a prediction on Replicate. Output lists the output URLs.
+type Prediction struct {
+	ID, Status, Version, Error, Logs string
+	Input                            map[string]any
+	Output                           []string
+	CreatedAt                        time.Time
+}
+
+// Terminal reports whether the prediction has finished.
+func (p *Prediction) Terminal() bool { return rg.Status(p.Status).Terminated() }
+
+func predictionFrom(p *rg.Prediction) *Prediction {
+	out := &Prediction{ID: p.ID, Status: string(p.Status), Version: p.Version, Error: errString(p.Error),
+		Input: p.Input, CreatedAt: parseTime(p.CreatedAt)}
+	if p.Logs != nil {
+		out.Logs = *p.Logs
+	}
+	switch o := p.Output.(type) {
+	case string:
+		out.Output = []string{o}
+	case []any:
+		for _, v := range o {
+			if s, ok := v.(string); ok {
+				out.Output = append(out.Output, s)
+			}
+		}
+	}
+	return out
+}
+
+// CreatePrediction runs version (an id or "owner/name:id") on input. Retried only on 429; a 5xx
+// or lost answer returns a *MaybeCreatedError (reconcile with FindPrediction).
+func (c *Client) CreatePrediction(ctx context.Context, version string, input map[string]any) (*Prediction, error) {
+	vid := versionID(version)
+	if vid == "" {
+		return nil, fmt.Errorf("replicate: %q is not a model version", version)
+	}
+	in := rg.PredictionInput{}
+	for k, v := range input {
+		if f, ok := v.(*File); ok {
+			in[k] = f.URL
+			continue
+		}
+		in[k] = v
+	}
+	p, err := c.rc.CreatePrediction(ctx, vid, in, nil, false)
+	if err != nil {
+		return nil, createErr("prediction", "create prediction on "+version, err)
+	}
+	return predictionFrom(p), nil
+}
+
+// GetPrediction reads a prediction.
+func (c *Client) GetPrediction(ctx context.Context, id string) (*Prediction, error) {
+	p, err := c.rc.GetPrediction(ctx, url.PathEscape(id))
+	if err != nil {
+		return nil, convertErr("get prediction "+id, err)
+	}
+	return predictionFrom(p), nil
+}
+
+// FindPrediction lists predictions (newest first, until older than `after`) and returns the one on
+// version whose input equals `input` (JSON-equal), read in full; nil, nil if none.
+func (c *Client) FindPrediction(ctx context.Context, version string, input map[string]any, after time.Time) (*Prediction, error) {
+	want, err := canonical(input)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: find prediction: input: %w", err)
+	}
+	vid := versionID(version)
+	cutoff := after.Add(-ClockSkew)
+	var found string
+	err = c.paginate(ctx, c.api("/predictions"), "list predictions", func(raw json.RawMessage) (bool, error) {
+		var p rg.Prediction
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return false, err
+		}
+		created := parseTime(p.CreatedAt)
+		if !after.IsZero() && !created.IsZero() && created.Before(cutoff) {
+			return false, nil
+		}
+		if versionID(p.Version) != vid {
+			return true, nil
+		}
+		got, err := canonical(p.Input)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			return true, nil
+		}
+		found = p.ID
+		return false, nil
+	})
+	if err != nil || found == "" {
+		return nil, err
+	}
+	return c.GetPrediction(ctx, found)
+}
+
+// Download fetches an output URL; the token is sent only to the API host.
+func (c *Client) Download(ctx context.Context, rawURL string) ([]byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("replicate: download %q: not an http(s) URL", rawURL)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: download %s: %w", rawURL, err)
+	}
+	if c.sameHost(u) {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, convertErr("download "+redactURL(u), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, decodeAPIError(resp.StatusCode, data, "download "+redactURL(u))
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxDownload+1))
+	if err != nil {
+		return nil, fmt.Errorf("replicate: download %s: %w", redactURL(u), err)
+	}
+	if len(data) > maxDownload {
+		return nil, fmt.Errorf("replicate: download %s: larger than %d MB; hint: is it an image?", redactURL(u), maxDownload>>20)
+	}
+	return data, nil
+}
+
+// maxDownload bounds a downloaded output (a 1024² PNG is a few MB).
+const maxDownload = 256 << 20
+
+// redactURL drops the query (signed delivery URLs carry credentials there).
+func redactURL(u *url.URL) string {
+	c := *u
+	c.RawQuery = ""
+	c.User = nil
+	return c.String()
+}
+
+// ---- helpers ----
+
+// paginate GETs a list and each `next` page, calling each for every result until it returns false.
+func (c *Client) paginate(ctx context.Context, first, op string, each func(json.RawMessage) (bool, error)) error {
+	next := first
+	seen := map[string]bool{}
+	for page := 1; next != ""; page++ {
+		if seen[next] {
+			return fmt.Errorf("replicate: %s: page %d repeats link %s; hint: the API's pagination looped", op, page, next)
+		}
+		seen[next] = true
+		var p struct {
+			Next    *string           `json:"next"`
+			Results []json.RawMessage `json:"results"`
+		}
+		if err := c.do(ctx, http.MethodGet, next, nil, "", &p, fmt.Sprintf("%s (page %d)", op, page)); err != nil {
+			return err
+		}
+		for _, r := range p.Results {
+			more, err := each(r)
+			if err != nil {
+				return fmt.Errorf("replicate: %s (page %d): %w", op, page, err)
+			}
+			if !more {
+				return nil
+			}
+		}
+		next = ""
+		if p.Next != nil && *p.Next != "" {
+			n, err := c.resolve(*p.Next)
+			if err != nil {
+				return err
+			}
+			next = n
+		}
+	}
+	return nil
+}
+
+// canonical turns a value into its JSON-decoded form so inputs compare JSON-equal.
+func canonical(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	if m, ok := out.(map[string]any); ok && len(m) == 0 {
+		return map[string]any{}, nil
+	}
+	if out == nil {
+		return map[string]any{}, nil
+	}
+	return out, nil
+}
+
+// versionID returns the id part of "owner/name:id" (or the id itself).
+func versionID(ref string) string {
+	if i := strings.LastIndex(ref, ":"); i >= 0 {
+		return ref[i+1:]
+	}
+	if strings.Contains(ref, "/") {
+		return ""
+	}
+	return ref
+}
+
+func errString(e any) string {
+	switch v := e.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
+
+func parseTime(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999Z07:00", "2006-01-02T15:04:05.999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+func parseTimePtr(s *string) *time.Time {
+	if s == nil || *s == "" {
+		return nil
+	}
+	t := parseTime(*s)
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}

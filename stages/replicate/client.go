@@ -1,0 +1,553 @@
+package replicate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	rg "github.com/replicate/replicate-go"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+)
+
+// DefaultBaseURL is the Replicate API endpoint used when REPLICATE_BASE_URL is unset.
+const DefaultBaseURL = "https://api.replicate.com"
+
+// Client talks to the Replicate API for the remote stage kinds. It is safe for concurrent use; all
+// stages of one command share one Client (see FromEnv) so a 429 pause applies to all of them.
+type Client struct {
+	baseURL *url.URL // scheme://host[/prefix], without /v1
+	token   string
+	rc      *rg.Client   // replicate-go, used wherever its methods are right
+	http    *http.Client // the same retrying transport replicate-go uses
+
+	maxRetries int
+	backoff    time.Duration
+	sleep      func(ctx context.Context, d time.Duration) error
+	now        func() time.Time
+
+	mu         sync.Mutex
+	pauseUntil time.Time // set by a 429 Retry-After; every request waits for it
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient sets the HTTP client whose transport carries the requests (default: a client
+// with http.DefaultTransport and a 2-minute timeout). Retries wrap its transport.
+func WithHTTPClient(h *http.Client) Option {
+	return func(c *Client) {
+		if h != nil {
+			c.http = h
+		}
+	}
+}
+
+// WithRetry sets how many times a request is retried (429 always; 5xx and dropped connections
+// only where a retry cannot create a second object) and the base of the jittered exponential
+// backoff. Defaults: 6 retries, 1s base.
+func WithRetry(max int, base time.Duration) Option {
+	return func(c *Client) {
+		if max >= 0 {
+			c.maxRetries = max
+		}
+		if base > 0 {
+			c.backoff = base
+		}
+	}
+}
+
+// WithSleep replaces how the client waits between retries (tests pass a fake that records the
+// delays and advances a fake clock instead of sleeping).
+func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
+	return func(c *Client) {
+		if sleep != nil {
+			c.sleep = sleep
+		}
+	}
+}
+
+// WithClock replaces the clock the client uses for Retry-After pauses.
+func WithClock(now func() time.Time) Option {
+	return func(c *Client) {
+		if now != nil {
+			c.now = now
+		}
+	}
+}
+
+// New returns a client for baseURL (e.g. "https://api.replicate.com"; a trailing "/v1" is
+// accepted) authenticating with token.
+func New(baseURL, token string, opts ...Option) (*Client, error) {
+	if strings.TrimSpace(token) == "" {
+		return nil, &MissingTokenError{}
+	}
+	if baseURL == "" {
+		baseURL = DefaultBaseURL
+	}
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("replicate: base URL %q is not an absolute http(s) URL; hint: REPLICATE_BASE_URL looks like https://api.replicate.com", baseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/v1")
+	c := &Client{
+		baseURL:    u,
+		token:      token,
+		http:       &http.Client{Timeout: 2 * time.Minute},
+		maxRetries: 6,
+		backoff:    time.Second,
+		sleep:      sleepCtx,
+		now:        time.Now,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	// Wrap the caller's transport with ours; keep the caller's client untouched.
+	base := c.http.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	hc := *c.http
+	hc.Transport = &retryTransport{c: c, base: base}
+	c.http = &hc
+	// replicate-go retries itself with time.Sleep and cannot rewind POST bodies: turn its retries
+	// off (0 retries, zero backoff) and let retryTransport do them.
+	rc, err := rg.NewClient(
+		rg.WithToken(token),
+		rg.WithBaseURL(c.api("")),
+		rg.WithHTTPClient(c.http),
+		rg.WithRetryPolicy(0, zeroBackoff{}),
+		rg.WithUserAgent("pipeline (replicate-go)"),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: creating client: %w", err)
+	}
+	c.rc = rc
+	return c, nil
+}
+
+// BaseURL returns the API endpoint without "/v1".
+func (c *Client) BaseURL() string { return c.baseURL.String() }
+
+// api returns the absolute URL of an API path such as "/trainings".
+func (c *Client) api(path string) string {
+	return c.baseURL.String() + "/v1" + path
+}
+
+type clientKey struct{}
+
+var envMu sync.Mutex
+
+// FromEnv returns the client shared by all stages of one command, created on first use from
+// REPLICATE_API_TOKEN and REPLICATE_BASE_URL and cached in env.Values.
+func FromEnv(env *pipeline.Env) (*Client, error) {
+	if env == nil {
+		return nil, &MissingTokenError{}
+	}
+	envMu.Lock()
+	defer envMu.Unlock()
+	if c, ok := env.Values[clientKey{}].(*Client); ok {
+		return c, nil
+	}
+	getenv := env.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	token := strings.TrimSpace(getenv("REPLICATE_API_TOKEN"))
+	if token == "" {
+		return nil, &MissingTokenError{Simulated: env.Simulated}
+	}
+	c, err := New(getenv("REPLICATE_BASE_URL"), token)
+	if err != nil {
+		return nil, err
+	}
+	if env.Values == nil {
+		env.Values = map[any]any{}
+	}
+	env.Values[clientKey{}] = c
+	return c, nil
+}
+
+// Install makes c the client FromEnv returns for env (the CLI installs the simulator's client
+// under -simulate; tests install one bound to their test server).
+func Install(env *pipeline.Env, c *Client) {
+	envMu.Lock()
+	defer envMu.Unlock()
+	if env.Values == nil {
+		env.Values = map[any]any{}
+	}
+	env.Values[clientKey{}] = c
+}
+
+// HasToken reports whether FromEnv can build a client (a token is set or a client is installed).
+func HasToken(env *pipeline.Env) bool {
+	if env == nil {
+		return false
+	}
+	envMu.Lock()
+	_, ok := env.Values[clientKey{}].(*Client)
+	envMu.Unlock()
+	if ok {
+		return true
+	}
+	return env.Getenv != nil && strings.TrimSpace(env.Getenv("REPLICATE_API_TOKEN")) != ""
+}
+
+// MissingTokenError means no API token is available.
+type MissingTokenError struct{ Simulated bool }
+
+func (e *MissingTokenError) Error() string {
+	return "replicate: REPLICATE_API_TOKEN is not set; hint: set REPLICATE_API_TOKEN (https://replicate.com/account/api-tokens) or use -simulate to run against the offline simulator"
+}
+
+// APIError is an error answer of the API ({title, detail, status}). Its message never contains
+// the token.
+type APIError struct {
+	Status int
+	Title  string
+	Detail string
+	// Op says what the client was doing, e.g. "get training abc123".
+	Op string
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	b.WriteString("replicate: ")
+	if e.Op != "" {
+		b.WriteString(e.Op)
+		b.WriteString(": ")
+	}
+	b.WriteString(strconv.Itoa(e.Status))
+	title := e.Title
+	if title == "" {
+		title = http.StatusText(e.Status)
+	}
+	if title != "" {
+		b.WriteString(" " + title)
+	}
+	if e.Detail != "" && e.Detail != title {
+		b.WriteString(": " + e.Detail)
+	}
+	switch {
+	case e.Status == http.StatusUnauthorized:
+		b.WriteString("; hint: the API token was rejected: check REPLICATE_API_TOKEN (or use -simulate)")
+	case e.Status == http.StatusForbidden:
+		b.WriteString("; hint: the token's account may not own this model")
+	case e.Status == http.StatusTooManyRequests:
+		b.WriteString("; hint: rate limited even after retries honouring Retry-After; try again later or lower -parallelism")
+	case e.Status >= 500:
+		b.WriteString("; hint: Replicate had a server error; run apply again later (it resumes)")
+	}
+	return b.String()
+}
+
+// IsNotFound reports whether err is (or wraps) a 404 answer.
+func IsNotFound(err error) bool {
+	var a *APIError
+	return errors.As(err, &a) && a.Status == http.StatusNotFound
+}
+
+// IsUnauthorized reports whether err is (or wraps) a 401 answer.
+func IsUnauthorized(err error) bool {
+	var a *APIError
+	return errors.As(err, &a) && a.Status == http.StatusUnauthorized
+}
+
+// MaybeCreatedError is returned by CreateTraining and CreatePrediction when the request may have
+// reached the API although no answer says so (a 5xx, a dropped connection, a timeout). The object
+// may exist: never create again blindly; reconcile with FindTraining / FindPrediction first.
+type MaybeCreatedError struct {
+	// What is "training" or "prediction".
+	What string
+	Err  error
+}
+
+func (e *MaybeCreatedError) Error() string {
+	return fmt.Sprintf("replicate: creating a %s got no clear answer (%v); it may have been created: not retried, so nothing is paid twice; hint: run again, the %s is looked up before any new one is created", e.What, e.Err, e.What)
+}
+
+func (e *MaybeCreatedError) Unwrap() error { return e.Err }
+
+// IsMaybeCreated reports whether err is (or wraps) a MaybeCreatedError.
+func IsMaybeCreated(err error) bool {
+	var m *MaybeCreatedError
+	return errors.As(err, &m)
+}
+
+// convertErr turns replicate-go's and transport errors into ours, naming the operation.
+func convertErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ours *APIError
+	if errors.As(err, &ours) {
+		return err
+	}
+	var theirs *rg.APIError
+	if errors.As(err, &theirs) {
+		detail := theirs.Detail
+		if strings.HasPrefix(detail, "Unknown error:") { // body was not JSON
+			detail = ""
+		}
+		return &APIError{Status: theirs.Status, Title: theirs.Title, Detail: detail, Op: op}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("replicate: %s: %w", op, err)
+	}
+	return fmt.Errorf("replicate: %s: %w; hint: check the network and REPLICATE_BASE_URL", op, stripURLError(err))
+}
+
+// stripURLError drops replicate-go's "failed to make request:" layers but keeps the cause.
+func stripURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue
+	}
+	return err
+}
+
+// ---- retries ----
+
+type zeroBackoff struct{}
+
+func (zeroBackoff) NextDelay(int) time.Duration { return 0 }
+
+type ctxKey int
+
+const retrySafeKey ctxKey = 1
+
+// retrySafe marks a non-GET request whose repetition cannot create a second paid object (a file
+// upload, a cancel, a version delete): 5xx and dropped connections are retried for it too.
+func retrySafe(ctx context.Context) context.Context {
+	return context.WithValue(ctx, retrySafeKey, true)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// backoffDelay is exponential with jitter: base·2^attempt, capped at 30s, in [d/2, d).
+func (c *Client) backoffDelay(attempt int) time.Duration {
+	d := c.backoff << min(attempt, 10)
+	if d > 30*time.Second || d <= 0 {
+		d = 30 * time.Second
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// pause records a Retry-After: every request of this client waits until then.
+func (c *Client) pause(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until := c.now().Add(d)
+	if until.After(c.pauseUntil) {
+		c.pauseUntil = until
+	}
+}
+
+// waitPause sleeps until a recorded Retry-After has passed.
+func (c *Client) waitPause(ctx context.Context) error {
+	c.mu.Lock()
+	d := c.pauseUntil.Sub(c.now())
+	c.mu.Unlock()
+	if d <= 0 {
+		return nil
+	}
+	return c.sleep(ctx, d)
+}
+
+// retryAfter parses Retry-After (seconds or an HTTP date), capped at 5 minutes.
+func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		d = time.Duration(s * float64(time.Second))
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	} else {
+		return 0, false
+	}
+	if d < 0 {
+		d = 0
+	}
+	if d > 5*time.Minute {
+		d = 5 * time.Minute
+	}
+	return d, true
+}
+
+type retryTransport struct {
+	c    *Client
+	base http.RoundTripper
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	safe := req.Method == http.MethodGet || req.Method == http.MethodHead || ctx.Value(retrySafeKey) != nil
+	c := t.c
+	for attempt := 0; ; attempt++ {
+		if err := c.waitPause(ctx); err != nil {
+			return nil, err
+		}
+		r := req
+		if attempt > 0 {
+			r = req.Clone(ctx)
+			if req.Body != nil && req.Body != http.NoBody {
+				if req.GetBody == nil {
+					return nil, fmt.Errorf("cannot resend %s %s: body not rewindable", req.Method, req.URL.Path)
+				}
+				b, err := req.GetBody()
+				if err != nil {
+					return nil, err
+				}
+				r.Body = b
+			}
+		}
+		resp, err := t.base.RoundTrip(r)
+		if err != nil {
+			if ctx.Err() != nil || !safe || attempt >= c.maxRetries || !transient(err) {
+				return nil, err
+			}
+			if err := c.sleep(ctx, c.backoffDelay(attempt)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		switch {
+		case resp.StatusCode == http.StatusTooManyRequests:
+			// Not processed: safe to repeat for every method.
+			d, ok := retryAfter(resp.Header, c.now())
+			if !ok {
+				d = c.backoffDelay(attempt)
+			}
+			if attempt >= c.maxRetries {
+				resp.Header.Del("Retry-After") // replicate-go would sleep on it again
+				return resp, nil
+			}
+			drain(resp)
+			c.pause(d)
+		case resp.StatusCode >= 500 && safe:
+			if attempt >= c.maxRetries {
+				return resp, nil
+			}
+			drain(resp)
+			if err := c.sleep(ctx, c.backoffDelay(attempt)); err != nil {
+				return nil, err
+			}
+		default:
+			return resp, nil
+		}
+	}
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	_ = resp.Body.Close()
+}
+
+// transient reports whether a transport error is worth retrying for a safe request.
+func transient(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "connection reset")
+}
+
+// ---- raw requests (where replicate-go's methods do not fit) ----
+
+// do sends a request with the client's auth through the retrying transport and decodes a JSON
+// answer into out (nil: ignore the body).
+func (c *Client) do(ctx context.Context, method, rawURL string, body io.Reader, contentType string, out any, op string) error {
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, body)
+	if err != nil {
+		return fmt.Errorf("replicate: %s: %w", op, err)
+	}
+	if c.sameHost(req.URL) {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("User-Agent", "pipeline (replicate-go)")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return convertErr(op, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("replicate: %s: reading answer: %w", op, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		return decodeAPIError(resp.StatusCode, data, op)
+	}
+	if out == nil || len(data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("replicate: %s: decoding answer: %w", op, err)
+	}
+	return nil
+}
+
+func decodeAPIError(status int, data []byte, op string) error {
+	var e struct {
+		Title  string `json:"title"`
+		Detail string `json:"detail"`
+		Status int    `json:"status"`
+	}
+	_ = json.Unmarshal(data, &e)
+	return &APIError{Status: status, Title: e.Title, Detail: e.Detail, Op: op}
+}
+
+// sameHost reports whether u is on the API host (the only host that may see the token).
+func (c *Client) sameHost(u *url.URL) bool {
+	return strings.EqualFold(u.Scheme, c.baseURL.Scheme) && strings.EqualFold(u.Host, c.baseURL.Host)
+}
+
+// resolve turns a `next` link into an absolute URL on the API host.
+func (c *Client) resolve(next string) (string, error) {
+	u, err := url.Parse(next)
+	if err != nil {
+		return "", fmt.Errorf("replicate: bad pagination link %q: %w", next, err)
+	}
+	// Keep path and query, always on our base URL: a relative link is joined onto it, and an
+	// absolute one (api.replicate.com even behind a REPLICATE_BASE_URL proxy) is rebased, so the
+	// token only goes where the user pointed it.
+	if !strings.HasPrefix(u.Path, "/") {
+		u.Path = "/" + u.Path
+	}
+	p := u.Path
+	if prefix := c.baseURL.Path; prefix != "" && !strings.HasPrefix(p, prefix+"/") {
+		p = prefix + p
+	}
+	out := *c.baseURL
+	out.Path = p
+	out.RawPath = ""
+	out.RawQuery = u.RawQuery
+	return out.String(), nil
+}
