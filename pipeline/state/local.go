@@ -1,0 +1,754 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// fileFormatVersion is the "version" field of the local state file.
+const fileFormatVersion = 1
+
+// FileStore is the local state backend: one JSON file
+//
+//	{"version":1,"lineage":"...","serial":N,"instances":{KEY: Instance, ...}}
+//
+// written atomically (temp file in the same directory, fsync, rename, fsync of the directory) with
+// the previous file kept as FILE.backup, and guarded by an OS lock on the sibling FILE.lock (the
+// rename replaces the state file, so the lock cannot live on it). Concurrent Puts coalesce into one
+// write (group commit); each instance's JSON is cached so a Put re-marshals only its own instance.
+type FileStore struct {
+	path, lockPath, backupPath string
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signals the end of a file write
+	loaded   bool
+	stamp    fs.FileInfo // the file as last loaded or written; nil when absent
+	lineage  string
+	serial   uint64
+	inst     map[string][]byte // committed per-instance JSON, indented for the file
+	serials  map[string]uint64 // last serial handed out per key
+	next     *commitBatch      // Puts waiting for the next write
+	writing  bool
+	osLocked bool // this process holds the OS lock: memory is authoritative
+	writes   int  // file writes done (group commit is measured by tests)
+
+	lockMu   sync.Mutex
+	fl       *flock.Flock
+	refs     int
+	held     map[string]*heldKey
+	lockInfo LockInfo // what the .lock file says while this process holds it
+	closed   bool
+}
+
+type heldKey struct {
+	info     LockInfo
+	released chan struct{}
+}
+
+// commitBatch is a set of changes written by one file write.
+type commitBatch struct {
+	changes map[string][]byte // nil value = delete
+	done    chan struct{}
+	err     error
+}
+
+// testHookBeforeRename runs after the new state is written to its temp file and before the rename
+// (tests use it to crash the process at the worst moment).
+var testHookBeforeRename func(tmp string)
+
+// OpenFile opens (without reading yet) the local state file at path.
+func OpenFile(path string) (*FileStore, error) {
+	if path == "" {
+		return nil, errors.New("state: empty state file path")
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("state: %s is a directory; -state takes a state file path (such as %s) or a URL such as file:///dir",
+			path, filepath.Join(path, "pipeline.state.json"))
+	}
+	s := &FileStore{
+		path:       path,
+		lockPath:   path + ".lock",
+		backupPath: path + ".backup",
+		inst:       map[string][]byte{},
+		serials:    map[string]uint64{},
+		held:       map[string]*heldKey{},
+	}
+	s.cond = sync.NewCond(&s.mu)
+	s.fl = flock.New(s.lockPath, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
+	return s, nil
+}
+
+// Path is the state file path.
+func (s *FileStore) Path() string { return s.path }
+
+// Describe implements Store.
+func (s *FileStore) Describe() string { return "local file " + s.path }
+
+// Lock implements Store. The OS lock is taken by the first Lock of this process and released by
+// the last Unlock; within the process each key can be held once.
+func (s *FileStore) Lock(ctx context.Context, key string, info LockInfo, timeout time.Duration) (Lock, error) {
+	fillLockInfo(&info)
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		s.lockMu.Lock()
+		if s.closed {
+			s.lockMu.Unlock()
+			return nil, fmt.Errorf("state %s: store is closed", s.path)
+		}
+		h, busy := s.held[key]
+		if !busy {
+			break // keep lockMu
+		}
+		s.lockMu.Unlock()
+		if timeout <= 0 {
+			return nil, s.lockedErr(h.info, key)
+		}
+		select {
+		case <-h.released:
+		case <-deadline:
+			return nil, s.lockedErr(h.info, key)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	defer s.lockMu.Unlock()
+	if s.refs == 0 {
+		if err := s.acquireOSLock(ctx, info, timeout); err != nil {
+			return nil, err
+		}
+	}
+	s.refs++
+	s.held[key] = &heldKey{info: info, released: make(chan struct{})}
+	return &fileLock{s: s, key: key, id: info.ID}, nil
+}
+
+// acquireOSLock takes the flock on FILE.lock, records the holder in it and reloads the state,
+// which another process may have changed since we last read it. Called with lockMu held.
+func (s *FileStore) acquireOSLock(ctx context.Context, info LockInfo, timeout time.Duration) error {
+	if err := os.MkdirAll(filepath.Dir(s.lockPath), 0o755); err != nil {
+		return fmt.Errorf("state: creating the directory for %s: %w", s.lockPath, err)
+	}
+	var ok bool
+	var err error
+	if timeout <= 0 {
+		ok, err = s.fl.TryLock()
+	} else {
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		ok, err = s.fl.TryLockContext(tctx, 50*time.Millisecond)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = nil // timed out: report who holds it below
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("state: locking %s: %w", s.lockPath, err)
+	}
+	if !ok {
+		holder, _ := readLockFile(s.lockPath)
+		return s.lockedErr(holder, "")
+	}
+	data, _ := json.MarshalIndent(info, "", "  ")
+	if err := os.WriteFile(s.lockPath, append(data, '\n'), 0o600); err != nil {
+		_ = s.fl.Unlock()
+		return fmt.Errorf("state: writing lock holder to %s: %w", s.lockPath, err)
+	}
+	s.lockInfo = info
+	s.mu.Lock()
+	s.osLocked = true
+	err = s.load()
+	if err != nil {
+		s.osLocked = false
+	}
+	s.mu.Unlock()
+	if err != nil {
+		_ = os.Truncate(s.lockPath, 0)
+		_ = s.fl.Unlock()
+		return err
+	}
+	s.removeStaleTemps()
+	return nil
+}
+
+func (s *FileStore) lockedErr(info LockInfo, key string) *LockedError {
+	e := &LockedError{Info: info, Path: s.lockPath, Key: key}
+	if !info.Created.IsZero() {
+		e.Age = time.Since(info.Created)
+	}
+	return e
+}
+
+// readLockFile reads the holder a process wrote into the lock file (empty while it is being taken).
+func readLockFile(path string) (LockInfo, error) {
+	var info LockInfo
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return info, err
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return info, nil
+	}
+	return info, json.Unmarshal(b, &info)
+}
+
+// removeStaleTemps deletes temp files a crashed writer left behind; only the lock holder writes,
+// so while we hold the lock no temp file can be in use.
+func (s *FileStore) removeStaleTemps() {
+	for _, pat := range []string{s.path + ".tmp-*", s.backupPath + ".tmp-*"} {
+		matches, _ := filepath.Glob(globEscape(pat))
+		for _, m := range matches {
+			_ = os.Remove(m)
+		}
+	}
+}
+
+// globEscape escapes glob metacharacters in all but the trailing "*".
+func globEscape(pat string) string {
+	var b bytes.Buffer
+	body := pat[:len(pat)-1]
+	for _, c := range body {
+		if c == '*' || c == '?' || c == '[' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	b.WriteByte('*')
+	return b.String()
+}
+
+type fileLock struct {
+	s    *FileStore
+	key  string
+	id   string
+	once sync.Once
+}
+
+func (l *fileLock) ID() string { return l.id }
+
+func (l *fileLock) Unlock() error {
+	var err error
+	l.once.Do(func() { err = l.s.release(l.key) })
+	return err
+}
+
+func (s *FileStore) release(key string) error {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	h, ok := s.held[key]
+	if !ok {
+		return nil // released by Close
+	}
+	delete(s.held, key)
+	close(h.released)
+	s.refs--
+	if s.refs > 0 || s.closed {
+		return nil
+	}
+	return s.releaseOSLock()
+}
+
+// releaseOSLock clears the holder from the lock file and drops the flock. Called with lockMu held.
+func (s *FileStore) releaseOSLock() error {
+	s.mu.Lock()
+	for s.writing {
+		s.cond.Wait()
+	}
+	s.osLocked = false
+	s.mu.Unlock()
+	_ = os.Truncate(s.lockPath, 0)
+	if err := s.fl.Unlock(); err != nil {
+		return fmt.Errorf("state: unlocking %s: %w", s.lockPath, err)
+	}
+	return nil
+}
+
+// ForceUnlock implements Store: a local lock is an OS lock that dies with its process.
+func (s *FileStore) ForceUnlock(ctx context.Context, id string, force bool) error {
+	holder, _ := readLockFile(s.lockPath)
+	msg := fmt.Sprintf("state %s is guarded by an OS file lock on %s, which the operating system releases when its process exits;"+
+		" there is nothing to force-unlock", s.path, s.lockPath)
+	if holder.PID != 0 {
+		msg += fmt.Sprintf(" (last holder: pid %d on host %s, lock ID %s: if it is still running, wait for it or stop it)",
+			holder.PID, holder.Host, holder.ID)
+	}
+	return errors.New(msg)
+}
+
+// Keys implements Store.
+func (s *FileStore) Keys(ctx context.Context) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fresh(); err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(s.inst))
+	for k := range s.inst {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys, nil
+}
+
+// Get implements Store.
+func (s *FileStore) Get(ctx context.Context, key string) (*Instance, error) {
+	s.mu.Lock()
+	if err := s.fresh(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	data, ok := s.inst[key]
+	s.mu.Unlock()
+	if !ok {
+		return nil, nil
+	}
+	var in Instance
+	if err := json.Unmarshal(data, &in); err != nil {
+		return nil, fmt.Errorf("state %s: instance %q: %w", s.path, key, err)
+	}
+	in.compactRaw()
+	return &in, nil
+}
+
+// Lineage returns the state's lineage (a new one until the file exists).
+func (s *FileStore) Lineage() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fresh(); err != nil {
+		return "", err
+	}
+	return s.lineage, nil
+}
+
+// Put implements Store. It sets inst.Key, inst.Lineage and inst.Serial to what was written and
+// returns once the file holding the change is durable. Without a held lock it takes the lock for
+// the duration of the write (failing with *LockedError when another process has it).
+func (s *FileStore) Put(ctx context.Context, key string, inst *Instance) error {
+	if inst == nil {
+		return fmt.Errorf("state %s: Put of instance %q with a nil instance (use Delete to forget it)", s.path, key)
+	}
+	return s.commit(ctx, key, inst)
+}
+
+// Delete implements Store.
+func (s *FileStore) Delete(ctx context.Context, key string) error {
+	return s.commit(ctx, key, nil)
+}
+
+// commit adds one change to the next file write and waits until it is durable.
+func (s *FileStore) commit(ctx context.Context, key string, inst *Instance) error {
+	if s.isClosed() {
+		return fmt.Errorf("state %s: store is closed", s.path)
+	}
+	// Keep the OS lock for the whole commit, even if the caller's lock is released meanwhile.
+	if s.pin() {
+		defer s.unpin()
+	} else {
+		lk, err := s.Lock(ctx, "\x00write "+key, NewLockInfo("write"), 0)
+		if err != nil {
+			return err
+		}
+		defer lk.Unlock()
+	}
+
+	s.mu.Lock()
+	var data []byte
+	if inst != nil {
+		s.serials[key]++
+		inst.Key, inst.Lineage, inst.Serial = key, s.lineage, s.serials[key]
+		var err error
+		data, err = json.MarshalIndent(inst, "    ", "  ")
+		if err != nil {
+			s.serials[key]--
+			s.mu.Unlock()
+			return fmt.Errorf("state %s: encoding instance %q: %w", s.path, key, err)
+		}
+	} else if _, ok := s.inst[key]; !ok && (s.next == nil || s.next.changes[key] == nil) {
+		s.mu.Unlock()
+		return nil // nothing to delete
+	}
+	b, leader := s.next, false
+	if b == nil {
+		b = &commitBatch{changes: map[string][]byte{}, done: make(chan struct{})}
+		s.next, leader = b, true
+	}
+	b.changes[key] = data
+	if !leader {
+		s.mu.Unlock()
+		<-b.done
+		return b.err
+	}
+
+	// The leader waits for the write in progress, then writes its batch together with every change
+	// that joined meanwhile.
+	for s.writing {
+		s.cond.Wait()
+	}
+	s.writing, s.next = true, nil
+	keys := make([]string, 0, len(s.inst)+len(b.changes))
+	for k := range s.inst {
+		if _, changed := b.changes[k]; !changed {
+			keys = append(keys, k)
+		}
+	}
+	for k, v := range b.changes {
+		if v != nil {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([][]byte, len(keys))
+	for i, k := range keys {
+		if v, ok := b.changes[k]; ok {
+			parts[i] = v
+		} else {
+			parts[i] = s.inst[k]
+		}
+	}
+	lineage, serial := s.lineage, s.serial+1
+	s.mu.Unlock()
+
+	buf := assembleFile(lineage, serial, keys, parts)
+	fi, err := s.writeFile(buf)
+
+	s.mu.Lock()
+	if err == nil {
+		for k, v := range b.changes {
+			if v == nil {
+				delete(s.inst, k)
+			} else {
+				s.inst[k] = v
+			}
+		}
+		s.serial, s.stamp, s.loaded = serial, fi, true
+		s.writes++
+	}
+	s.writing = false
+	s.cond.Broadcast()
+	b.err = err
+	close(b.done)
+	s.mu.Unlock()
+	return err
+}
+
+func (s *FileStore) isClosed() bool {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	return s.closed
+}
+
+// pin adds a reference to the OS lock when this process holds it.
+func (s *FileStore) pin() bool {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	if s.refs == 0 {
+		return false
+	}
+	s.refs++
+	return true
+}
+
+func (s *FileStore) unpin() {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	if s.closed || s.refs == 0 {
+		return
+	}
+	s.refs--
+	if s.refs == 0 {
+		_ = s.releaseOSLock()
+	}
+}
+
+// assembleFile lays out the state file from cached instance JSON (indented by 4 spaces already).
+func assembleFile(lineage string, serial uint64, keys []string, parts [][]byte) []byte {
+	n := 128
+	for i, p := range parts {
+		n += len(p) + len(keys[i]) + 16
+	}
+	var b bytes.Buffer
+	b.Grow(n)
+	fmt.Fprintf(&b, "{\n  \"version\": %d,\n  \"lineage\": %s,\n  \"serial\": %d,\n  \"instances\": {", fileFormatVersion, strconv.Quote(lineage), serial)
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kq, _ := json.Marshal(k)
+		b.WriteString("\n    ")
+		b.Write(kq)
+		b.WriteString(": ")
+		b.Write(parts[i])
+	}
+	if len(keys) > 0 {
+		b.WriteString("\n  ")
+	}
+	b.WriteString("}\n}\n")
+	return b.Bytes()
+}
+
+// writeFile replaces the state file atomically and durably, keeping the old one as the backup.
+func (s *FileStore) writeFile(data []byte) (fs.FileInfo, error) {
+	dir, base := filepath.Dir(s.path), filepath.Base(s.path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state: creating %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, base+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("state: writing %s: %w", s.path, err)
+	}
+	tmpName := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.Remove(tmpName)
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("state: writing %s: %w", tmpName, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("state: syncing %s: %w", tmpName, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("state: writing %s: %w", tmpName, err)
+	}
+	if err := s.backup(); err != nil {
+		return nil, err
+	}
+	if testHookBeforeRename != nil {
+		testHookBeforeRename(tmpName)
+	}
+	if err := os.Rename(tmpName, s.path); err != nil {
+		return nil, fmt.Errorf("state: replacing %s: %w", s.path, err)
+	}
+	ok = true
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("state: syncing directory %s after writing %s: %w", dir, s.path, err)
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return fi, nil
+}
+
+// backup makes FILE.backup the current state file: a hard link where the file system allows it
+// (no copy, and the rename that follows leaves the old inode to the backup), a copy otherwise.
+func (s *FileStore) backup() error {
+	if _, err := os.Lstat(s.path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	tmp := s.backupPath + ".tmp-" + newID()
+	if err := os.Link(s.path, tmp); err != nil {
+		if err := copyFileSync(s.path, tmp); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("state: keeping the previous state as %s: %w", s.backupPath, err)
+		}
+	}
+	if err := os.Rename(tmp, s.backupPath); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("state: keeping the previous state as %s: %w", s.backupPath, err)
+	}
+	return nil
+}
+
+func copyFileSync(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+// fresh makes the cached state current: loaded once, and re-read when another process replaced
+// the file while we did not hold the lock. Called with mu held.
+func (s *FileStore) fresh() error {
+	if s.loaded && s.osLocked {
+		return nil
+	}
+	if s.loaded {
+		fi, err := os.Stat(s.path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && s.stamp == nil:
+			return nil
+		case err == nil && s.stamp != nil && os.SameFile(fi, s.stamp) &&
+			fi.Size() == s.stamp.Size() && fi.ModTime().Equal(s.stamp.ModTime()):
+			return nil
+		}
+	}
+	return s.load()
+}
+
+// stateFile is the on-disk layout.
+type stateFile struct {
+	Version   int                        `json:"version"`
+	Lineage   string                     `json:"lineage"`
+	Serial    uint64                     `json:"serial"`
+	Instances map[string]json.RawMessage `json:"instances"`
+}
+
+// load reads the state file. A missing file is empty state with a new lineage; a corrupt one is an
+// error that names the backup and leaves the file alone. Called with mu held.
+func (s *FileStore) load() error {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if s.lineage == "" || s.stamp != nil {
+			s.lineage = newLineage()
+		}
+		s.serial, s.stamp, s.loaded = 0, nil, true
+		s.inst = map[string][]byte{}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("state: reading %s: %w", s.path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("state: reading %s: %w", s.path, err)
+	}
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("state: reading %s: %w", s.path, err)
+	}
+	var sf stateFile
+	if err := decodeStateFile(raw, &sf); err != nil {
+		return s.corrupt(err)
+	}
+	if sf.Version > fileFormatVersion {
+		return fmt.Errorf("state file %s has format version %d, newer than this pipeline reads (%d)\n  hint: upgrade pipeline; the file was left untouched",
+			s.path, sf.Version, fileFormatVersion)
+	}
+	inst := make(map[string][]byte, len(sf.Instances))
+	serials := make(map[string]uint64, len(sf.Instances))
+	for k, v := range sf.Instances {
+		var in Instance
+		if err := json.Unmarshal(v, &in); err != nil {
+			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
+		}
+		var c, ind bytes.Buffer
+		if err := json.Compact(&c, v); err != nil {
+			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
+		}
+		if err := json.Indent(&ind, c.Bytes(), "    ", "  "); err != nil {
+			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
+		}
+		inst[k] = ind.Bytes()
+		serials[k] = in.Serial
+	}
+	// Serials only grow, also across a state that was edited or replaced meanwhile.
+	for k, v := range s.serials {
+		if v > serials[k] {
+			serials[k] = v
+		}
+	}
+	s.lineage, s.serial, s.inst, s.serials, s.stamp, s.loaded = sf.Lineage, sf.Serial, inst, serials, fi, true
+	if s.lineage == "" {
+		s.lineage = newLineage()
+	}
+	return nil
+}
+
+func decodeStateFile(raw []byte, sf *stateFile) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return errors.New("the file is empty")
+	}
+	if err := json.Unmarshal(raw, sf); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := lineCol(raw, se.Offset)
+			return fmt.Errorf("line %d, column %d: %w", line, col, err)
+		}
+		return err
+	}
+	if sf.Version == 0 {
+		return errors.New(`no "version" field: this is not a pipeline state file`)
+	}
+	return nil
+}
+
+func lineCol(b []byte, off int64) (int, int) {
+	if off > int64(len(b)) {
+		off = int64(len(b))
+	}
+	line, col := 1, 1
+	for _, c := range b[:off] {
+		if c == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col
+}
+
+func (s *FileStore) corrupt(err error) error {
+	hint := fmt.Sprintf("the previous version is in %s: inspect it, and copy it over %s to go back one write", s.backupPath, s.path)
+	if _, statErr := os.Stat(s.backupPath); statErr != nil {
+		hint = fmt.Sprintf("there is no backup (%s does not exist); fix the file by hand", s.backupPath)
+	}
+	return fmt.Errorf("state file %s is corrupt: %v; it was left untouched\n  hint: %s, or move %s away to start with empty state (finished stages would run again)",
+		s.path, err, hint, s.path)
+}
+
+// Close releases every lock this store holds.
+func (s *FileStore) Close() error {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for k, h := range s.held {
+		delete(s.held, k)
+		close(h.released)
+	}
+	if s.refs > 0 {
+		s.refs = 0
+		return s.releaseOSLock()
+	}
+	return nil
+}
