@@ -31,8 +31,8 @@ func (p *plane) at(x, y int) float32 {
 // lumaSource reads 8-bit luma rows of an image without copying it when the decoder already holds a
 // luma plane (JPEG's Y, grey PNGs): a 12 MP photo is then never converted as a whole.
 type lumaSource struct {
-	w, h   int
-	row    func(y int, dst []float32) // fills dst[0:w] with the luma of row y (0-based)
+	w, h int
+	row  func(y int, dst []float32) // fills dst[0:w] with the luma of row y (0-based)
 }
 
 func lumaOf(img image.Image) *lumaSource {

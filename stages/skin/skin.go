@@ -48,8 +48,6 @@ func classifier() (*pigo.Pigo, error) {
 	return cascade, cascadeErr
 }
 
-
-
 const (
 	// MinFaceWidth is the narrowest face (px in the measured image) whose texture is stable enough to
 	// score.

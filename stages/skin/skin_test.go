@@ -16,7 +16,7 @@ import (
 type variantSet struct {
 	base     image.Image
 	smoothed map[string]image.Image // by strength name
-	extra    []image.Image           // medium smoothing of other ordinary variants
+	extra    []image.Image          // medium smoothing of other ordinary variants
 }
 
 var (
@@ -147,7 +147,7 @@ func TestLooseCropsAndResolutions(t *testing.T) {
 func TestTooSmallFaces(t *testing.T) {
 	for name, img := range map[string]image.Image{
 		"astronaut.jpg as shipped": loadImage(t, "astronaut.jpg"),
-		"hopper at 120 px":        imaging.Resize(portraits(t)["hopper"], 120, 0, imaging.Lanczos),
+		"hopper at 120 px":         imaging.Resize(portraits(t)["hopper"], 120, 0, imaging.Lanczos),
 	} {
 		f := Measure(img)
 		if f.Scored || f.Faces != 1 || f.FaceWidth >= MinFaceWidth || !strings.Contains(f.Reason, "too small to score") {

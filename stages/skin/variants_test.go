@@ -134,4 +134,3 @@ var smoothing = []struct {
 	{"medium", 3, 18},
 	{"strong", 5, 30},
 }
-
