@@ -1,0 +1,462 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
+)
+
+// defaultHardware is what a destination model is created on when `replicate { hardware }` is unset.
+const defaultHardware = "gpu-t4"
+
+// minPoll is the shortest poll_interval accepted: anything faster only spends API rate limit on a
+// training that takes tens of minutes. Tests lower it for their step-per-GET test server.
+var minPoll = time.Second
+
+// simulatedPoll is the first polling interval under -simulate, so the offline example is quick.
+const simulatedPoll = 150 * time.Millisecond
+
+// config is a train stage's evaluated settings. Fields whose value is not known yet (plan) stay empty
+// with the matching *Known flag false.
+type config struct {
+	Trainer        string // owner/name:version
+	TrainerVersion string // the version id
+	Destination    string // owner/name
+	DestOwner      string
+	DestName       string
+	Hardware       string
+
+	Images      []imageFile
+	ImagesKnown bool
+
+	// Input is the trainer input as configured (input_images excluded), secrets included.
+	Input      map[string]any
+	InputKnown bool
+
+	Poll replicate.Poller
+}
+
+// isSecret reports whether an input name holds a credential (hf_token, wandb_api_key, ...): such
+// values go to the trainer but never into outputs, state, notes or messages.
+func isSecret(name string) bool {
+	n := strings.ToLower(name)
+	return strings.Contains(n, "token") || strings.Contains(n, "key") || strings.Contains(n, "secret")
+}
+
+// known returns v unmarked when it is known and not null.
+func known(v cty.Value) (cty.Value, bool) {
+	if v == cty.NilVal {
+		return v, false
+	}
+	v, _ = v.UnmarkDeep()
+	if !v.IsWhollyKnown() || v.IsNull() {
+		return v, false
+	}
+	return v, true
+}
+
+// settingString reads replicate { NAME } ("" when absent, null or unknown).
+func settingString(req *pipeline.Request, name string) (string, bool) {
+	s, ok := req.Settings["replicate"]
+	if !ok || s == cty.NilVal {
+		return "", true
+	}
+	s, _ = s.Unmark()
+	if s.IsNull() {
+		return "", true
+	}
+	if !s.IsKnown() {
+		return "", false
+	}
+	ty := s.Type()
+	var v cty.Value
+	switch {
+	case ty.IsObjectType() && ty.HasAttribute(name):
+		v = s.GetAttr(name)
+	case ty.IsMapType() && s.HasIndex(cty.StringVal(name)).True():
+		v = s.Index(cty.StringVal(name))
+	default:
+		return "", true
+	}
+	v, _ = v.Unmark()
+	if !v.IsKnown() {
+		return "", false
+	}
+	if v.IsNull() || v.Type() != cty.String {
+		return "", true
+	}
+	return v.AsString(), true
+}
+
+// stringInput reads a string input attribute, falling back to the replicate block's setting.
+func stringInput(req *pipeline.Request, name string) (string, bool) {
+	if v := req.Input(name); v != cty.NilVal {
+		v, _ = v.Unmark()
+		if !v.IsKnown() {
+			return "", false
+		}
+		if !v.IsNull() && v.Type() == cty.String && v.AsString() != "" {
+			return v.AsString(), true
+		}
+	}
+	return settingString(req, name)
+}
+
+// parseConfig evaluates the stage's inputs and settings. Unknown values (plan) are left unknown.
+func parseConfig(req *pipeline.Request) (*config, error) {
+	c := &config{}
+	var errs []string
+
+	trainer, trainerKnown := stringInput(req, "trainer")
+	switch {
+	case !trainerKnown:
+	case trainer == "":
+		errs = append(errs, `no trainer: set trainer = "owner/name:version" in the stage or in the replicate block (e.g. "ostris/flux-dev-lora-trainer:<version id>")`)
+	default:
+		owner, name, version, err := replicate.SplitVersion(trainer)
+		if err != nil || owner == "" || name == "" || version == "" {
+			errs = append(errs, fmt.Sprintf(`trainer %q is not "owner/name:version": a training runs on one exact trainer version (copy it from the trainer's page on replicate.com)`, trainer))
+		} else {
+			c.Trainer, c.TrainerVersion = trainer, version
+		}
+	}
+
+	dest, destKnown := stringInput(req, "destination")
+	switch {
+	case !destKnown:
+	case dest == "":
+		errs = append(errs, `no destination: set destination = "owner/name" (the model that receives the new version) in the stage or in the replicate block`)
+	default:
+		owner, name, ok := strings.Cut(dest, "/")
+		if !ok || owner == "" || name == "" || strings.ContainsAny(name, "/:") || strings.ContainsAny(owner, ":") {
+			errs = append(errs, fmt.Sprintf(`destination %q is not "owner/name" (no version: trainings add versions to it)`, dest))
+		} else {
+			c.Destination, c.DestOwner, c.DestName = dest, owner, name
+		}
+	}
+
+	c.Hardware, _ = settingString(req, "hardware")
+	if c.Hardware == "" {
+		c.Hardware = defaultHardware
+	}
+
+	if imgs, ok := known(req.Input("images")); ok {
+		if !imgs.CanIterateElements() {
+			errs = append(errs, fmt.Sprintf("images must be a list of file paths, got %s", imgs.Type().FriendlyName()))
+		} else {
+			var paths []string
+			for it := imgs.ElementIterator(); it.Next(); {
+				_, e := it.Element()
+				if e.IsNull() || e.Type() != cty.String {
+					errs = append(errs, "images must be a list of file paths (strings)")
+					break
+				}
+				paths = append(paths, e.AsString())
+			}
+			files, err := collectImages(req.BaseDir, paths)
+			if err != nil {
+				errs = append(errs, err.Error())
+			} else {
+				c.Images, c.ImagesKnown = files, true
+			}
+		}
+	} else if v := req.Input("images"); v != cty.NilVal && v.IsKnown() && v.IsNull() {
+		errs = append(errs, "images is null: set images = image_check.NAME.accepted (or a list of files)")
+	}
+
+	if in, ok, err := inputMap(req.Input("input")); err != nil {
+		errs = append(errs, err.Error())
+	} else if ok {
+		c.Input, c.InputKnown = in, true
+	}
+
+	poll, err := pollInterval(req)
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	c.Poll = poll
+
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %s", req.Address, strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+// pollInterval turns poll_interval into a Poller that backs off from it (to 12x, at most a minute
+// unless the interval itself is longer). Under -simulate it starts at simulatedPoll.
+func pollInterval(req *pipeline.Request) (replicate.Poller, error) {
+	d := 5 * time.Second
+	if v, ok := known(req.Input("poll_interval")); ok && v.Type() == cty.String {
+		pd, err := time.ParseDuration(strings.TrimSpace(v.AsString()))
+		if err != nil {
+			return replicate.Poller{}, fmt.Errorf("poll_interval %q is not a duration (Go syntax: \"5s\", \"1m\")", v.AsString())
+		}
+		if pd < minPoll {
+			return replicate.Poller{}, fmt.Errorf("poll_interval %s is below %s: a training takes minutes, faster polling only spends the API's rate limit", pd, minPoll)
+		}
+		d = pd
+	}
+	if req.Env != nil && req.Env.Simulated {
+		d = simulatedPoll
+	}
+	max := 12 * d
+	if max > time.Minute {
+		max = time.Minute
+	}
+	if max < d {
+		max = d
+	}
+	return replicate.Poller{Initial: d, Max: max}, nil
+}
+
+// inputMap converts the `input` attribute (any object or map) to plain JSON values. ok is false
+// while it is not wholly known.
+func inputMap(v cty.Value) (map[string]any, bool, error) {
+	if v == cty.NilVal {
+		return map[string]any{}, true, nil
+	}
+	v, _ = v.UnmarkDeep()
+	if !v.IsWhollyKnown() {
+		return nil, false, nil
+	}
+	if v.IsNull() {
+		return map[string]any{}, true, nil
+	}
+	ty := v.Type()
+	if !ty.IsObjectType() && !ty.IsMapType() {
+		return nil, false, fmt.Errorf("input must be an object of trainer inputs (e.g. { steps = 1000, trigger_word = \"TOK\" }), got %s", ty.FriendlyName())
+	}
+	raw, err := ctyjson.Marshal(v, ty)
+	if err != nil {
+		return nil, false, fmt.Errorf("input: %w", err)
+	}
+	out := map[string]any{}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, false, fmt.Errorf("input: %w", err)
+	}
+	if _, ok := out["input_images"]; ok {
+		return nil, false, fmt.Errorf("input sets input_images, which the train stage fills in from `images` (the uploaded zip): remove it from input")
+	}
+	return out, true, nil
+}
+
+// trainerInput is what is sent to the trainer: the configured input plus the uploaded zip's URL.
+func trainerInput(in map[string]any, fileURL string) map[string]any {
+	out := make(map[string]any, len(in)+1)
+	for k, v := range in {
+		out[k] = v
+	}
+	out["input_images"] = fileURL
+	return out
+}
+
+// publicInput drops secrets (and input_images when drop is set): what may be recorded and shown.
+func publicInput(in map[string]any, dropImages bool) map[string]any {
+	out := make(map[string]any, len(in))
+	for k, v := range in {
+		if isSecret(k) || (dropImages && k == "input_images") {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// inputOutput is the `input` output: map(string) whose values are the JSON encoding of what was
+// sent (jsondecode() gives the value back), without input_images and without secrets.
+func inputOutput(in map[string]any) cty.Value {
+	pub := publicInput(in, true)
+	if len(pub) == 0 {
+		return cty.MapValEmpty(cty.String)
+	}
+	m := make(map[string]cty.Value, len(pub))
+	for k, v := range pub {
+		b, err := json.Marshal(v)
+		if err != nil {
+			b = []byte(fmt.Sprintf("%q", fmt.Sprint(v)))
+		}
+		m[k] = cty.StringVal(string(b))
+	}
+	return cty.MapVal(m)
+}
+
+// describeInput renders the input for notes: name=value in name order, secrets as (sensitive).
+func describeInput(in map[string]any) string {
+	names := make([]string, 0, len(in))
+	for k := range in {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, k := range names {
+		if isSecret(k) {
+			parts = append(parts, k+"=(sensitive)")
+			continue
+		}
+		b, _ := json.Marshal(in[k])
+		parts = append(parts, k+"="+string(b))
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// checkInputs compares the input with the trainer version's input schema: unknown names (with a
+// suggestion), wrong types, values outside the schema's bounds or enum, and missing required inputs.
+func checkInputs(trainer string, specs map[string]replicate.InputSpec, in map[string]any) error {
+	var errs []string
+	names := make([]string, 0, len(in))
+	for k := range in {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	accepted := make([]string, 0, len(specs))
+	for k := range specs {
+		if k != "input_images" {
+			accepted = append(accepted, k)
+		}
+	}
+	sort.Strings(accepted)
+	for _, name := range names {
+		spec, ok := specs[name]
+		if !ok {
+			msg := fmt.Sprintf("input %q is not an input of trainer %s", name, trainer)
+			if s := closest(name, accepted); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			} else {
+				msg += " (it accepts: " + strings.Join(accepted, ", ") + ")"
+			}
+			errs = append(errs, msg)
+			continue
+		}
+		if msg := checkValue(name, spec, in[name]); msg != "" {
+			errs = append(errs, msg)
+		}
+	}
+	for _, name := range accepted {
+		spec := specs[name]
+		if _, set := in[name]; !set && spec.Required && spec.Default == nil {
+			errs = append(errs, fmt.Sprintf("input %q is required by trainer %s and has no default: set it in input", name, trainer))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// checkValue checks one value against its schema entry; "" when it fits.
+func checkValue(name string, spec replicate.InputSpec, v any) string {
+	shown := func() string {
+		if isSecret(name) {
+			return "(sensitive)"
+		}
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	if v == nil {
+		return ""
+	}
+	switch spec.Type {
+	case "integer", "number":
+		f, ok := v.(float64)
+		if !ok {
+			return fmt.Sprintf("input %s = %s must be a %s", name, shown(), spec.Type)
+		}
+		if spec.Type == "integer" && f != math.Trunc(f) {
+			return fmt.Sprintf("input %s = %s must be a whole number", name, shown())
+		}
+		if spec.Minimum != nil && f < *spec.Minimum {
+			return fmt.Sprintf("input %s = %s is below the trainer's minimum %v", name, shown(), *spec.Minimum)
+		}
+		if spec.Maximum != nil && f > *spec.Maximum {
+			return fmt.Sprintf("input %s = %s is above the trainer's maximum %v", name, shown(), *spec.Maximum)
+		}
+	case "string":
+		if _, ok := v.(string); !ok {
+			return fmt.Sprintf("input %s = %s must be a string", name, shown())
+		}
+	case "boolean":
+		if _, ok := v.(bool); !ok {
+			return fmt.Sprintf("input %s = %s must be true or false", name, shown())
+		}
+	}
+	if len(spec.Enum) > 0 {
+		got, _ := json.Marshal(v)
+		var opts []string
+		for _, e := range spec.Enum {
+			b, _ := json.Marshal(e)
+			if string(b) == string(got) {
+				return ""
+			}
+			// Numbers in the schema may be written 16 or 16.0: compare them as numbers too.
+			if ef, ok := toFloat(e); ok {
+				if vf, ok := v.(float64); ok && ef == vf {
+					return ""
+				}
+			}
+			opts = append(opts, string(b))
+		}
+		return fmt.Sprintf("input %s = %s is not one of %s", name, shown(), strings.Join(opts, ", "))
+	}
+	return ""
+}
+
+func toFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case int:
+		return float64(n), true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
+}
+
+// closest returns the accepted name nearest to name (edit distance at most a third of its length,
+// at least 2), "" when none is close.
+func closest(name string, accepted []string) string {
+	best, bestD := "", 0
+	limit := len(name) / 3
+	if limit < 2 {
+		limit = 2
+	}
+	for _, a := range accepted {
+		d := editDistance(strings.ToLower(name), strings.ToLower(a))
+		if d <= limit && (best == "" || d < bestD) {
+			best, bestD = a, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}
