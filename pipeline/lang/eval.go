@@ -1,0 +1,312 @@
+package lang
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+)
+
+// exprCheck runs before an expression is evaluated (the static checker uses it to validate
+// references and record edges); false skips the evaluation, whose errors would only repeat it.
+type exprCheck func(expr hcl.Expression, label string) bool
+
+// unknownOutputs is the value of a stage whose outputs are not known yet: an object with every
+// declared output unknown of its declared type.
+func unknownOutputs(st *Stage) cty.Value {
+	if st == nil || st.Schema == nil {
+		return cty.DynamicVal
+	}
+	if len(st.Schema.Outputs) == 0 {
+		return cty.EmptyObjectVal
+	}
+	attrs := make(map[string]cty.Value, len(st.Schema.Outputs))
+	for name, ty := range st.Schema.Outputs {
+		attrs[name] = cty.UnknownVal(ty)
+	}
+	return cty.ObjectVal(attrs)
+}
+
+// completeOutputs fills declared outputs missing from a known object with unknowns, so a
+// reference to one of them is "known after apply" rather than an error.
+func completeOutputs(st *Stage, v cty.Value) cty.Value {
+	if v == cty.NilVal {
+		return unknownOutputs(st)
+	}
+	if st == nil || st.Schema == nil || !v.IsKnown() || v.IsNull() || !v.Type().IsObjectType() {
+		return v
+	}
+	missing := false
+	for name := range st.Schema.Outputs {
+		if !v.Type().HasAttribute(name) {
+			missing = true
+			break
+		}
+	}
+	if !missing {
+		return v
+	}
+	v, marks := v.Unmark()
+	attrs := v.AsValueMap()
+	if attrs == nil {
+		attrs = map[string]cty.Value{}
+	}
+	for name, ty := range st.Schema.Outputs {
+		if _, ok := attrs[name]; !ok {
+			attrs[name] = cty.UnknownVal(ty)
+		}
+	}
+	return cty.ObjectVal(attrs).WithMarks(marks)
+}
+
+// evalEnv is what an expression can see.
+type evalEnv struct {
+	vars   cty.Value // object
+	locals map[string]cty.Value
+	each   cty.Value // cty.NilVal outside a batch
+	// stage returns a stage's current value; nil means stages are not in scope.
+	stage func(st *Stage) cty.Value
+}
+
+func (m *Module) evalContext(baseDir string, env evalEnv) *hcl.EvalContext {
+	vars := map[string]cty.Value{
+		"var":   env.vars,
+		"local": cty.ObjectVal(env.locals),
+	}
+	if env.vars == cty.NilVal {
+		vars["var"] = cty.EmptyObjectVal
+	}
+	if len(env.locals) == 0 {
+		vars["local"] = cty.EmptyObjectVal
+	}
+	if env.each != cty.NilVal {
+		vars["each"] = env.each
+	}
+	if env.stage != nil {
+		byKind := map[string]map[string]cty.Value{}
+		for _, st := range m.stages {
+			if byKind[st.Kind] == nil {
+				byKind[st.Kind] = map[string]cty.Value{}
+			}
+			byKind[st.Kind][st.Name] = env.stage(st)
+		}
+		for kind, names := range byKind {
+			if kind == "var" || kind == "local" || kind == "each" {
+				continue
+			}
+			vars[kind] = cty.ObjectVal(names)
+		}
+	}
+	return &hcl.EvalContext{Variables: vars, Functions: m.functions(baseDir)}
+}
+
+// bodySchema turns a kind's attribute and block declarations into an hcl schema.
+func bodySchema(attrs map[string]*pipeline.Attribute, blocks map[string]*pipeline.BlockSchema) *hcl.BodySchema {
+	s := &hcl.BodySchema{}
+	for _, name := range sortedKeys(attrs) {
+		s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: name, Required: attrs[name] != nil && attrs[name].Required})
+	}
+	for _, name := range sortedKeys(blocks) {
+		var labels []string
+		if b := blocks[name]; b != nil {
+			labels = b.Labels
+		}
+		s.Blocks = append(s.Blocks, hcl.BlockHeaderSchema{Type: name, LabelNames: labels})
+	}
+	return s
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// evalExpr evaluates expr, or returns an unknown of want when check refuses it or evaluation fails.
+func evalExpr(expr hcl.Expression, ctx *hcl.EvalContext, want cty.Type, label, what string, check exprCheck) (cty.Value, hcl.Diagnostics) {
+	if check != nil && !check(expr, label) {
+		return cty.UnknownVal(want), nil
+	}
+	val, diags := expr.Value(ctx)
+	if diags.HasErrors() {
+		return cty.UnknownVal(want), diags
+	}
+	conv, err := convert.Convert(val, want)
+	if err != nil {
+		return cty.UnknownVal(want), append(diags, &hcl.Diagnostic{
+			Severity:    hcl.DiagError,
+			Summary:     "Incorrect attribute value type",
+			Detail:      fmt.Sprintf("Inappropriate value for %s: %s.", what, convertErr(err)),
+			Subject:     expr.Range().Ptr(),
+			Expression:  expr,
+			EvalContext: ctx,
+		})
+	}
+	return conv, diags
+}
+
+// convertErr makes cty's conversion error read like a sentence fragment.
+func convertErr(err error) string {
+	if pe, ok := err.(cty.PathError); ok && len(pe.Path) > 0 {
+		return fmt.Sprintf("%s: %s", formatPath(pe.Path), pe.Error())
+	}
+	return err.Error()
+}
+
+// formatPath renders a cty path like an HCL traversal: .a[0]["k"].
+func formatPath(p cty.Path) string {
+	var b strings.Builder
+	for _, step := range p {
+		switch s := step.(type) {
+		case cty.GetAttrStep:
+			b.WriteString("." + s.Name)
+		case cty.IndexStep:
+			switch {
+			case !s.Key.IsKnown():
+				b.WriteString("[?]")
+			case s.Key.Type() == cty.String:
+				fmt.Fprintf(&b, "[%q]", s.Key.AsString())
+			case s.Key.Type() == cty.Number:
+				fmt.Fprintf(&b, "[%s]", s.Key.AsBigFloat().Text('f', -1))
+			default:
+				b.WriteString("[?]")
+			}
+		}
+	}
+	return strings.TrimPrefix(b.String(), ".")
+}
+
+// evalAnyAttrs evaluates a body of free-form attributes (settings, blocks declared without
+// attributes), each as it is.
+func evalAnyAttrs(body hcl.Body, ctx *hcl.EvalContext, prefix string, check exprCheck) (map[string]cty.Value, hcl.Diagnostics) {
+	out := map[string]cty.Value{}
+	attrs, diags := body.JustAttributes()
+	for _, name := range sortedKeys(attrs) {
+		a := attrs[name]
+		v, d := evalExpr(a.Expr, ctx, cty.DynamicPseudoType, prefix+name, fmt.Sprintf("attribute %q", name), check)
+		diags = append(diags, d...)
+		out[name] = v
+	}
+	return out, diags
+}
+
+// evalStageBody evaluates a stage body against its kind's schema: the inputs object (every
+// declared attribute, defaults filled in) and the nested blocks in file order.
+func evalStageBody(body hcl.Body, schema *pipeline.Schema, ctx *hcl.EvalContext, check exprCheck) (cty.Value, []pipeline.Block, hcl.Diagnostics) {
+	content, diags := body.Content(bodySchema(schema.Attributes, schema.Blocks))
+	if content == nil {
+		return cty.DynamicVal, nil, diags
+	}
+	inputs, d := evalDeclared(content.Attributes, content.MissingItemRange, schema.Attributes, ctx, "", check)
+	diags = append(diags, d...)
+
+	var blocks []pipeline.Block
+	seen := map[string]hcl.Range{}
+	for _, blk := range content.Blocks {
+		bs := schema.Blocks[blk.Type]
+		if bs == nil {
+			bs = &pipeline.BlockSchema{}
+		}
+		if prev, dup := seen[blk.Type]; dup && !bs.Many {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  fmt.Sprintf("Duplicate %s block", blk.Type),
+				Detail:   fmt.Sprintf("Only one %s block is allowed here; the first is at %s.", blk.Type, prev),
+				Subject:  blk.DefRange.Ptr(),
+			})
+			continue
+		}
+		seen[blk.Type] = blk.DefRange
+		var attrs map[string]cty.Value
+		if bs.Attributes == nil {
+			var d hcl.Diagnostics
+			attrs, d = evalAnyAttrs(blk.Body, ctx, blk.Type+".", check)
+			diags = append(diags, d...)
+		} else {
+			c, d := blk.Body.Content(bodySchema(bs.Attributes, nil))
+			diags = append(diags, d...)
+			if c == nil {
+				continue
+			}
+			obj, d := evalDeclared(c.Attributes, c.MissingItemRange, bs.Attributes, ctx, blk.Type+".", check)
+			diags = append(diags, d...)
+			attrs = obj
+		}
+		blocks = append(blocks, pipeline.Block{
+			Type:   blk.Type,
+			Labels: append([]string(nil), blk.Labels...),
+			Attrs:  attrs,
+			Range:  blk.DefRange,
+		})
+	}
+	return objectOf(inputs), blocks, diags
+}
+
+func objectOf(attrs map[string]cty.Value) cty.Value {
+	if len(attrs) == 0 {
+		return cty.EmptyObjectVal
+	}
+	return cty.ObjectVal(attrs)
+}
+
+func evalDeclared(attrs hcl.Attributes, missing hcl.Range, declared map[string]*pipeline.Attribute, ctx *hcl.EvalContext, prefix string, check exprCheck) (map[string]cty.Value, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	out := make(map[string]cty.Value, len(declared))
+	for _, name := range sortedKeys(declared) {
+		decl := declared[name]
+		if decl == nil {
+			decl = &pipeline.Attribute{Type: cty.DynamicPseudoType}
+		}
+		ty := decl.Type
+		if ty == cty.NilType {
+			ty = cty.DynamicPseudoType
+		}
+		a, ok := attrs[name]
+		if !ok {
+			if decl.Default != cty.NilVal {
+				out[name] = decl.Default
+			} else {
+				out[name] = cty.NullVal(ty)
+			}
+			continue
+		}
+		v, d := evalExpr(a.Expr, ctx, ty, prefix+name, fmt.Sprintf("attribute %q", name), check)
+		diags = append(diags, d...)
+		if !d.HasErrors() && decl.Required && v.IsNull() {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Required attribute is null",
+				Detail:   fmt.Sprintf("Attribute %q is required and must not be null.", name),
+				Subject:  a.Expr.Range().Ptr(),
+			})
+		}
+		out[name] = v
+	}
+	return out, diags
+}
+
+// sensitiveName reports whether an attribute name marks it as secret by convention.
+func sensitiveName(name string) bool {
+	n := strings.ToLower(name)
+	return strings.Contains(n, "token") || strings.Contains(n, "key") || strings.Contains(n, "secret")
+}
+
+// unmarkPaths strips every mark from v and returns the paths (prefixed) that carried SensitiveMark.
+func unmarkPaths(v cty.Value, prefix cty.Path) (cty.Value, []cty.Path) {
+	uv, pvm := v.UnmarkDeepWithPaths()
+	var paths []cty.Path
+	for _, pm := range pvm {
+		if _, ok := pm.Marks[SensitiveMark]; ok {
+			paths = append(paths, append(prefix.Copy(), pm.Path...))
+		}
+	}
+	return uv, paths
+}

@@ -1,0 +1,1 @@
+Hello ${name}, %{ if steps > 500 }long%{ else }short%{ endif } run.
