@@ -1,0 +1,255 @@
+// Package pipeline is the vocabulary shared by the engine and the stage kinds: the Kind interface a
+// stage kind implements, the Request it receives and the Result it returns.
+//
+// A stage kind is one package under stages/ that implements Kind and is registered once in
+// cmd/pipeline:
+//
+//	type Kind struct{}
+//	func (Kind) Name() string { return "image_check" }
+//	func (Kind) Schema() *pipeline.Schema { return schema }
+//	func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) { ... }
+//	func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) { ... }
+//
+// The engine parses and evaluates the HCL, so a kind never sees HCL: it gets typed cty values with
+// defaults filled in, and returns outputs of the types its Schema declares. A kind never prints and
+// never touches the state file; it persists what it must remember (remote ids, intents) through the
+// Recorder, which the engine writes to state before the call returns.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// Kind is a stage kind: `stage "KIND" "NAME" { ... }`.
+type Kind interface {
+	// Name is the first label of the stage block, e.g. "image_check".
+	Name() string
+	// Schema declares attributes, nested blocks and outputs. It must return the same value every call.
+	Schema() *Schema
+	// Plan says what Apply would do, without side effects. For a ReadOnly kind the engine does not call
+	// Plan: it calls Apply during plan as well. Inputs may contain unknown values (cty.UnknownVal).
+	// Outputs left out of Result.Outputs are unknown ("known after apply").
+	Plan(ctx context.Context, req *Request) (*Result, error)
+	// Apply does the work. Inputs are wholly known. ctx is cancelled on Ctrl-C: a kind then records what
+	// it knows through req.Recorder and returns ctx.Err() without cancelling paid remote work.
+	Apply(ctx context.Context, req *Request) (*Result, error)
+}
+
+// Schema describes a stage kind's configuration and outputs.
+type Schema struct {
+	Attributes map[string]*Attribute
+	Blocks     map[string]*BlockSchema
+	// Outputs maps each output name to its type. The whole stage (KIND.NAME) is an object of these.
+	Outputs map[string]cty.Type
+	// ReadOnly kinds (image checks, parameter selection) run for real during plan and never count as
+	// changes for -detailed-exitcode.
+	ReadOnly bool
+	// Remote kinds talk to Replicate: they need a token (or -simulate), and under -simulate every line
+	// that shows their results is labelled as simulated.
+	Remote bool
+	// Settings names the top-level settings blocks this kind reads (e.g. "replicate"); their evaluated
+	// attributes arrive in Request.Settings and are part of the input digest.
+	Settings []string
+}
+
+// Attribute is one attribute of a stage block or nested block.
+type Attribute struct {
+	// Type is the type the value is converted to; cty.DynamicPseudoType accepts any value as is.
+	Type     cty.Type
+	Required bool
+	// Default is used when the attribute is absent; cty.NilVal means null.
+	Default cty.Value
+	// Sensitive values are redacted in output, plan files and state (names containing token, key or
+	// secret are treated as sensitive too).
+	Sensitive   bool
+	Description string
+}
+
+// BlockSchema describes a nested block type such as `rule "NAME" { ... }`.
+type BlockSchema struct {
+	// Labels names the block's labels, e.g. []string{"name"}.
+	Labels []string
+	// Attributes of the block; nil means any attribute is accepted (each of dynamic type).
+	Attributes map[string]*Attribute
+	// Many allows the block to appear more than once.
+	Many bool
+}
+
+// Block is one evaluated nested block, in file order.
+type Block struct {
+	Type   string
+	Labels []string
+	Attrs  map[string]cty.Value
+	Range  hcl.Range
+}
+
+// Request is what a stage kind receives for one stage instance.
+type Request struct {
+	// Address is "KIND.NAME" or `KIND.NAME["key"]` in a batch.
+	Address string
+	Kind    string
+	Name    string
+	// Key is the batch key ("" outside a batch).
+	Key string
+	// Inputs is an object with every schema attribute (defaults filled in, converted to the declared
+	// types). During Plan it may contain unknown values.
+	Inputs cty.Value
+	// Blocks are the nested blocks in file order.
+	Blocks []Block
+	// Settings holds the evaluated top-level settings blocks named in Schema.Settings.
+	Settings map[string]cty.Value
+	// BaseDir is the directory of the config file that declares the stage; relative paths resolve here.
+	BaseDir string
+	// DeclRange is where the stage block is declared, for messages.
+	DeclRange hcl.Range
+	// Prior is what state recorded for this instance last time, nil if it never ran.
+	Prior *Prior
+	// State reads the records of the other stages of the same batch instance, as they are in state.
+	State StateView
+	// Dependents are the stages that reference this one directly, with their attributes evaluated as
+	// far as known now (references to this stage's outputs are unknown). A train stage uses this to find
+	// a loss_gate with cancel_early.
+	Dependents []Dependent
+	// Recorder persists private data and reports progress. In plan it is a no-op recorder.
+	Recorder Recorder
+	// Env is the process environment the command runs in.
+	Env *Env
+	// Planning is true while the engine is planning (also for a ReadOnly kind's Apply during plan).
+	Planning bool
+}
+
+// Input returns one input attribute (cty.NilVal if the schema has no such attribute).
+func (r *Request) Input(name string) cty.Value {
+	if r.Inputs == cty.NilVal || r.Inputs.IsNull() || !r.Inputs.IsKnown() {
+		return cty.NilVal
+	}
+	if !r.Inputs.Type().IsObjectType() || !r.Inputs.Type().HasAttribute(name) {
+		return cty.NilVal
+	}
+	return r.Inputs.GetAttr(name)
+}
+
+// Prior is the state recorded for a stage instance by an earlier run.
+type Prior struct {
+	Status Status
+	// InputDigest is the digest of the inputs the recorded run used.
+	InputDigest string
+	// SameInputs is true when that digest equals the current one: an in-flight record can be resumed.
+	SameInputs bool
+	// Outputs are the recorded outputs (cty.NilVal when the run did not finish).
+	Outputs cty.Value
+	// Data is the kind's private data, as last saved through Recorder.Save.
+	Data json.RawMessage
+}
+
+// Decode unmarshals the prior private data into v; it reports false when there is none.
+func (p *Prior) Decode(v any) (bool, error) {
+	if p == nil || len(p.Data) == 0 || string(p.Data) == "null" {
+		return false, nil
+	}
+	if err := json.Unmarshal(p.Data, v); err != nil {
+		return false, fmt.Errorf("decoding recorded data: %w", err)
+	}
+	return true, nil
+}
+
+// Status is the recorded status of a stage instance.
+type Status string
+
+const (
+	// StatusRunning: Apply started and may have remote work in flight (see Prior.Data).
+	StatusRunning Status = "running"
+	// StatusComplete: Apply returned outputs.
+	StatusComplete Status = "complete"
+	// StatusRefused: a check refused the data or model (exit 3).
+	StatusRefused Status = "refused"
+	// StatusFailed: Apply returned an error.
+	StatusFailed Status = "failed"
+	// StatusInterrupted: Ctrl-C/SIGTERM stopped the wait; remote work may continue and is re-attached.
+	StatusInterrupted Status = "interrupted"
+)
+
+// StateView reads other stage records of the same batch instance.
+type StateView interface {
+	// Records returns the recorded stages of the given kind in this instance ("" = all kinds).
+	Records(kind string) []StageRecord
+}
+
+// StageRecord is a read-only view of another stage's record.
+type StageRecord struct {
+	Kind, Name string
+	Status     Status
+	Outputs    cty.Value
+	Data       json.RawMessage
+}
+
+// Dependent is a stage that references the stage being run.
+type Dependent struct {
+	Kind, Name string
+	Inputs     cty.Value
+}
+
+// Recorder is how a kind reports progress and persists what it must remember.
+type Recorder interface {
+	// Save replaces the kind's private data for this instance and writes state durably before it
+	// returns. Call it before waiting on remote work (an intent before a create call, the id after).
+	Save(data any) error
+	// Progress reports progress of a long stage; it never blocks on I/O.
+	Progress(p Progress)
+	// Warn reports a warning about this stage instance.
+	Warn(msg string)
+}
+
+// Progress is one progress report.
+type Progress struct {
+	Current, Total int64
+	Message        string
+	Metrics        map[string]float64
+}
+
+// Result is what Plan and Apply return.
+type Result struct {
+	// Outputs by name. Missing ones are unknown during plan and null after apply.
+	Outputs map[string]cty.Value
+	// Warnings about the data or the plan, shown under the stage.
+	Warnings []string
+	// Refused, when not empty, means a check refused the data or the model: the instance is marked
+	// refused, downstream stages are skipped and the run exits 3. Outputs are still recorded.
+	Refused string
+	// Notes are lines plan shows under the stage (what it would do, chosen values and why).
+	Notes []string
+	// Deletes lists remote objects the stage would delete (plan) or deleted (apply): action "delete".
+	Deletes []string
+	// Digest adds named components to the input digest (e.g. the content of the images). A component
+	// that changes makes the stage re-run with the reason "NAME changed". Only Plan's value is used.
+	Digest map[string]string
+}
+
+// Env is the environment a command runs in, handed to every stage.
+type Env struct {
+	// Getenv reads an environment variable (REPLICATE_API_TOKEN, REPLICATE_BASE_URL).
+	Getenv func(string) string
+	// CacheDir is a directory beside the state for caches (e.g. image analysis); created on demand.
+	CacheDir string
+	// Simulated is true under -simulate.
+	Simulated bool
+	// Values carries process-wide services that stage packages share (keyed by their own types).
+	Values map[any]any
+}
+
+// RefusedError can be returned by a kind instead of Result.Refused.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return e.Reason }
+
+// IsRefused reports whether err is (or wraps) a RefusedError.
+func IsRefused(err error) bool {
+	var r *RefusedError
+	return errors.As(err, &r)
+}
