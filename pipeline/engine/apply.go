@@ -1,0 +1,525 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/pipeline/state"
+)
+
+// Outcome is the result of an apply.
+type Outcome struct {
+	// Instances in plan order, with every stage's final status.
+	Instances []*InstanceOutcome
+	// Locked lists the batch keys skipped because another process holds their lock.
+	Locked map[string]error
+	// Interrupted is true when the run stopped early on Ctrl-C / SIGTERM.
+	Interrupted bool
+}
+
+// InstanceOutcome is what happened to one batch instance.
+type InstanceOutcome struct {
+	Key     string
+	Batch   bool
+	Stages  []*StageOutcome
+	Outputs map[string]cty.Value
+}
+
+// StageOutcome is what happened to one stage instance.
+type StageOutcome struct {
+	Address string
+	Kind    string
+	Name    string
+	// Status: "complete", "noop", "failed", "refused", "skipped", "interrupted", "not_started".
+	Status  string
+	Message string
+	Outputs cty.Value
+}
+
+// Counts tallies stage outcomes.
+func (o *Outcome) Counts() map[string]int {
+	c := map[string]int{}
+	for _, io := range o.Instances {
+		for _, so := range io.Stages {
+			c[so.Status]++
+		}
+	}
+	if len(o.Locked) > 0 {
+		c["locked"] = len(o.Locked)
+	}
+	return c
+}
+
+// ExitStatus maps an outcome to the SPEC's batch exit status: 1 if any instance errored, else 3 if
+// any check refused, else 4 if any instance was skipped for a live lock, else 0. An interrupted
+// run exits 1 when nothing else went wrong.
+func (o *Outcome) ExitStatus() int {
+	c := o.Counts()
+	switch {
+	case c["failed"] > 0:
+		return 1
+	case c["refused"] > 0:
+		return 3
+	case len(o.Locked) > 0:
+		return 4
+	case o.Interrupted || c["interrupted"] > 0:
+		return 1
+	}
+	return 0
+}
+
+const (
+	outComplete    = "complete"
+	outNoop        = "noop"
+	outFailed      = "failed"
+	outRefused     = "refused"
+	outSkipped     = "skipped"
+	outInterrupted = "interrupted"
+	outNotStarted  = "not_started"
+)
+
+// Apply runs the plan: every instance's DAG is walked with bounded parallelism across all
+// instances. A failure skips its downstream stages only; other instances go on. When ctx is
+// cancelled no new stage starts, running stages record what they know, and Apply returns.
+func (e *Engine) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
+	out := &Outcome{Instances: make([]*InstanceOutcome, len(plan.Instances)), Locked: e.locked}
+	sem := make(chan struct{}, e.parallelism())
+	var wg sync.WaitGroup
+	for i, ip := range plan.Instances {
+		io := &InstanceOutcome{Key: ip.Key, Batch: ip.Batch}
+		out.Instances[i] = io
+		if ip.Err != nil {
+			io.Stages = append(io.Stages, &StageOutcome{Address: "batch", Status: outFailed, Message: ip.Err.Error()})
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.applyInstance(ctx, ip, io, sem)
+		}()
+	}
+	wg.Wait()
+	out.Interrupted = ctx.Err() != nil
+	e.emitRootOutputs(plan, out)
+	e.emit(pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "apply", Counts: out.Counts()})
+	return out, nil
+}
+
+func (e *Engine) emitRootOutputs(plan *Plan, out *Outcome) {
+	all := map[string]any{}
+	for _, io := range out.Instances {
+		for name, v := range io.Outputs {
+			if !plan.Batch {
+				all[name] = Plain(v, nil)
+				continue
+			}
+			m, _ := all[name].(map[string]any)
+			if m == nil {
+				m = map[string]any{}
+				all[name] = m
+			}
+			m[io.Key] = Plain(v, nil)
+		}
+	}
+	if len(all) > 0 {
+		e.emit(pipeline.Event{Type: pipeline.EventOutputs, Outputs: all})
+	}
+}
+
+type stageRun struct {
+	sp   *StagePlan
+	done chan struct{}
+	out  *StageOutcome
+}
+
+func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *InstanceOutcome, sem chan struct{}) {
+	runs := make(map[string]*stageRun, len(ip.Stages))
+	for _, sp := range ip.Stages {
+		runs[sp.Stage.Addr] = &stageRun{sp: sp, done: make(chan struct{})}
+	}
+	var evalMu sync.Mutex // the instance scope is not safe for concurrent use
+	var wg sync.WaitGroup
+	for _, sp := range ip.Stages {
+		r := runs[sp.Stage.Addr]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(r.done)
+			for _, d := range sp.Stage.Deps {
+				<-runs[d].done
+			}
+			r.out = e.runStage(ctx, ip, r, runs, sem, &evalMu)
+		}()
+	}
+	wg.Wait()
+	for _, sp := range ip.Stages {
+		io.Stages = append(io.Stages, runs[sp.Stage.Addr].out)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	// Root outputs of this instance, when every stage they need is known.
+	evalMu.Lock()
+	outs, diags := ip.scope.EvalOutputs()
+	evalMu.Unlock()
+	if !diags.HasErrors() {
+		io.Outputs = map[string]cty.Value{}
+		attrs := map[string]cty.Value{}
+		for k, v := range outs {
+			if v.IsWhollyKnown() {
+				io.Outputs[k] = v
+				attrs[k] = v
+			}
+		}
+		if raw, err := marshalValue(cty.ObjectVal(attrs)); err == nil {
+			ip.mu.Lock()
+			ip.state.Outputs = raw
+			err := e.Store.Put(context.WithoutCancel(ctx), ip.Key, ip.state)
+			ip.mu.Unlock()
+			if err != nil {
+				e.emit(pipeline.Event{Type: pipeline.EventLog, Key: ip.Key, Message: "saving outputs to state: " + err.Error()})
+			}
+		}
+	}
+}
+
+func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, runs map[string]*stageRun, sem chan struct{}, evalMu *sync.Mutex) *StageOutcome {
+	sp := r.sp
+	st := sp.Stage
+	so := &StageOutcome{Address: sp.Address, Kind: st.Kind, Name: st.Name}
+	setOutputs := func(v cty.Value) {
+		evalMu.Lock()
+		ip.scope.SetStage(st.Addr, v)
+		evalMu.Unlock()
+	}
+	for _, d := range st.Deps {
+		dr := runs[d]
+		switch dr.out.Status {
+		case outComplete, outNoop:
+			continue
+		case outNotStarted, outInterrupted:
+			so.Status = outNotStarted
+			return so
+		default:
+			so.Status = outSkipped
+			so.Message = "upstream " + d + " " + dr.out.Status
+			e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message})
+			return so
+		}
+	}
+	switch {
+	case sp.Err != nil:
+		so.Status, so.Message = outFailed, sp.Err.Error()
+		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
+		return so
+	case sp.Action == pipeline.ActionSkip:
+		so.Status, so.Message = outSkipped, firstOr(sp.Reasons, "skipped")
+		e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message})
+		return so
+	case sp.Action == pipeline.ActionNoop && !sp.ReadOnly:
+		so.Outputs = sp.Outputs
+		setOutputs(sp.Outputs)
+		if sp.Refused != "" {
+			so.Status, so.Message = outRefused, sp.Refused
+			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Refused: true, Operation: "apply"})
+			return so
+		}
+		so.Status = outNoop
+		return so
+	}
+	if ctx.Err() != nil {
+		so.Status = outNotStarted
+		return so
+	}
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		so.Status = outNotStarted
+		return so
+	}
+	defer func() { <-sem }()
+
+	if sp.ReadOnly && sp.ranInPlan {
+		return e.recordReadOnly(ctx, ip, sp, so, setOutputs)
+	}
+
+	// Re-evaluate with the now known upstream outputs.
+	evalMu.Lock()
+	planParts := sp.Parts
+	err := e.evalStage(ip, sp)
+	evalMu.Unlock()
+	if err != nil {
+		return e.fail(ip, sp, so, err)
+	}
+	needPlan := false
+	for k, v := range planParts {
+		if len(k) > 0 && k[0] == '+' {
+			if v == "" {
+				needPlan = true
+			}
+			sp.Parts[k] = v
+		}
+	}
+	if needPlan || (!sp.ReadOnly && len(planParts) == 0) {
+		evalMu.Lock()
+		req := e.request(ip, sp, true, nopRecorder{})
+		evalMu.Unlock()
+		res, err := st.Impl.Plan(ctx, req)
+		if err != nil && !pipeline.IsRefused(err) {
+			return e.fail(ip, sp, so, err)
+		}
+		if res != nil {
+			for k, v := range res.Digest {
+				sp.Parts["+"+k] = v
+			}
+		}
+	}
+	sp.Digest = combineDigest(sp.Parts)
+
+	rec := &state.Record{
+		Kind: st.Kind, Name: st.Name, Status: pipeline.StatusRunning,
+		InputDigest: sp.Digest, DigestParts: sp.Parts, Inputs: sp.Display,
+		StartedAt: e.clock().UTC(),
+	}
+	if sp.prior != nil && sp.prior.InputDigest == sp.Digest {
+		// Same inputs: keep what the earlier run recorded (its remote ids) until the kind replaces it.
+		rec.Data = sp.prior.Data
+	}
+	rec.UpdatedAt = rec.StartedAt
+	if err := e.putRecord(ctx, ip, st.Addr, rec); err != nil {
+		return e.fail(ip, sp, so, fmt.Errorf("recording the start in state: %w", err))
+	}
+	e.emit(pipeline.Event{Type: pipeline.EventStageStart, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote), Action: sp.Action})
+
+	recorder := &recorder{e: e, ip: ip, sp: sp, addr: st.Addr, ctx: ctx}
+	evalMu.Lock()
+	req := e.request(ip, sp, false, recorder)
+	evalMu.Unlock()
+	res, err := st.Impl.Apply(ctx, req)
+	if res == nil {
+		res = &pipeline.Result{}
+	}
+	if err != nil {
+		if reason, ok := asRefused(err); ok {
+			res.Refused = reason
+			err = nil
+		}
+	}
+	for _, w := range res.Warnings {
+		e.emit(pipeline.Event{Type: pipeline.EventStageWarning, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: w, Simulated: e.simulated(st.Schema.Remote)})
+	}
+	ip.mu.Lock()
+	rec = ip.state.Records[st.Addr]
+	rec.Warnings = res.Warnings
+	rec.UpdatedAt = e.clock().UTC()
+	ip.mu.Unlock()
+	if err != nil {
+		status := pipeline.StatusFailed
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			status = pipeline.StatusInterrupted
+		}
+		e.finishRecord(ctx, ip, st.Addr, status, nil, err.Error())
+		if status == pipeline.StatusInterrupted {
+			so.Status, so.Message = outInterrupted, "interrupted: recorded in state, the next apply resumes it"
+			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
+			return so
+		}
+		so.Status, so.Message = outFailed, err.Error()
+		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Simulated: e.simulated(st.Schema.Remote), Operation: "apply"})
+		return so
+	}
+	outputs, oerr := outputObject(st.Schema.Outputs, res.Outputs, false)
+	if oerr != nil {
+		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusFailed, nil, oerr.Error())
+		return e.fail(ip, sp, so, oerr)
+	}
+	raw, _ := marshalValue(outputs)
+	so.Outputs = outputs
+	setOutputs(outputs)
+	ev := pipeline.Event{Address: sp.Address, Kind: st.Kind, Key: ip.Key, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote),
+		Outputs: plainMap(outputs, sensitiveByName(outputs, nil, nil)), Warnings: res.Warnings, Deletes: res.Deletes, Notes: res.Notes}
+	if res.Refused != "" {
+		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusRefused, raw, res.Refused)
+		so.Status, so.Message = outRefused, res.Refused
+		ev.Type = pipeline.EventStageOutputs
+		ev.Refused, ev.Message = true, res.Refused
+		e.emit(ev)
+		ev.Type = pipeline.EventStageFailed
+		ev.Operation = "apply"
+		e.emit(ev)
+		return so
+	}
+	e.finishRecord(ctx, ip, st.Addr, pipeline.StatusComplete, raw, "")
+	so.Status = outComplete
+	ev.Type = pipeline.EventStageOutputs
+	e.emit(ev)
+	ev.Type = pipeline.EventStageComplete
+	e.emit(ev)
+	return so
+}
+
+func (e *Engine) simulated(remote bool) bool { return remote && e.Env != nil && e.Env.Simulated }
+
+// recordReadOnly stores the result a read-only stage produced during plan.
+func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePlan, so *StageOutcome, setOutputs func(cty.Value)) *StageOutcome {
+	st := sp.Stage
+	raw, _ := marshalValue(sp.Outputs)
+	status := pipeline.StatusComplete
+	if sp.Refused != "" {
+		status = pipeline.StatusRefused
+	}
+	now := e.clock().UTC()
+	rec := &state.Record{Kind: st.Kind, Name: st.Name, Status: status, InputDigest: sp.Digest, DigestParts: sp.Parts,
+		Inputs: sp.Display, Outputs: raw, Error: sp.Refused, Warnings: sp.Warnings, StartedAt: now, UpdatedAt: now}
+	if sp.Action == pipeline.ActionNoop && sp.prior != nil {
+		rec.StartedAt = sp.prior.StartedAt
+	}
+	if err := e.putRecord(ctx, ip, st.Addr, rec); err != nil {
+		return e.fail(ip, sp, so, fmt.Errorf("recording in state: %w", err))
+	}
+	so.Outputs = sp.Outputs
+	setOutputs(sp.Outputs)
+	if sp.Refused != "" {
+		so.Status, so.Message = outRefused, sp.Refused
+		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, ReadOnly: true, Message: sp.Refused, Refused: true, Operation: "apply"})
+		return so
+	}
+	so.Status = outComplete
+	if sp.Action == pipeline.ActionNoop {
+		so.Status = outNoop
+	}
+	return so
+}
+
+func (e *Engine) fail(ip *InstancePlan, sp *StagePlan, so *StageOutcome, err error) *StageOutcome {
+	so.Status, so.Message = outFailed, err.Error()
+	e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
+	return so
+}
+
+// putRecord replaces a record and writes the instance durably.
+func (e *Engine) putRecord(ctx context.Context, ip *InstancePlan, addr string, rec *state.Record) error {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	ip.state.Records[addr] = rec
+	return e.Store.Put(context.WithoutCancel(ctx), ip.Key, ip.state)
+}
+
+// finishRecord sets a record's final status and writes it. Writing uses a context that survives
+// Ctrl-C: what a stage learned must reach state even when the run is stopping.
+func (e *Engine) finishRecord(ctx context.Context, ip *InstancePlan, addr string, status pipeline.Status, outputs json.RawMessage, msg string) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	rec := ip.state.Records[addr]
+	rec.Status = status
+	rec.Outputs = outputs
+	rec.Error = msg
+	rec.UpdatedAt = e.clock().UTC()
+	if err := e.Store.Put(context.WithoutCancel(ctx), ip.Key, ip.state); err != nil {
+		e.emit(pipeline.Event{Type: pipeline.EventLog, Address: Address(addr, ip.Key, ip.Batch), Key: ip.Key, Message: "saving state failed: " + err.Error()})
+	}
+}
+
+// recorder is the pipeline.Recorder handed to a running stage.
+type recorder struct {
+	e    *Engine
+	ip   *InstancePlan
+	sp   *StagePlan
+	addr string
+	ctx  context.Context
+}
+
+func (r *recorder) Save(data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("recording stage data: %w", err)
+	}
+	b = scrubSecrets(b)
+	r.ip.mu.Lock()
+	defer r.ip.mu.Unlock()
+	rec := r.ip.state.Records[r.addr]
+	rec.Data = b
+	rec.UpdatedAt = r.e.clock().UTC()
+	return r.e.Store.Put(context.WithoutCancel(r.ctx), r.ip.Key, r.ip.state)
+}
+
+func (r *recorder) Progress(p pipeline.Progress) {
+	pp := p
+	r.e.emit(pipeline.Event{Type: pipeline.EventStageProgress, Address: r.sp.Address, Kind: r.sp.Stage.Kind, Key: r.ip.Key,
+		Remote: r.sp.Stage.Schema.Remote, Simulated: r.e.simulated(r.sp.Stage.Schema.Remote), Progress: &pp})
+}
+
+func (r *recorder) Warn(msg string) {
+	r.e.emit(pipeline.Event{Type: pipeline.EventStageWarning, Address: r.sp.Address, Kind: r.sp.Stage.Kind, Key: r.ip.Key, Message: msg,
+		Simulated: r.e.simulated(r.sp.Stage.Schema.Remote)})
+}
+
+// scrubSecrets redacts string values under keys that name a token or secret, so a stage that
+// records its input (with hf_token, wandb_api_key) never writes a secret to state.
+func scrubSecrets(b []byte) []byte {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return b
+	}
+	changed := false
+	var walk func(any) any
+	walk = func(x any) any {
+		switch t := x.(type) {
+		case map[string]any:
+			for k, e := range t {
+				if s, ok := e.(string); ok && secretField(k) && s != "" && s != Redacted {
+					t[k] = Redacted
+					changed = true
+					continue
+				}
+				t[k] = walk(e)
+			}
+		case []any:
+			for i, e := range t {
+				t[i] = walk(e)
+			}
+		}
+		return x
+	}
+	v = walk(v)
+	if !changed {
+		return b
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return b
+	}
+	return out
+}
+
+// secretField: names like hf_token, wandb_api_key, client_secret. Plain "key" (a batch key) is not.
+func secretField(k string) bool {
+	if k == "key" || k == "keys" {
+		return false
+	}
+	return SensitiveName(k)
+}
+
+func firstOr(s []string, def string) string {
+	if len(s) > 0 {
+		return s[0]
+	}
+	return def
+}
+
+// LockedKeys lists the keys skipped for a lock, sorted.
+func (o *Outcome) LockedKeys() []string {
+	out := make([]string, 0, len(o.Locked))
+	for k := range o.Locked {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,218 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+)
+
+// Test stage kinds standing in for real ones: a read-only "check" and a "work" kind that records
+// a remote id before "waiting", like train does.
+
+type checkKind struct {
+	runs atomic.Int64
+}
+
+func (*checkKind) Name() string { return "check" }
+func (*checkKind) Schema() *pipeline.Schema {
+	return &pipeline.Schema{
+		ReadOnly: true,
+		Attributes: map[string]*pipeline.Attribute{
+			"items":     {Type: cty.List(cty.String), Required: true},
+			"min_count": {Type: cty.Number, Default: cty.NumberIntVal(1)},
+		},
+		Outputs: map[string]cty.Type{"count": cty.Number, "accepted": cty.List(cty.String)},
+	}
+}
+func (k *checkKind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
+	return nil, errors.New("a read-only kind's Plan must not be called")
+}
+func (k *checkKind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
+	k.runs.Add(1)
+	items := req.Input("items")
+	n := items.LengthInt()
+	min, _ := req.Input("min_count").AsBigFloat().Int64()
+	res := &pipeline.Result{
+		Outputs: map[string]cty.Value{"count": cty.NumberIntVal(int64(n)), "accepted": items},
+		Notes:   []string{fmt.Sprintf("%d accepted", n)},
+	}
+	if int64(n) < min {
+		res.Refused = fmt.Sprintf("only %d items (min_count %d)", n, min)
+	}
+	return res, nil
+}
+
+// workKind is a remote-like kind. Hooks let tests interrupt it at each step.
+type workKind struct {
+	mu      sync.Mutex
+	creates map[string]int // remote "jobs" created, by address
+	applies atomic.Int64
+	// fail makes Apply of these addresses fail.
+	fail map[string]bool
+	// onStep is called at "start", "saved-intent", "created", "saved-id", "done"; returning an
+	// error from it simulates a crash at that point.
+	onStep func(addr, step string) error
+	// remote, when set, is a directory standing in for the remote service: jobs are files there,
+	// so a job created by a process that then crashed can be found again (reconcile).
+	remote string
+}
+
+func newWork() *workKind { return &workKind{creates: map[string]int{}, fail: map[string]bool{}} }
+
+func (*workKind) Name() string { return "work" }
+func (*workKind) Schema() *pipeline.Schema {
+	return &pipeline.Schema{
+		Remote: true,
+		Attributes: map[string]*pipeline.Attribute{
+			"input":     {Type: cty.DynamicPseudoType},
+			"api_token": {Type: cty.String},
+			"refuse":    {Type: cty.Bool, Default: cty.False},
+		},
+		Outputs: map[string]cty.Type{"result": cty.String, "job": cty.String},
+	}
+}
+
+func (k *workKind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
+	return &pipeline.Result{Notes: []string{"would start a job"}}, nil
+}
+
+type workData struct {
+	Intent   bool   `json:"intent"`
+	Job      string `json:"job,omitempty"`
+	APIToken string `json:"api_token,omitempty"`
+}
+
+func (k *workKind) step(addr, s string) error {
+	if k.onStep == nil {
+		return nil
+	}
+	return k.onStep(addr, s)
+}
+
+func (k *workKind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
+	k.applies.Add(1)
+	if err := k.step(req.Address, "start"); err != nil {
+		return nil, err
+	}
+	if k.fail[req.Address] {
+		return nil, errors.New("remote job failed: boom")
+	}
+	var d workData
+	if _, err := req.Prior.Decode(&d); err != nil {
+		return nil, err
+	}
+	if req.Prior == nil || !req.Prior.SameInputs {
+		d = workData{}
+	}
+	if d.Job == "" && d.Intent {
+		// Died between create and recording the id last time: find the job instead of paying twice.
+		d.Job = k.find(req.Address)
+	}
+	if d.Job == "" {
+		tok := ""
+		if v := req.Input("api_token"); v != cty.NilVal && !v.IsNull() {
+			tok = v.AsString()
+		}
+		if err := req.Recorder.Save(workData{Intent: true, APIToken: tok}); err != nil {
+			return nil, err
+		}
+		if err := k.step(req.Address, "saved-intent"); err != nil {
+			return nil, err
+		}
+		d.Job = k.create(req.Address)
+		if err := k.step(req.Address, "created"); err != nil {
+			return nil, err
+		}
+		d.Intent = false
+		if err := req.Recorder.Save(d); err != nil {
+			return nil, err
+		}
+		if err := k.step(req.Address, "saved-id"); err != nil {
+			return nil, err
+		}
+	}
+	req.Recorder.Progress(pipeline.Progress{Current: 1, Total: 1, Message: "done"})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := k.step(req.Address, "done"); err != nil {
+		return nil, err
+	}
+	res := &pipeline.Result{Outputs: map[string]cty.Value{
+		"result": cty.StringVal("ok:" + req.Input("input").GoString()),
+		"job":    cty.StringVal(d.Job),
+	}}
+	if req.Input("refuse").True() {
+		res.Refused = "refused by test"
+	}
+	return res, nil
+}
+
+func (k *workKind) create(addr string) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.creates[addr]++
+	job := fmt.Sprintf("job-%s-%d", addr, k.creates[addr])
+	if k.remote != "" {
+		n := len(k.remoteJobs(addr)) + 1
+		job = fmt.Sprintf("job-%s-%d", addr, n)
+		if err := os.WriteFile(filepath.Join(k.remote, fileName(addr)+"."+strconv.Itoa(n)), []byte(job), 0o644); err != nil {
+			panic(err)
+		}
+	}
+	return job
+}
+
+func fileName(addr string) string {
+	return strings.NewReplacer("[", "_", "]", "_", `"`, "", "/", "_").Replace(addr)
+}
+
+func (k *workKind) remoteJobs(addr string) []string {
+	m, _ := filepath.Glob(filepath.Join(k.remote, fileName(addr)+".*"))
+	return m
+}
+
+func (k *workKind) find(addr string) string {
+	if k.remote == "" {
+		return ""
+	}
+	jobs := k.remoteJobs(addr)
+	if len(jobs) == 0 {
+		return ""
+	}
+	b, _ := os.ReadFile(jobs[len(jobs)-1])
+	return string(b)
+}
+
+func (k *workKind) created(addr string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.remote != "" {
+		return len(k.remoteJobs(addr))
+	}
+	return k.creates[addr]
+}
+
+func (k *workKind) totalCreated() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.remote != "" {
+		m, _ := filepath.Glob(filepath.Join(k.remote, "*"))
+		return len(m)
+	}
+	n := 0
+	for _, c := range k.creates {
+		n += c
+	}
+	return n
+}

@@ -1,0 +1,723 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/pipeline/lang"
+	"github.com/pipeline-dev/pipeline/pipeline/state"
+)
+
+// Plan is what apply would do, per batch instance.
+type Plan struct {
+	Batch     bool
+	Instances []*InstancePlan
+}
+
+// InstancePlan is the plan of one batch instance (the only one outside a batch).
+type InstancePlan struct {
+	Key    string
+	Batch  bool
+	Value  cty.Value
+	Serial uint64
+	Stages []*StagePlan
+	// Err is set when the instance could not be planned at all (state unreadable, bad locals).
+	Err error
+
+	byAddr map[string]*StagePlan
+	mu     sync.Mutex // guards state below during apply
+	state  *state.Instance
+	scope  *lang.Scope
+	view   *stateView
+}
+
+// StagePlan is the plan of one stage instance.
+type StagePlan struct {
+	Stage    *lang.Stage
+	Address  string
+	Action   pipeline.Action
+	ReadOnly bool
+	Reasons  []string
+	Notes    []string
+	Deletes  []string
+	Warnings []string
+	// Refused is set when a read-only stage refused the data during plan.
+	Refused string
+	// Err is set when the stage instance failed to plan.
+	Err error
+
+	Inputs    cty.Value
+	Blocks    []pipeline.Block
+	Settings  map[string]cty.Value
+	Sensitive []cty.Path
+	Parts     map[string]string
+	Display   map[string]json.RawMessage
+	// Digest is the input digest, "" when inputs are not wholly known yet.
+	Digest  string
+	Outputs cty.Value
+
+	prior     *state.Record
+	ranInPlan bool
+}
+
+// Changes counts stage instances apply would run (read-only stages never count).
+func (p *Plan) Changes() int {
+	n := 0
+	for _, ip := range p.Instances {
+		for _, sp := range ip.Stages {
+			if sp.ReadOnly {
+				continue
+			}
+			switch sp.Action {
+			case pipeline.ActionRun, pipeline.ActionRerun, pipeline.ActionDelete:
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Refused reports whether any stage refused during plan.
+func (p *Plan) Refused() bool {
+	for _, ip := range p.Instances {
+		for _, sp := range ip.Stages {
+			if sp.Refused != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Errored reports whether any instance or stage failed to plan.
+func (p *Plan) Errored() bool {
+	for _, ip := range p.Instances {
+		if ip.Err != nil {
+			return true
+		}
+		for _, sp := range ip.Stages {
+			if sp.Err != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Counts tallies the plan's actions for the summary.
+func (p *Plan) Counts() map[string]int {
+	c := map[string]int{}
+	for _, ip := range p.Instances {
+		if ip.Err != nil {
+			c["error"]++
+			continue
+		}
+		for _, sp := range ip.Stages {
+			switch {
+			case sp.Err != nil:
+				c["error"]++
+			case sp.Refused != "":
+				c["refused"]++
+			case sp.ReadOnly && sp.Action != pipeline.ActionSkip:
+				c["read"]++
+			default:
+				c[string(sp.Action)]++
+			}
+		}
+	}
+	return c
+}
+
+// Plan evaluates every selected instance without side effects and emits planned_change events.
+func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
+	specs, err := e.instances()
+	if err != nil {
+		return nil, err
+	}
+	plan := &Plan{Batch: e.Module.HasBatch(), Instances: make([]*InstancePlan, len(specs))}
+	sem := make(chan struct{}, e.parallelism())
+	var wg sync.WaitGroup
+	for i, sp := range specs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int, sp instanceSpec) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			plan.Instances[i] = e.planInstance(ctx, sp)
+		}(i, sp)
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("plan %w: %v", Interrupted, err)
+	}
+	for _, ip := range plan.Instances {
+		e.emitInstancePlan(ip)
+	}
+	e.emit(pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "plan", Counts: plan.Counts()})
+	return plan, nil
+}
+
+func (e *Engine) emitInstancePlan(ip *InstancePlan) {
+	if ip.Err != nil {
+		addr := "batch[" + fmt.Sprintf("%q", ip.Key) + "]"
+		if !ip.Batch {
+			addr = "pipeline"
+		}
+		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: addr, Key: ip.Key, Message: ip.Err.Error()})
+		return
+	}
+	for _, sp := range ip.Stages {
+		ev := pipeline.Event{
+			Type: pipeline.EventPlannedChange, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key,
+			ReadOnly: sp.ReadOnly, Remote: sp.Stage.Schema.Remote, Simulated: e.Env != nil && e.Env.Simulated && sp.Stage.Schema.Remote,
+			Action: sp.Action, Reasons: sp.Reasons, Notes: sp.Notes, Deletes: sp.Deletes, Warnings: sp.Warnings,
+		}
+		if sp.Err != nil {
+			ev.Message = sp.Err.Error()
+		}
+		if sp.Refused != "" {
+			ev.Message = sp.Refused
+			ev.Refused = true
+		}
+		e.emit(ev)
+		if sp.ranInPlan && sp.Outputs != cty.NilVal {
+			e.emit(pipeline.Event{
+				Type: pipeline.EventStageOutputs, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, ReadOnly: true,
+				Outputs: plainMap(sp.Outputs, nil), Warnings: sp.Warnings, Refused: sp.Refused != "", Message: sp.Refused,
+			})
+		}
+		if sp.Err != nil {
+			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, Message: sp.Err.Error(), Operation: "plan"})
+		}
+	}
+}
+
+// plainMap renders an output object as a map for events.
+func plainMap(v cty.Value, sensitive []cty.Path) map[string]any {
+	if m, ok := Plain(v, sensitive).(map[string]any); ok {
+		return m
+	}
+	return nil
+}
+
+func (e *Engine) planInstance(ctx context.Context, spec instanceSpec) *InstancePlan {
+	ip := &InstancePlan{Key: spec.key, Batch: spec.batch, Value: spec.value, byAddr: map[string]*StagePlan{}}
+	prior, err := e.Store.Get(ctx, spec.key)
+	if err != nil {
+		ip.Err = fmt.Errorf("reading state: %w", err)
+		return ip
+	}
+	if prior == nil {
+		prior = &state.Instance{Key: spec.key, Records: map[string]*state.Record{}}
+	}
+	if prior.Records == nil {
+		prior.Records = map[string]*state.Record{}
+	}
+	ip.state = prior
+	ip.Serial = prior.Serial
+	ip.view = &stateView{mu: &ip.mu, inst: prior, schemas: e.outputTypes}
+	scope, diags := e.Module.NewScope(lang.Instance{Key: spec.key, Batch: spec.batch, Value: spec.value, Vars: e.Vars})
+	if diags.HasErrors() {
+		ip.Err = &DiagError{Diags: diags}
+		return ip
+	}
+	ip.scope = scope
+	for _, st := range e.Module.Stages() {
+		if ctx.Err() != nil {
+			return ip
+		}
+		sp := e.planStage(ctx, ip, st)
+		ip.Stages = append(ip.Stages, sp)
+		ip.byAddr[st.Addr] = sp
+		scope.SetStage(st.Addr, sp.Outputs)
+	}
+	return ip
+}
+
+func (e *Engine) outputTypes(kind string) map[string]cty.Type {
+	for _, st := range e.Module.Stages() {
+		if st.Kind == kind {
+			return st.Schema.Outputs
+		}
+	}
+	return nil
+}
+
+func (e *Engine) replaced(addr, stageAddr string) bool {
+	for _, r := range e.Replace {
+		if r == addr || r == stageAddr {
+			return true
+		}
+	}
+	return false
+}
+
+// upstreamBlocked returns a reason when a dependency failed, refused or was skipped.
+func upstreamBlocked(ip *InstancePlan, st *lang.Stage) string {
+	for _, d := range st.Deps {
+		dp := ip.byAddr[d]
+		if dp == nil {
+			continue
+		}
+		switch {
+		case dp.Err != nil:
+			return "upstream " + d + " failed"
+		case dp.Refused != "":
+			return "upstream " + d + " refused: " + dp.Refused
+		case dp.Action == pipeline.ActionSkip:
+			return "upstream " + d + " is skipped"
+		}
+	}
+	return ""
+}
+
+// evalStage evaluates a stage's inputs, blocks and settings in the instance scope.
+func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
+	st := sp.Stage
+	inputs, blocks, sens, diags := ip.scope.EvalStage(st)
+	if diags.HasErrors() {
+		return &DiagError{Diags: diags}
+	}
+	settings := make(map[string]cty.Value, len(st.Schema.Settings))
+	for _, name := range st.Schema.Settings {
+		v, diags := ip.scope.EvalSettings(name)
+		if diags.HasErrors() {
+			return &DiagError{Diags: diags}
+		}
+		settings[name] = v
+	}
+	sens = sensitiveByName(inputs, nil, sens)
+	sp.Inputs, sp.Blocks, sp.Settings, sp.Sensitive = inputs, blocks, settings, sens
+	sp.Parts, sp.Display = digestParts(inputs, blocks, settings, sens)
+	return nil
+}
+
+func (e *Engine) planStage(ctx context.Context, ip *InstancePlan, st *lang.Stage) *StagePlan {
+	sp := &StagePlan{Stage: st, Address: Address(st.Addr, ip.Key, ip.Batch), ReadOnly: st.Schema.ReadOnly}
+	sp.prior = ip.state.Records[st.Addr]
+	if why := upstreamBlocked(ip, st); why != "" {
+		sp.Action = pipeline.ActionSkip
+		sp.Reasons = []string{why}
+		sp.Outputs = unknownOutputs(st.Schema.Outputs)
+		return sp
+	}
+	if err := e.evalStage(ip, sp); err != nil {
+		sp.Err = err
+		sp.Outputs = unknownOutputs(st.Schema.Outputs)
+		return sp
+	}
+	if st.Schema.ReadOnly && sp.Inputs.IsWhollyKnown() {
+		e.planReadOnly(ctx, ip, sp)
+		return sp
+	}
+	e.planRemote(ctx, ip, sp)
+	return sp
+}
+
+// planReadOnly runs a read-only stage for real during plan.
+func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePlan) {
+	st := sp.Stage
+	req := e.request(ip, sp, true, nopRecorder{})
+	res, err := st.Impl.Apply(ctx, req)
+	sp.ranInPlan = true
+	if res == nil {
+		res = &pipeline.Result{}
+	}
+	if err != nil {
+		if r, ok := asRefused(err); ok {
+			res.Refused = r
+		} else {
+			sp.Err = fmt.Errorf("%s: %w", sp.Address, err)
+			sp.Outputs = unknownOutputs(st.Schema.Outputs)
+			return
+		}
+	}
+	sp.Notes, sp.Warnings, sp.Refused = res.Notes, res.Warnings, res.Refused
+	out, err := outputObject(st.Schema.Outputs, res.Outputs, false)
+	if err != nil {
+		sp.Err = fmt.Errorf("%s: %w", sp.Address, err)
+		sp.Outputs = unknownOutputs(st.Schema.Outputs)
+		return
+	}
+	sp.Outputs = out
+	for k, v := range res.Digest {
+		sp.Parts["+"+k] = v
+	}
+	sp.Digest = combineDigest(sp.Parts)
+	switch {
+	case sp.prior == nil:
+		sp.Action = pipeline.ActionRun
+	case sp.prior.Status == pipeline.StatusComplete && sp.prior.InputDigest == sp.Digest && sameOutputs(sp.prior.Outputs, out):
+		sp.Action = pipeline.ActionNoop
+	default:
+		sp.Action = pipeline.ActionRerun
+		sp.Reasons = append(changeReasons(sp.prior, sp.Parts, sp.Display), outputChanges(st.Schema.Outputs, sp.prior.Outputs, out)...)
+		if len(sp.Reasons) == 0 {
+			sp.Reasons = []string{"last run " + string(sp.prior.Status)}
+		}
+	}
+}
+
+// planRemote asks a stage kind what it would do.
+func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan) {
+	st := sp.Stage
+	req := e.request(ip, sp, true, nopRecorder{})
+	res, err := st.Impl.Plan(ctx, req)
+	if res == nil {
+		res = &pipeline.Result{}
+	}
+	if err != nil {
+		if r, ok := asRefused(err); ok {
+			res.Refused = r
+		} else {
+			sp.Err = fmt.Errorf("%s: %w", sp.Address, err)
+			sp.Outputs = unknownOutputs(st.Schema.Outputs)
+			return
+		}
+	}
+	sp.Notes, sp.Warnings, sp.Deletes, sp.Refused = res.Notes, res.Warnings, res.Deletes, res.Refused
+	known := sp.Inputs.IsWhollyKnown()
+	for k, v := range res.Digest {
+		if v == "" {
+			known = false
+			continue
+		}
+		sp.Parts["+"+k] = v
+	}
+	for _, v := range sp.Parts {
+		if v == "" {
+			known = false
+		}
+	}
+	if known {
+		sp.Digest = combineDigest(sp.Parts)
+	}
+	upstream := upstreamChanging(ip, st)
+	prior := sp.prior
+	switch {
+	case e.replaced(sp.Address, st.Addr):
+		sp.Action = pipeline.ActionRerun
+		sp.Reasons = []string{"replacement requested with -replace"}
+	case prior == nil:
+		sp.Action = pipeline.ActionRun
+	case (prior.Status == pipeline.StatusRunning || prior.Status == pipeline.StatusInterrupted) && known && prior.InputDigest == sp.Digest:
+		sp.Action = pipeline.ActionRun
+		sp.Reasons = []string{"resume: the last run was " + string(prior.Status) + "; remote work it started is re-attached, not started again"}
+	case upstream != "":
+		sp.Action = pipeline.ActionRerun
+		sp.Reasons = []string{"upstream " + upstream + " re-runs"}
+	case !known:
+		sp.Action = pipeline.ActionRerun
+		sp.Reasons = unknownReasons(sp.Parts)
+	case prior.InputDigest != sp.Digest:
+		sp.Action = pipeline.ActionRerun
+		sp.Reasons = changeReasons(prior, sp.Parts, sp.Display)
+	case prior.Status == pipeline.StatusFailed:
+		sp.Action = pipeline.ActionRerun
+		sp.Reasons = []string{"the last run failed: " + firstLine(prior.Error)}
+	case prior.Status == pipeline.StatusRefused:
+		// Same inputs, same verdict: re-running would spend nothing new and refuse again.
+		sp.Action = pipeline.ActionNoop
+		sp.Refused = "refused in an earlier run with the same inputs: " + firstLine(prior.Error)
+	case prior.Status == pipeline.StatusComplete:
+		sp.Action = pipeline.ActionNoop
+	default:
+		sp.Action = pipeline.ActionRerun
+		sp.Reasons = []string{"last run " + string(prior.Status)}
+	}
+	if sp.Action == pipeline.ActionNoop {
+		if o, ok := restoreOutputs(st.Schema.Outputs, prior.Outputs); ok {
+			sp.Outputs = o
+		} else {
+			sp.Action = pipeline.ActionRerun
+			sp.Reasons = []string{"recorded outputs are missing"}
+		}
+	}
+	if len(sp.Deletes) > 0 && sp.Action != pipeline.ActionSkip {
+		sp.Action = pipeline.ActionDelete
+	}
+	if sp.Outputs == cty.NilVal {
+		out, err := outputObject(st.Schema.Outputs, res.Outputs, true)
+		if err != nil {
+			out = unknownOutputs(st.Schema.Outputs)
+		}
+		sp.Outputs = out
+	}
+}
+
+// upstreamChanging names a non-read-only dependency that will run, "" if none.
+func upstreamChanging(ip *InstancePlan, st *lang.Stage) string {
+	for _, d := range st.Deps {
+		dp := ip.byAddr[d]
+		if dp == nil || dp.ReadOnly {
+			continue
+		}
+		switch dp.Action {
+		case pipeline.ActionRun, pipeline.ActionRerun, pipeline.ActionDelete:
+			return d
+		}
+	}
+	return ""
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+func asRefused(err error) (string, bool) {
+	if pipeline.IsRefused(err) {
+		return err.Error(), true
+	}
+	return "", false
+}
+
+// request builds the Request a kind receives.
+func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pipeline.Recorder) *pipeline.Request {
+	st := sp.Stage
+	req := &pipeline.Request{
+		Address:   sp.Address,
+		Kind:      st.Kind,
+		Name:      st.Name,
+		Key:       ip.Key,
+		Inputs:    sp.Inputs,
+		Blocks:    sp.Blocks,
+		Settings:  sp.Settings,
+		BaseDir:   st.Config.BaseDir,
+		DeclRange: st.Config.DeclRange,
+		State:     ip.view,
+		Recorder:  rec,
+		Env:       e.Env,
+		Planning:  planning,
+	}
+	if p := sp.prior; p != nil {
+		prior := &pipeline.Prior{Status: p.Status, InputDigest: p.InputDigest, Data: p.Data}
+		prior.SameInputs = sp.Digest != "" && p.InputDigest == sp.Digest
+		if o, ok := restoreOutputs(st.Schema.Outputs, p.Outputs); ok {
+			prior.Outputs = o
+		}
+		req.Prior = prior
+	}
+	for _, d := range st.Dependents {
+		dst := e.Module.Stage(d)
+		if dst == nil {
+			continue
+		}
+		in, _, _, _ := ip.scope.EvalStage(dst)
+		req.Dependents = append(req.Dependents, pipeline.Dependent{Kind: dst.Kind, Name: dst.Name, Inputs: in})
+	}
+	return req
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) Save(any) error             { return nil }
+func (nopRecorder) Progress(pipeline.Progress) {}
+func (nopRecorder) Warn(string)                {}
+
+// digestParts splits a stage's inputs into named components, each with its digest ("" when not
+// wholly known) and a display value for "old → new" reasons.
+func digestParts(inputs cty.Value, blocks []pipeline.Block, settings map[string]cty.Value, sens []cty.Path) (map[string]string, map[string]json.RawMessage) {
+	parts := map[string]string{}
+	display := map[string]json.RawMessage{}
+	add := func(name string, v cty.Value, path cty.Path) {
+		d, ok := digestOf(v)
+		if !ok {
+			parts[name] = ""
+			return
+		}
+		parts[name] = d
+		display[name] = displayJSON(plain(v, path, sens))
+	}
+	if inputs != cty.NilVal && inputs.Type().IsObjectType() && inputs.IsKnown() && !inputs.IsNull() {
+		for name := range inputs.Type().AttributeTypes() {
+			add(name, inputs.GetAttr(name), cty.GetAttrPath(name))
+		}
+	}
+	for i, b := range blocks {
+		name := b.Type
+		if len(b.Labels) > 0 {
+			name += "." + strings.Join(b.Labels, ".")
+		} else {
+			name += fmt.Sprintf("[%d]", i)
+		}
+		add(name, cty.ObjectVal(b.Attrs), cty.Path{})
+	}
+	for sname, v := range settings {
+		if v == cty.NilVal || !v.IsKnown() || v.IsNull() || !v.Type().IsObjectType() {
+			continue
+		}
+		for name := range v.Type().AttributeTypes() {
+			add(sname+"."+name, v.GetAttr(name), cty.Path{})
+		}
+	}
+	return parts, display
+}
+
+// displayJSON keeps display values small: long lists are stored as their length.
+func displayJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	if len(b) <= 1024 {
+		return b
+	}
+	if l, ok := v.([]any); ok {
+		b, _ = json.Marshal(map[string]int{"$len": len(l)})
+		return b
+	}
+	if m, ok := v.(map[string]any); ok {
+		small := make(map[string]any, len(m))
+		for k, x := range m {
+			if xb, _ := json.Marshal(x); len(xb) <= 256 {
+				small[k] = x
+			}
+		}
+		b, _ = json.Marshal(small)
+		return b
+	}
+	return nil
+}
+
+func unknownReasons(parts map[string]string) []string {
+	var out []string
+	for _, name := range sortedKeys(parts) {
+		if parts[name] == "" {
+			out = append(out, strings.TrimPrefix(name, "+")+": "+Unknown)
+		}
+	}
+	return out
+}
+
+// changeReasons explains which input components changed since the recorded run.
+func changeReasons(prior *state.Record, parts map[string]string, display map[string]json.RawMessage) []string {
+	names := map[string]bool{}
+	for n := range parts {
+		names[n] = true
+	}
+	for n := range prior.DigestParts {
+		names[n] = true
+	}
+	var out []string
+	for _, name := range sortedKeys(names) {
+		old, had := prior.DigestParts[name]
+		cur, has := parts[name]
+		label := strings.TrimPrefix(name, "+")
+		switch {
+		case had && has && old == cur:
+			continue
+		case !had:
+			out = append(out, label+": added")
+		case !has:
+			out = append(out, label+": removed")
+		case cur == "":
+			out = append(out, label+": "+Unknown)
+		default:
+			out = append(out, describeChange(label, prior.Inputs[name], display[name])...)
+		}
+	}
+	if len(out) == 0 && prior.InputDigest != "" {
+		out = append(out, "inputs changed")
+	}
+	return out
+}
+
+// describeChange renders "name: old → new", descending one level into objects.
+func describeChange(name string, oldRaw, newRaw json.RawMessage) []string {
+	var oldV, newV any
+	if len(oldRaw) == 0 || len(newRaw) == 0 || json.Unmarshal(oldRaw, &oldV) != nil || json.Unmarshal(newRaw, &newV) != nil {
+		return []string{name + " changed"}
+	}
+	om, ok1 := oldV.(map[string]any)
+	nm, ok2 := newV.(map[string]any)
+	if ok1 && ok2 {
+		if l1, ok := om["$len"]; ok {
+			if l2, ok := nm["$len"]; ok {
+				return []string{fmt.Sprintf("%s: %v items → %v items", name, l1, l2)}
+			}
+		}
+		keys := map[string]bool{}
+		for k := range om {
+			keys[k] = true
+		}
+		for k := range nm {
+			keys[k] = true
+		}
+		var out []string
+		for _, k := range sortedKeys(keys) {
+			ov, oh := om[k]
+			nv, nh := nm[k]
+			switch {
+			case !oh:
+				out = append(out, fmt.Sprintf("%s.%s: added (%s)", name, k, short(nv)))
+			case !nh:
+				out = append(out, fmt.Sprintf("%s.%s: removed (was %s)", name, k, short(ov)))
+			case short(ov) != short(nv):
+				out = append(out, fmt.Sprintf("%s.%s: %s → %s", name, k, short(ov), short(nv)))
+			}
+		}
+		if len(out) == 0 {
+			out = []string{name + " changed"}
+		}
+		return out
+	}
+	ol, ok1 := oldV.([]any)
+	nl, ok2 := newV.([]any)
+	if ok1 && ok2 && len(ol) != len(nl) {
+		return []string{fmt.Sprintf("%s: %d items → %d items", name, len(ol), len(nl))}
+	}
+	return []string{fmt.Sprintf("%s: %s → %s", name, short(oldV), short(newV))}
+}
+
+func short(v any) string {
+	b, _ := json.Marshal(v)
+	s := string(b)
+	if len(s) > 60 {
+		s = s[:57] + "…"
+	}
+	return s
+}
+
+// outputChanges explains how a read-only stage's results changed.
+func outputChanges(types map[string]cty.Type, oldRaw json.RawMessage, cur cty.Value) []string {
+	old, ok := restoreOutputs(types, oldRaw)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, name := range sortedKeys(types) {
+		ob, _ := json.Marshal(Plain(old.GetAttr(name), nil))
+		nb, _ := json.Marshal(Plain(cur.GetAttr(name), nil))
+		if bytes.Equal(ob, nb) {
+			continue
+		}
+		out = append(out, describeChange("result "+name, displayJSON(Plain(old.GetAttr(name), nil)), displayJSON(Plain(cur.GetAttr(name), nil)))...)
+	}
+	return out
+}
+
+func sameOutputs(raw json.RawMessage, cur cty.Value) bool {
+	b, err := marshalValue(cur)
+	if err != nil {
+		return false
+	}
+	return bytes.Equal(bytes.TrimSpace(raw), bytes.TrimSpace(b))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
