@@ -364,8 +364,7 @@ func (c *Client) FindTraining(ctx context.Context, trainerVersion string, input 
 		if versionID(t.Version) != vid {
 			return true, nil
 		}
-		got, err := canonical(t.Input)
-		if err != nil || !reflect.DeepEqual(got, want) {
+		if !inputsMatch(t.Input, want) {
 			return true, nil
 		}
 		found = trainingFrom(&t)
@@ -462,8 +461,7 @@ func (c *Client) FindPrediction(ctx context.Context, version string, input map[s
 		if versionID(p.Version) != vid {
 			return true, nil
 		}
-		got, err := canonical(p.Input)
-		if err != nil || !reflect.DeepEqual(got, want) {
+		if !inputsMatch(p.Input, want) {
 			return true, nil
 		}
 		found = p.ID
@@ -555,6 +553,40 @@ func (c *Client) paginate(ctx context.Context, first, op string, each func(json.
 		}
 	}
 	return nil
+}
+
+// SecretMarker is what the API shows instead of a secret input's value (hf_token,
+// wandb_api_key); such keys match any value when inputs are compared.
+const SecretMarker = "**********"
+
+// inputsMatch reports whether a remote input is JSON-equal to want (canonical form), ignoring
+// keys the API redacted.
+func inputsMatch(remote map[string]any, want any) bool {
+	got, err := canonical(remote)
+	if err != nil {
+		return false
+	}
+	g, gok := got.(map[string]any)
+	w, wok := want.(map[string]any)
+	if !gok || !wok {
+		return reflect.DeepEqual(got, want)
+	}
+	if len(g) != len(w) {
+		return false
+	}
+	for k, gv := range g {
+		wv, ok := w[k]
+		if !ok {
+			return false
+		}
+		if gv == SecretMarker {
+			continue
+		}
+		if !reflect.DeepEqual(gv, wv) {
+			return false
+		}
+	}
+	return true
 }
 
 // canonical turns a value into its JSON-decoded form so inputs compare JSON-equal.
