@@ -73,6 +73,9 @@ func req(inputs map[string]cty.Value, settings map[string]cty.Value) *pipeline.R
 }
 
 func TestParseConfig(t *testing.T) {
+	old := minPoll
+	minPoll = time.Second
+	defer func() { minPoll = old }()
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"a.jpg": "a"})
 	r := req(map[string]cty.Value{

@@ -439,6 +439,9 @@ func (r *run) destination(ctx context.Context) (string, error) {
 	return cfg.Destination + ":" + m.LatestVersion.ID, nil
 }
 
+// createBackoff is the wait before creating again once the list showed no training was created.
+var createBackoff = 2 * time.Second
+
 // createAttempts bounds how often a create is tried after answers that may hide a training; each
 // retry comes only after the trainings list showed none was created.
 const createAttempts = 3
@@ -490,7 +493,7 @@ func (r *run) create(ctx context.Context, fileURL string) (*replicate.Training, 
 		if attempt >= createAttempts {
 			return nil, fmt.Errorf("%s: %w (tried %d times; no training was created)", req.Address, err, attempt)
 		}
-		if err := sleep(ctx, time.Duration(attempt)*2*time.Second); err != nil {
+		if err := sleep(ctx, time.Duration(attempt)*createBackoff); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,459 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+)
+
+var goodInput = []any{"steps", 1000, "lora_rank", 16, "learning_rate", 4e-4, "trigger_word", "TOK"}
+
+func TestApplyHappyPath(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	in := input(goodInput...)
+
+	plan, err := Kind{}.Plan(context.Background(), h.request(in, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := strings.Join(plan.Notes, "\n")
+	if !strings.Contains(notes, "destination acme/ana-lora will be created (private, hardware gpu-t4)") {
+		t.Fatalf("plan notes:\n%s", notes)
+	}
+	if h.srv.Count("POST /v1/trainings") != 0 || h.srv.Count("uploaded file") != 0 || h.srv.Count("created model") != 0 {
+		t.Fatal("plan changed something remote")
+	}
+
+	res, err := h.apply(h.request(in, nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := res.Outputs
+	version := str(out["version"])
+	if !strings.HasPrefix(version, "acme/ana-lora:") || len(version) < len("acme/ana-lora:")+10 {
+		t.Fatalf("version %q", version)
+	}
+	if ids := h.srv.VersionIDs("acme", "ana-lora"); len(ids) != 1 || "acme/ana-lora:"+ids[0] != version {
+		t.Fatalf("server versions %v, output %s", ids, version)
+	}
+	if str(out["training_id"]) == "" || !strings.Contains(str(out["weights"]), "trained_model.tar") {
+		t.Fatalf("outputs %v", out)
+	}
+	if str(out["images_digest"]) != plan.Digest["images"] || plan.Digest["images"] == "" {
+		t.Fatalf("images_digest %s, plan digest %s", str(out["images_digest"]), plan.Digest["images"])
+	}
+	if n, _ := out["image_count"].AsBigFloat().Int64(); n != 3 {
+		t.Fatalf("image_count %d", n)
+	}
+	if str(out["previous_version"]) != "" {
+		t.Fatalf("previous_version %q for a new model", str(out["previous_version"]))
+	}
+	losses := out["losses"].AsValueMap()
+	if len(losses) < 30 {
+		t.Fatalf("only %d loss points", len(losses))
+	}
+	if l, ok := losses["1000"]; !ok || l.AsBigFloat().Sign() <= 0 {
+		t.Fatalf("no loss at the last step: %v", losses)
+	}
+	inOut := out["input"].AsValueMap()
+	if str(inOut["steps"]) != "1000" || str(inOut["trigger_word"]) != `"TOK"` || inOut["input_images"] != cty.NilVal {
+		t.Fatalf("input output %v", inOut)
+	}
+	for k, want := range map[string]int{"created training": 1, "uploaded file": 1, "created model": 1} {
+		if got := h.srv.Count(k); got != want {
+			t.Errorf("%s: %d, want %d", k, got, want)
+		}
+	}
+	r := rec.record()
+	if r.TrainingID != str(out["training_id"]) || r.Intent == nil || r.Upload == nil || r.Status != "succeeded" {
+		t.Fatalf("recorded %+v", r)
+	}
+	var sawLoss, sawETA bool
+	for _, p := range rec.progress {
+		if _, ok := p.Metrics["loss"]; ok && p.Total == 1000 {
+			sawLoss = true
+		}
+		if strings.Contains(p.Message, "ETA") {
+			sawETA = true
+		}
+	}
+	if !sawLoss || !sawETA {
+		t.Fatalf("progress lacks loss or ETA: %+v", rec.progress)
+	}
+
+	// A re-run (-replace) of the same photos: the upload is reused, a second training starts and
+	// previous_version is the first training's version.
+	rec2 := &recorder{}
+	res2, err := h.apply(h.request(in, &pipeline.Prior{Status: pipeline.StatusComplete, SameInputs: true, Data: rec.data}, rec2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.srv.Count("uploaded file") != 1 || h.srv.Count("created training") != 2 || h.srv.Count("created model") != 1 {
+		t.Fatalf("re-run: uploads %d trainings %d models %d", h.srv.Count("uploaded file"), h.srv.Count("created training"), h.srv.Count("created model"))
+	}
+	if str(res2.Outputs["previous_version"]) != version {
+		t.Fatalf("previous_version %q, want %q", str(res2.Outputs["previous_version"]), version)
+	}
+}
+
+func TestPlanChecksInputAgainstTrainerSchema(t *testing.T) {
+	h := newHarness(t)
+	_, err := Kind{}.Plan(context.Background(), h.request(input("lora_rnak", 16, "steps", 9000), nil, &recorder{}))
+	if err == nil {
+		t.Fatal("plan accepted an unknown input and an out-of-bounds value")
+	}
+	for _, want := range []string{`did you mean "lora_rank"?`, "steps = 9000 is above the trainer's maximum 6000"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	// Apply refuses the same before spending anything.
+	_, err = h.apply(h.request(input("lora_rnak", 16), nil, &recorder{}))
+	if err == nil || h.srv.Count("uploaded file") != 0 || h.srv.Count("POST /v1/trainings") != 0 {
+		t.Fatalf("apply with a bad input: err %v, uploads %d", err, h.srv.Count("uploaded file"))
+	}
+
+	// Without a token nothing remote is read.
+	h.srv.AddModel("acme", "ana-lora", 1)
+	noToken := &pipeline.Env{Getenv: func(string) string { return "" }}
+	req := h.request(input(goodInput...), nil, &recorder{})
+	req.Env = noToken
+	before := h.srv.Count("GET version") + h.srv.Count("GET /v1/models/{owner}/{name}")
+	res, err := Kind{}.Plan(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := h.srv.Count("GET version") + h.srv.Count("GET /v1/models/{owner}/{name}"); after != before {
+		t.Fatal("plan without a token read the API")
+	}
+	if !strings.Contains(strings.Join(res.Notes, "\n"), "no REPLICATE_API_TOKEN") || res.Digest["images"] == "" {
+		t.Fatalf("notes %v digest %v", res.Notes, res.Digest)
+	}
+	// With a token and an existing model: no creation announced.
+	res, err = Kind{}.Plan(context.Background(), h.request(input(goodInput...), nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Join(res.Notes, "\n"); strings.Contains(n, "will be created") || !strings.Contains(n, "becomes previous_version") {
+		t.Fatalf("notes %s", n)
+	}
+}
+
+func TestDigestFollowsPhotoContent(t *testing.T) {
+	h := newHarness(t)
+	p1, err := Kind{}.Plan(context.Background(), h.request(input(goodInput...), nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, _ := Kind{}.Plan(context.Background(), h.request(input(goodInput...), nil, &recorder{}))
+	if p1.Digest["images"] != p2.Digest["images"] {
+		t.Fatal("same photos, different digests")
+	}
+	writeFiles(t, h.dir, map[string]string{"photo1.jpg": "retouched"})
+	p3, _ := Kind{}.Plan(context.Background(), h.request(input(goodInput...), nil, &recorder{}))
+	if p3.Digest["images"] == p1.Digest["images"] {
+		t.Fatal("changed photo content kept the digest: training would not re-run")
+	}
+}
+
+// TestResumeAfterKillAtEveryStep kills the apply at each remote step and proves the next apply
+// finishes with exactly one training created. hf_token is set so that reconciling matches a
+// training whose listed input shows the secret redacted.
+func TestResumeAfterKillAtEveryStep(t *testing.T) {
+	in := input(append(append([]any{}, goodInput...), "hf_token", "hf_very_secret")...)
+	cases := []struct {
+		name string
+		kill func(r *recorder)
+		// created is how many trainings exist right after the kill.
+		created int
+	}{
+		// Save 1 records the upload, Save 2 the intent, Save 3 the training id.
+		{"after the upload is recorded", func(r *recorder) { r.CancelAfter = 1 }, 0},
+		{"after the intent is recorded", func(r *recorder) { r.CancelAfter = 2 }, 0},
+		{"after create, before the id is recorded", func(r *recorder) { r.FailOn = 3 }, 1},
+		{"after the id is recorded", func(r *recorder) { r.CancelAfter = 3 }, 1},
+		{"while polling", func(r *recorder) { r.CancelAfterProgress = 4 }, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			rec := &recorder{}
+			c.kill(rec)
+			_, err := h.apply(h.request(in, nil, rec))
+			if err == nil {
+				t.Fatal("killed apply returned no error")
+			}
+			if got := h.srv.Count("created training"); got != c.created {
+				t.Fatalf("after the kill: %d trainings, want %d", got, c.created)
+			}
+			if strings.Contains(string(rec.data), "hf_very_secret") {
+				t.Fatal("the secret reached state")
+			}
+			status := pipeline.StatusInterrupted
+			if err == errKilled || strings.Contains(err.Error(), errKilled.Error()) {
+				status = pipeline.StatusRunning // the process died: state still says running
+			}
+			rec2 := &recorder{}
+			res, err := h.apply(h.request(in, resume(rec, status), rec2))
+			if err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			if got := h.srv.Count("created training"); got != 1 {
+				t.Fatalf("%d trainings created in all, want exactly 1", got)
+			}
+			if h.srv.Count("uploaded file") != 1 {
+				t.Fatalf("%d uploads, want 1 (reused on resume)", h.srv.Count("uploaded file"))
+			}
+			if !strings.HasPrefix(str(res.Outputs["version"]), "acme/ana-lora:") {
+				t.Fatalf("outputs %v", res.Outputs)
+			}
+			if strings.Contains(string(rec2.data), "hf_very_secret") {
+				t.Fatal("the secret reached state")
+			}
+		})
+	}
+}
+
+func TestCreateWithoutClearAnswerIsReconciled(t *testing.T) {
+	const createPath = "/v1/models/ostris/flux-dev-lora-trainer/versions/"
+	cases := []struct {
+		name    string
+		fault   func(h *harness)
+		creates int // create requests that reach the server
+	}{
+		{"500 after the training was created", func(h *harness) { h.srv.FailAfter("POST", createPath, 500, 1) }, 1},
+		{"connection dropped after create", func(h *harness) { h.srv.Drop("POST", createPath, 1) }, 1},
+		{"503 before anything was created", func(h *harness) { h.srv.Fail("POST", createPath, 503, 1) }, 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			c.fault(h)
+			rec := &recorder{}
+			res, err := h.apply(h.request(input(goodInput...), nil, rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := h.srv.Count("created training"); got != 1 {
+				t.Fatalf("%d trainings created, want 1", got)
+			}
+			if got := h.srv.Count("POST /v1/trainings"); got != c.creates {
+				t.Fatalf("%d create calls, want %d", got, c.creates)
+			}
+			if h.srv.Count("GET /v1/trainings") == 0 {
+				t.Fatal("never listed trainings to reconcile")
+			}
+			if str(res.Outputs["training_id"]) != rec.record().TrainingID {
+				t.Fatal("recorded id differs from the output")
+			}
+		})
+	}
+}
+
+func TestStormsOf429And5xx(t *testing.T) {
+	h := newHarness(t)
+	h.srv.RateLimit("GET", "/v1/trainings/", 2, 4)
+	h.srv.Fail("GET", "/v1/trainings/", 503, 3)
+	h.srv.RateLimit("POST", "/v1/files", 1, 2)
+	h.srv.Fail("POST", "/v1/files", 502, 2)
+	h.srv.RateLimit("POST", "/v1/models/ostris/", 3, 2)
+	res, err := h.apply(h.request(input(goodInput...), nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.srv.Count("created training") != 1 || h.srv.Count("429") != 8 || h.srv.Count("5xx") != 5 {
+		t.Fatalf("trainings %d, 429s %d, 5xx %d", h.srv.Count("created training"), h.srv.Count("429"), h.srv.Count("5xx"))
+	}
+	if str(res.Outputs["version"]) == "" {
+		t.Fatal("no version")
+	}
+	// Retry-After was honoured (the client waited 1–3 s per 429 instead of hammering).
+	var waited bool
+	for _, d := range h.sleep.delays {
+		if d.Seconds() >= 2.9 {
+			waited = true
+		}
+	}
+	if !waited {
+		t.Fatalf("Retry-After not honoured: delays %v", h.sleep.delays)
+	}
+
+	// A longer outage while polling: the stage gives up waiting with a hint, the training runs
+	// on, and the next apply re-attaches to it.
+	h2 := newHarness(t)
+	rec := &recorder{}
+	rec.OnProgress = func(n int) {
+		if n == 2 {
+			h2.srv.Fail("GET", "/v1/trainings/", 500, 100)
+		}
+	}
+	_, err = h2.apply(h2.request(input(goodInput...), nil, rec))
+	if err == nil || !strings.Contains(err.Error(), "run apply again to re-attach") {
+		t.Fatalf("outage: %v", err)
+	}
+	h2.srv.Fail("GET", "/v1/trainings/", 500, 0)
+	clearFaults(h2)
+	if _, err := h2.apply(h2.request(input(goodInput...), resume(rec, pipeline.StatusFailed), &recorder{})); err != nil {
+		t.Fatal(err)
+	}
+	if h2.srv.Count("created training") != 1 {
+		t.Fatalf("%d trainings after the outage", h2.srv.Count("created training"))
+	}
+}
+
+// clearFaults uses up any remaining injected failures on training GETs.
+func clearFaults(h *harness) {
+	c, _ := replicate.New(h.srv.URL(), h.srv.Token(), replicate.WithRetry(0, 0))
+	for i := 0; i < 200; i++ {
+		if _, err := c.GetTraining(context.Background(), "none"); replicate.IsNotFound(err) {
+			return
+		}
+	}
+}
+
+func TestFailedTraining(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	in := input("steps", 1000, "trigger_word", "FAIL")
+	_, err := h.apply(h.request(in, nil, rec))
+	if err == nil || !strings.Contains(err.Error(), "CUDA out of memory") || pipeline.IsRefused(err) {
+		t.Fatalf("failed training: %v", err)
+	}
+	if !strings.Contains(err.Error(), "failed") || !strings.Contains(err.Error(), rec.record().TrainingID) {
+		t.Fatalf("error does not name the training: %v", err)
+	}
+	// The next apply (state: failed) starts a new training instead of re-reporting the old one.
+	_, err = h.apply(h.request(in, resume(rec, pipeline.StatusFailed), &recorder{}))
+	if err == nil || h.srv.Count("created training") != 2 {
+		t.Fatalf("retry: err %v, trainings %d", err, h.srv.Count("created training"))
+	}
+	if h.srv.Count("uploaded file") != 1 {
+		t.Fatalf("retry re-uploaded: %d uploads", h.srv.Count("uploaded file"))
+	}
+}
+
+func TestTrainingCanceledElsewhere(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	other, _ := replicate.New(h.srv.URL(), h.srv.Token())
+	rec.OnProgress = func(n int) {
+		if n == 3 {
+			if id := rec.record().TrainingID; id != "" {
+				if _, err := other.CancelTraining(context.Background(), id); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	_, err := h.apply(h.request(input(goodInput...), nil, rec))
+	if err == nil || !strings.Contains(err.Error(), "canceled outside this pipeline") || pipeline.IsRefused(err) {
+		t.Fatalf("canceled training: %v", err)
+	}
+}
+
+func TestCtrlCNeverCancelsTheTraining(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{CancelAfterProgress: 3}
+	_, err := h.apply(h.request(input(goodInput...), nil, rec))
+	if err != context.Canceled {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+	id := rec.record().TrainingID
+	if id == "" || h.srv.Count("canceled training") != 0 {
+		t.Fatalf("id %q, cancels %d", id, h.srv.Count("canceled training"))
+	}
+	if st := h.srv.TrainingStatus(id); st != "processing" && st != "starting" {
+		t.Fatalf("training %s after Ctrl-C", st)
+	}
+}
+
+func gateDependent(cancelEarly bool) pipeline.Dependent {
+	return pipeline.Dependent{Kind: "loss_gate", Name: "fit", Inputs: cty.ObjectVal(map[string]cty.Value{
+		"training":     cty.DynamicVal,
+		"min_loss":     cty.NumberFloatVal(0.2),
+		"max_loss":     cty.NullVal(cty.Number),
+		"smoothing":    cty.NullVal(cty.Number),
+		"cancel_early": cty.BoolVal(cancelEarly),
+		"on_fail":      cty.StringVal("delete_version"),
+	})}
+}
+
+func TestCancelEarly(t *testing.T) {
+	// lora_rank 48 overfits: the simulated loss settles near 0.06.
+	in := input("steps", 1000, "lora_rank", 48, "trigger_word", "TOK")
+	h := newHarness(t)
+	rec := &recorder{}
+	req := h.request(in, nil, rec)
+	req.Dependents = []pipeline.Dependent{gateDependent(true)}
+	res, err := h.apply(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.srv.Count("canceled training") != 1 {
+		t.Fatalf("training not cancelled (%d)", h.srv.Count("canceled training"))
+	}
+	r := rec.record()
+	if !r.CanceledEarly || !strings.Contains(r.CancelReason, "< min_loss 0.2") || r.Step >= 1000 {
+		t.Fatalf("record %+v", r)
+	}
+	if str(res.Outputs["version"]) != "" || len(res.Outputs["losses"].AsValueMap()) == 0 {
+		t.Fatalf("outputs %v", res.Outputs)
+	}
+	if !strings.Contains(strings.Join(res.Warnings, "\n"), "cancelled training") {
+		t.Fatalf("warnings %v", res.Warnings)
+	}
+	if ids := h.srv.VersionIDs("acme", "ana-lora"); len(ids) != 0 {
+		t.Fatalf("a cancelled training produced versions %v", ids)
+	}
+
+	// Without cancel_early the same training runs to the end.
+	h2 := newHarness(t)
+	req = h2.request(in, nil, &recorder{})
+	req.Dependents = []pipeline.Dependent{gateDependent(false)}
+	res, err = h2.apply(req)
+	if err != nil || h2.srv.Count("canceled training") != 0 || str(res.Outputs["version"]) == "" {
+		t.Fatalf("without cancel_early: err %v cancels %d", err, h2.srv.Count("canceled training"))
+	}
+
+	// A healthy training is never cancelled.
+	h3 := newHarness(t)
+	req = h3.request(input(goodInput...), nil, &recorder{})
+	req.Dependents = []pipeline.Dependent{gateDependent(true)}
+	if _, err := h3.apply(req); err != nil || h3.srv.Count("canceled training") != 0 {
+		t.Fatalf("healthy: err %v cancels %d", err, h3.srv.Count("canceled training"))
+	}
+}
+
+func TestRecordedDataIsJSONWithoutSecrets(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	in := input("steps", 1000, "wandb_api_key", "wb_secret_123", "trigger_word", "TOK")
+	res, err := h.apply(h.request(in, nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(rec.data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(rec.data), "wb_secret_123") {
+		t.Fatal("secret in state")
+	}
+	if _, ok := res.Outputs["input"].AsValueMap()["wandb_api_key"]; ok {
+		t.Fatal("secret in outputs")
+	}
+	for _, p := range rec.progress {
+		if strings.Contains(p.Message, "wb_secret_123") {
+			t.Fatal("secret in progress")
+		}
+	}
+	_ = replicatetest.SecretMarker
+}
