@@ -46,7 +46,7 @@ func TestJudgeOverfitUnderfitPass(t *testing.T) {
 	if v := Judge(nil, DefaultConfig()); v.Passed || v.Judged {
 		t.Fatalf("empty series must not pass: %+v", v)
 	}
-	if v := Judge([]replicate.LossPoint{{1, 0.5}, {2, math.NaN()}}, DefaultConfig()); v.Passed || !strings.Contains(v.Reason, "diverged") {
+	if v := Judge([]replicate.LossPoint{{Step: 1, Loss: 0.5}, {Step: 2, Loss: math.NaN()}}, DefaultConfig()); v.Passed || !strings.Contains(v.Reason, "diverged") {
 		t.Fatalf("NaN: %+v", v)
 	}
 }
@@ -113,7 +113,7 @@ func TestShouldCancelWaitsForWarmupAndOnlyOverfit(t *testing.T) {
 		}
 	}
 	// Too few points never cancel, whatever their value.
-	few := []replicate.LossPoint{{1, 0.01}, {2, 0.01}, {3, 0.01}}
+	few := []replicate.LossPoint{{Step: 1, Loss: 0.01}, {Step: 2, Loss: 0.01}, {Step: 3, Loss: 0.01}}
 	if c, _ := ShouldCancel(few, DefaultConfig()); c {
 		t.Fatal("cancelled on 3 points")
 	}
