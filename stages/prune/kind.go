@@ -255,6 +255,9 @@ func describePins(p map[string]string) string {
 	return ", and always " + strings.Join(parts, ", ")
 }
 
+// deleteBackoff is the wait between such retries.
+var deleteBackoff = time.Second
+
 // deleteAttempts bounds retries of a delete that failed without a refusal (the client already
 // retries 429 and 5xx; this covers a longer outage).
 const deleteAttempts = 3
@@ -280,6 +283,12 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		return nil, fmt.Errorf("%s: %w", req.Address, err)
 	}
 	versions, err := c.ListVersions(ctx, s.Owner, s.Name)
+	if replicate.IsNotFound(err) {
+		return &pipeline.Result{
+			Warnings: []string{fmt.Sprintf("model %s does not exist: nothing to prune (is the name right?)", s.Model)},
+			Outputs:  map[string]cty.Value{"deleted": cty.ListValEmpty(cty.String), "kept": cty.ListValEmpty(cty.String)},
+		}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
 	}
@@ -331,7 +340,7 @@ func deleteVersion(ctx context.Context, c *replicate.Client, s settings, id stri
 		if ctx.Err() != nil || attempt == deleteAttempts {
 			break
 		}
-		t := time.NewTimer(time.Duration(attempt) * time.Second)
+		t := time.NewTimer(time.Duration(attempt) * deleteBackoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -1,0 +1,200 @@
+package prune
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lossgate"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+)
+
+func init() { deleteBackoff = time.Millisecond }
+
+type recorder struct{}
+
+func (recorder) Save(any) error             { return nil }
+func (recorder) Progress(pipeline.Progress) {}
+func (recorder) Warn(string)                {}
+
+type stateView map[string][]pipeline.StageRecord
+
+func (s stateView) Records(kind string) []pipeline.StageRecord { return s[kind] }
+
+type harness struct {
+	srv *replicatetest.Server
+	env *pipeline.Env
+}
+
+func newHarness(t *testing.T) *harness {
+	srv := replicatetest.NewServer(replicatetest.Options{PageSize: 3})
+	t.Cleanup(srv.Close)
+	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(3, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &pipeline.Env{Getenv: func(string) string { return "" }}
+	replicate.Install(env, c)
+	return &harness{srv: srv, env: env}
+}
+
+func (h *harness) request(keepLast int, keep []string, state stateView) *pipeline.Request {
+	keepVal := cty.ListValEmpty(cty.String)
+	if len(keep) > 0 {
+		var vs []cty.Value
+		for _, k := range keep {
+			vs = append(vs, cty.StringVal(k))
+		}
+		keepVal = cty.ListVal(vs)
+	}
+	return &pipeline.Request{
+		Address: "prune.old", Kind: "prune", Name: "old",
+		Inputs: cty.ObjectVal(map[string]cty.Value{
+			"model":     cty.StringVal("acme/ana"),
+			"keep_last": cty.NumberIntVal(int64(keepLast)),
+			"keep":      keepVal,
+		}),
+		State:    state,
+		Recorder: recorder{},
+		Env:      h.env,
+	}
+}
+
+func trainRecord(status pipeline.Status, version string) pipeline.StageRecord {
+	return pipeline.StageRecord{Kind: "train", Name: "lora", Status: status,
+		Outputs: cty.ObjectVal(map[string]cty.Value{"version": cty.StringVal(version)})}
+}
+
+func gateRecord(status pipeline.Status, accepted string) pipeline.StageRecord {
+	data, _ := json.Marshal(lossgate.Data{LastAccepted: &lossgate.Accepted{Version: accepted}})
+	return pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: status, Data: data}
+}
+
+func listOf(v cty.Value) []string {
+	var out []string
+	for _, e := range v.AsValueSlice() {
+		out = append(out, e.AsString())
+	}
+	return out
+}
+
+func TestPruneKeepRulesAcrossPages(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 10) // 4 pages of 3
+	ids := h.srv.VersionIDs("acme", "ana")
+	// ids[0] is this run's version; ids[5] is pinned; ids[7] was accepted by the gate.
+	state := stateView{
+		"train":     {trainRecord(pipeline.StatusComplete, "acme/ana:"+ids[0])},
+		"loss_gate": {gateRecord(pipeline.StatusComplete, "acme/ana:"+ids[7])},
+	}
+	req := h.request(3, []string{"acme/ana:" + ids[5]}, state)
+	plan, err := Kind{}.Plan(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids[3], ids[4], ids[6], ids[8], ids[9]}
+	if !reflect.DeepEqual(plan.Deletes, want) {
+		t.Fatalf("plan deletes %v, want %v", plan.Deletes, want)
+	}
+	if h.srv.Count("DELETE version") != 0 {
+		t.Fatal("plan deleted")
+	}
+	res, err := Kind{}.Apply(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := listOf(res.Outputs["deleted"])
+	// Deleted oldest first.
+	if !reflect.DeepEqual(deleted, []string{ids[9], ids[8], ids[6], ids[4], ids[3]}) {
+		t.Fatalf("deleted %v", deleted)
+	}
+	if kept := listOf(res.Outputs["kept"]); !reflect.DeepEqual(kept, []string{ids[0], ids[1], ids[2], ids[5], ids[7]}) {
+		t.Fatalf("kept %v", kept)
+	}
+	if left := h.srv.VersionIDs("acme", "ana"); !reflect.DeepEqual(left, []string{ids[0], ids[1], ids[2], ids[5], ids[7]}) {
+		t.Fatalf("server has %v", left)
+	}
+	if h.srv.Count("GET /v1/models/{owner}/{name}/versions") < 8 {
+		t.Fatalf("only %d list pages read (plan + apply need 4 each)", h.srv.Count("GET /v1/models/{owner}/{name}/versions"))
+	}
+	// Nothing left to do on a second run.
+	res, err = Kind{}.Apply(context.Background(), req)
+	if err != nil || len(listOf(res.Outputs["deleted"])) != 0 {
+		t.Fatalf("second run: %v %v", err, res.Outputs)
+	}
+}
+
+func TestPruneRefusalIsAWarning(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 5)
+	ids := h.srv.VersionIDs("acme", "ana")
+	h.srv.ForbidDelete(ids[4], "A deployment uses this version.")
+	res, err := Kind{}.Apply(context.Background(), h.request(2, nil, stateView{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listOf(res.Outputs["deleted"]); !reflect.DeepEqual(got, []string{ids[3], ids[2]}) {
+		t.Fatalf("deleted %v", got)
+	}
+	if w := strings.Join(res.Warnings, "\n"); !strings.Contains(w, ids[4]) || !strings.Contains(w, "A deployment uses this version.") {
+		t.Fatalf("warnings %q", w)
+	}
+	if kept := listOf(res.Outputs["kept"]); !reflect.DeepEqual(kept, []string{ids[0], ids[1], ids[4]}) {
+		t.Fatalf("kept %v", kept)
+	}
+}
+
+func TestPruneNeverRunsAfterUpstreamFailure(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 6)
+	for _, st := range []stateView{
+		{"loss_gate": {gateRecord(pipeline.StatusRefused, "")}},
+		{"train": {trainRecord(pipeline.StatusFailed, "")}},
+		{"train": {trainRecord(pipeline.StatusInterrupted, "")}},
+	} {
+		res, err := Kind{}.Apply(context.Background(), h.request(1, nil, st))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Refused == "" || len(listOf(res.Outputs["deleted"])) != 0 {
+			t.Fatalf("state %v: result %+v", st, res)
+		}
+	}
+	if h.srv.Count("DELETE version") != 0 || len(h.srv.VersionIDs("acme", "ana")) != 6 {
+		t.Fatal("pruned after an upstream failure")
+	}
+}
+
+func TestPrunePlanWithoutTokenAndBadSettings(t *testing.T) {
+	h := newHarness(t)
+	req := h.request(3, nil, stateView{})
+	req.Env = &pipeline.Env{Getenv: func(string) string { return "" }}
+	res, err := Kind{}.Plan(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deletes) != 0 || !strings.Contains(strings.Join(res.Notes, "\n"), "known after apply") {
+		t.Fatalf("no-token plan %+v", res)
+	}
+	if h.srv.Count("GET /v1/models/{owner}/{name}/versions") != 0 {
+		t.Fatal("read the API without a token")
+	}
+	if _, err := (Kind{}).Plan(context.Background(), h.request(0, nil, stateView{})); err == nil || !strings.Contains(err.Error(), "keep_last = 0") {
+		t.Fatalf("keep_last 0: %v", err)
+	}
+	if _, err := (Kind{}).Plan(context.Background(), h.request(3, []string{"acme/bob:x"}, stateView{})); err == nil || !strings.Contains(err.Error(), "another model") {
+		t.Fatalf("foreign keep: %v", err)
+	}
+	// A model that does not exist yet: nothing to delete.
+	res, err = Kind{}.Plan(context.Background(), h.request(3, nil, stateView{}))
+	if err != nil || len(res.Deletes) != 0 {
+		t.Fatalf("missing model: %v %+v", err, res)
+	}
+}
