@@ -29,7 +29,7 @@ func Smoothing(trainingInput map[string]any, guidance, loraScale float64) float6
 	if trainingInput != nil {
 		ov = math.Max(0, math.Min(1.5, Overfit(trainingInput))) * 0.6 * math.Max(0, math.Min(1.5, loraScale))
 	}
-	g := math.Max(0, math.Min(1, (guidance-3.5)/2.5)) * 0.6
+	g := math.Max(0, math.Min(1, (guidance-3.5)/2)) * 0.7
 	a := 1 - (1-math.Min(0.9, ov))*(1-g)
 	return math.Min(0.9, a)
 }
@@ -89,7 +89,7 @@ func render(photo image.Image, seed int64, strength float64) *image.NRGBA {
 	return img
 }
 
-// smoothLuma blends each pixel's luminance towards a bilateral-filtered luminance (spatial σ 2.5 px,
+// smoothLuma blends each pixel's luminance towards a bilateral-filtered luminance (spatial σ 2 px,
 // range σ 0.06): fine skin texture goes, edges (eyes, lips, hairline) stay — the "plastic" look.
 // Colour is kept by shifting R, G and B by the same luminance change.
 func smoothLuma(img *image.NRGBA, strength float64) {
@@ -102,8 +102,8 @@ func smoothLuma(img *image.NRGBA, strength float64) {
 			y[j*w+i] = (0.299*float32(p[0]) + 0.587*float32(p[1]) + 0.114*float32(p[2])) / 255
 		}
 	}
-	const radius = 4
-	const sigmaS, sigmaR = 2.5, 0.06
+	const radius = 3
+	const sigmaS, sigmaR = 2.0, 0.06
 	var spatial [2*radius + 1][2*radius + 1]float32
 	for dy := -radius; dy <= radius; dy++ {
 		for dx := -radius; dx <= radius; dx++ {

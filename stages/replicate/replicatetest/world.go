@@ -235,7 +235,7 @@ func Overfit(input map[string]any) float64 {
 // defaults, below 0.2 once Overfit reaches 1 (rank >= 32, steps >= 1400, learning rate >= 8e-4).
 // Short trainings end above it (see Loss).
 func FinalLoss(input map[string]any) float64 {
-	return 0.30 - 0.12*math.Max(0, Overfit(input))
+	return 0.30 - 0.14*math.Max(0, Overfit(input))
 }
 
 // Loss is the simulated loss logged at step: it decays from ~0.85 towards FinalLoss with a time
