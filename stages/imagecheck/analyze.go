@@ -1,0 +1,443 @@
+package imagecheck
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"math"
+	"os"
+	"sync/atomic"
+
+	"github.com/disintegration/imaging"
+	"golang.org/x/image/webp"
+)
+
+const (
+	// workSide is the long side of the copy made right after decoding; every figure is computed on it
+	// (face scoring needs a face of at least 160 px, so portraits need roughly this much).
+	workSide = 1024
+	// sharpSide is the long side the Laplacian variance is measured at, so that figures compare across
+	// photos of any resolution (and min_sharpness has one meaning).
+	sharpSide = 256
+	// headSize is how much of a file is read before its header is judged: enough for the markers and
+	// EXIF of any JPEG, PNG or WebP we accept, small enough that a "bomb" costs nothing.
+	headSize = 64 << 10
+)
+
+// decodes counts full image decodes (not header reads), so tests and benchmarks can tell whether a
+// check was answered from the cache.
+var decodes atomic.Int64
+
+// Decodes returns how many images this process has fully decoded so far.
+func Decodes() int64 { return decodes.Load() }
+
+// analysis is what one file yields; it depends only on the file's content (never on the rules), so
+// it is cached per file and the rules are applied afresh on every check.
+type analysis struct {
+	Format      string `json:"format"`
+	Width       int    `json:"width"`  // as displayed (EXIF orientation applied)
+	Height      int    `json:"height"` // as displayed
+	Orientation int    `json:"orientation,omitempty"`
+	// Decoded is false when the header was over the max_pixels in force at the time.
+	Decoded bool `json:"decoded"`
+	// Unreadable is the reason the file cannot be used at all (empty, unsupported, corrupt).
+	Unreadable string       `json:"unreadable,omitempty"`
+	SHA256     string       `json:"sha256,omitempty"`
+	Sharpness  float64      `json:"sharpness"`
+	Dark       float64      `json:"dark"`
+	Bright     float64      `json:"bright"`
+	Luma       float64      `json:"luma"`
+	Contrast   float64      `json:"contrast"`
+	Cb         float64      `json:"cb"`
+	Cr         float64      `json:"cr"`
+	Hash       uint64       `json:"hash"`
+	Mirror     uint64       `json:"mirror"`
+	Face       *faceFigures `json:"face,omitempty"`
+}
+
+// pixels is the header's pixel count.
+func (a *analysis) pixels() float64 { return float64(a.Width) * float64(a.Height) }
+
+// analyzeFile reads, judges the header of, decodes once and measures one file. Failures that are
+// the file's fault come back as Unreadable; only I/O trouble with the directory itself is an error.
+func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
+	if size == 0 {
+		return analysis{Format: "empty", Unreadable: "empty file (0 bytes): copy the photo again"}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return analysis{}, err
+	}
+	defer f.Close()
+
+	head := make([]byte, min(int64(headSize), size))
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return analysis{}, err
+	}
+	head = head[:n]
+	a := analysis{Format: sniff(head)}
+	switch a.Format {
+	case "jpeg", "png", "webp":
+	default:
+		a.Unreadable = unsupportedReason(a.Format)
+		return a, nil
+	}
+
+	// The header alone says how big the decoded image would be; a 60000×60000 "bomb" stops here.
+	cfg, err := decodeConfig(a.Format, io.MultiReader(bytes.NewReader(head), f))
+	if err != nil {
+		a.Unreadable = corruptReason(a.Format, err)
+		return a, nil
+	}
+	a.Width, a.Height = cfg.Width, cfg.Height
+	if a.Width <= 0 || a.Height <= 0 {
+		a.Unreadable = fmt.Sprintf("corrupt %s header: %d×%d pixels: re-export the photo", formatName(a.Format), a.Width, a.Height)
+		return a, nil
+	}
+	if a.pixels() > maxPixels {
+		return a, nil
+	}
+
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return analysis{}, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(size) + bytes.MinRead)
+	if _, err := buf.ReadFrom(f); err != nil {
+		return analysis{}, err
+	}
+	data := buf.Bytes()
+	sum := sha256.Sum256(data)
+	a.SHA256 = hex.EncodeToString(sum[:])
+	switch a.Format {
+	case "jpeg":
+		a.Orientation = jpegOrientation(data)
+	case "webp":
+		a.Orientation = webpOrientation(data)
+	}
+	if a.Orientation >= 5 { // 5–8 turn the picture by 90°
+		a.Width, a.Height = a.Height, a.Width
+	}
+
+	decodes.Add(1)
+	img, err := decode(a.Format, data)
+	if err != nil {
+		if truncated(a.Format, data) {
+			err = fmt.Errorf("%w: %v", io.ErrUnexpectedEOF, err)
+		}
+		a.Unreadable = corruptReason(a.Format, err)
+		a.SHA256 = ""
+		return a, nil
+	}
+	data = nil
+	small := orient(shrink(img, workSide), a.Orientation)
+	img = nil // the full-size image is garbage from here on; only the small copy is kept
+	measure(&a, small)
+	a.Face = measureFace(small)
+	a.Decoded = true
+	return a, nil
+}
+
+func decodeConfig(format string, r io.Reader) (image.Config, error) {
+	switch format {
+	case "jpeg":
+		return jpeg.DecodeConfig(r)
+	case "png":
+		return png.DecodeConfig(r)
+	default:
+		return webp.DecodeConfig(r)
+	}
+}
+
+func decode(format string, data []byte) (image.Image, error) {
+	r := bytes.NewReader(data)
+	switch format {
+	case "jpeg":
+		return jpeg.Decode(r)
+	case "png":
+		return png.Decode(r)
+	default:
+		return webp.Decode(r)
+	}
+}
+
+func formatName(format string) string {
+	switch format {
+	case "jpeg":
+		return "JPEG"
+	case "png":
+		return "PNG"
+	case "webp":
+		return "WebP"
+	}
+	return format
+}
+
+// truncated tells a file cut short (an interrupted copy or upload) from other corruption: the
+// format's end marker is missing.
+func truncated(format string, data []byte) bool {
+	switch format {
+	case "jpeg":
+		end := bytes.TrimRight(data, "\x00\r\n ")
+		return !bytes.HasSuffix(end, []byte{0xFF, 0xD9})
+	case "png":
+		return !bytes.Contains(data[max(0, len(data)-64):], []byte("IEND"))
+	case "webp":
+		return len(data) >= 8 && int64(binary.LittleEndian.Uint32(data[4:8]))+8 > int64(len(data))
+	}
+	return false
+}
+
+func corruptReason(format string, err error) string {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Sprintf("truncated %s (the file ends early: %v): copy or export it again", formatName(format), err)
+	}
+	return fmt.Sprintf("corrupt %s (%v): re-export the photo", formatName(format), err)
+}
+
+// orient applies an EXIF orientation to the small copy, so every figure (and the face search) sees
+// the photo upright, as viewers show it.
+func orient(img *image.NRGBA, o int) *image.NRGBA {
+	switch o {
+	case 2:
+		return imaging.FlipH(img)
+	case 3:
+		return imaging.Rotate180(img)
+	case 4:
+		return imaging.FlipV(img)
+	case 5:
+		return imaging.Transpose(img)
+	case 6:
+		return imaging.Rotate270(img) // 90° clockwise
+	case 7:
+		return imaging.Transverse(img)
+	case 8:
+		return imaging.Rotate90(img)
+	}
+	return img
+}
+
+// shrink returns a copy whose long side is at most side. JPEGs (YCbCr) are first averaged down by
+// a whole factor straight from their planes, which costs a fraction of what a full-size filtered
+// resize does; imaging then finishes with a proper filter on the few-megapixel remainder.
+func shrink(img image.Image, side int) *image.NRGBA {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	long := max(w, h)
+	if long <= side {
+		return imaging.Clone(img)
+	}
+	if yc, ok := img.(*image.YCbCr); ok {
+		if k := long / side; k >= 2 {
+			img = boxYCbCr(yc, k)
+			b = img.Bounds()
+			w, h = b.Dx(), b.Dy()
+		}
+	}
+	tw, th := fitSize(w, h, side)
+	if tw == w && th == h {
+		return imaging.Clone(img)
+	}
+	return imaging.Resize(img, tw, th, imaging.Linear)
+}
+
+// fitSize scales (w, h) so that the long side is side, keeping the aspect ratio.
+func fitSize(w, h, side int) (int, int) {
+	if w >= h {
+		return side, max(1, int(math.Round(float64(h)*float64(side)/float64(w))))
+	}
+	return max(1, int(math.Round(float64(w)*float64(side)/float64(h)))), side
+}
+
+// boxYCbCr averages k×k blocks of a YCbCr image into an NRGBA image of size (w/k, h/k).
+func boxYCbCr(m *image.YCbCr, k int) *image.NRGBA {
+	b := m.Rect
+	w, h := b.Dx(), b.Dy()
+	ow, oh := w/k, h/k
+	// Chroma planes are subsampled; work out their size from the ratio.
+	cw, ch := w, h
+	switch m.SubsampleRatio {
+	case image.YCbCrSubsampleRatio422:
+		cw = (w + 1) / 2
+	case image.YCbCrSubsampleRatio420:
+		cw, ch = (w+1)/2, (h+1)/2
+	case image.YCbCrSubsampleRatio440:
+		ch = (h + 1) / 2
+	case image.YCbCrSubsampleRatio411:
+		cw = (w + 3) / 4
+	case image.YCbCrSubsampleRatio410:
+		cw, ch = (w+3)/4, (h+1)/2
+	}
+	yOff := m.YOffset(b.Min.X, b.Min.Y)
+	cOff := m.COffset(b.Min.X, b.Min.Y)
+	ys := boxPlane(m.Y[yOff:], m.YStride, ow*k, oh*k, ow, oh)
+	// Chroma covers the same area: map the used luma area onto the chroma grid.
+	ucw, uch := max(1, cw*ow*k/w), max(1, ch*oh*k/h)
+	cbs := boxPlane(m.Cb[cOff:], m.CStride, ucw, uch, ow, oh)
+	crs := boxPlane(m.Cr[cOff:], m.CStride, ucw, uch, ow, oh)
+	out := image.NewNRGBA(image.Rect(0, 0, ow, oh))
+	for i := range ys {
+		r, g, bl := ycbcrToRGB(ys[i], cbs[i], crs[i])
+		p := out.Pix[4*i : 4*i+4 : 4*i+4]
+		p[0], p[1], p[2], p[3] = r, g, bl, 255
+	}
+	return out
+}
+
+// boxPlane averages an 8-bit plane (the area sw×sh at its start) onto ow×oh cells; cells cover
+// whole source rows and columns, split as evenly as integers allow.
+func boxPlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
+	out := make([]uint8, ow*oh)
+	cols := make([]uint32, sw)
+	x0 := make([]int, ow+1)
+	for i := 0; i <= ow; i++ {
+		x0[i] = i * sw / ow
+	}
+	for oy := 0; oy < oh; oy++ {
+		ya, yb := oy*sh/oh, (oy+1)*sh/oh
+		if yb <= ya {
+			yb = ya + 1
+		}
+		clear(cols)
+		for y := ya; y < yb; y++ {
+			row := pix[y*stride : y*stride+sw]
+			for x, v := range row {
+				cols[x] += uint32(v)
+			}
+		}
+		for ox := 0; ox < ow; ox++ {
+			xa, xb := x0[ox], x0[ox+1]
+			if xb <= xa {
+				xb = xa + 1
+			}
+			var s uint32
+			for _, v := range cols[xa:xb] {
+				s += v
+			}
+			n := uint32((xb - xa) * (yb - ya))
+			out[oy*ow+ox] = uint8((s + n/2) / n)
+		}
+	}
+	return out
+}
+
+// ycbcrToRGB is the JFIF conversion (the one image/color uses), on 8-bit values.
+func ycbcrToRGB(y, cb, cr uint8) (uint8, uint8, uint8) {
+	fy := float32(y)
+	fcb := float32(cb) - 128
+	fcr := float32(cr) - 128
+	return clamp8(fy + 1.402*fcr), clamp8(fy - 0.344136*fcb - 0.714136*fcr), clamp8(fy + 1.772*fcb)
+}
+
+func clamp8(v float32) uint8 {
+	if v <= 0 {
+		return 0
+	}
+	if v >= 255 {
+		return 255
+	}
+	return uint8(v + 0.5)
+}
+
+// measure computes exposure, colour, sharpness and the perceptual hashes from the small copy.
+func measure(a *analysis, img *image.NRGBA) {
+	w, h := img.Rect.Dx(), img.Rect.Dy()
+	luma := make([]float32, w*h)
+	var sum, sum2, sumCb, sumCr float64
+	var dark, bright int
+	for y := 0; y < h; y++ {
+		row := img.Pix[y*img.Stride : y*img.Stride+4*w]
+		for x := 0; x < w; x++ {
+			r, g, b := float32(row[4*x]), float32(row[4*x+1]), float32(row[4*x+2])
+			l := 0.299*r + 0.587*g + 0.114*b
+			luma[y*w+x] = l
+			if l <= 10 {
+				dark++
+			} else if l >= 250 {
+				bright++
+			}
+			sum += float64(l)
+			sum2 += float64(l) * float64(l)
+			sumCb += float64(-0.168736*r - 0.331264*g + 0.5*b)
+			sumCr += float64(0.5*r - 0.418688*g - 0.081312*b)
+		}
+	}
+	n := float64(w * h)
+	a.Dark, a.Bright = float64(dark)/n, float64(bright)/n
+	a.Luma = sum / n
+	a.Contrast = math.Sqrt(math.Max(0, sum2/n-a.Luma*a.Luma))
+	a.Cb, a.Cr = sumCb/n, sumCr/n
+
+	sw, sh := fitSize(w, h, sharpSide)
+	if max(w, h) < sharpSide {
+		sw, sh = w, h
+	}
+	grey := boxFloat(luma, w, h, sw, sh)
+	a.Sharpness = laplacianVariance(grey, sw, sh)
+	a.Hash, a.Mirror = dhash(boxFloat(grey, sw, sh, 9, 8))
+}
+
+// boxFloat averages a float plane onto ow×oh cells (as boxPlane).
+func boxFloat(pix []float32, sw, sh, ow, oh int) []float32 {
+	out := make([]float32, ow*oh)
+	for oy := 0; oy < oh; oy++ {
+		ya, yb := oy*sh/oh, max((oy+1)*sh/oh, oy*sh/oh+1)
+		for ox := 0; ox < ow; ox++ {
+			xa, xb := ox*sw/ow, max((ox+1)*sw/ow, ox*sw/ow+1)
+			var s float32
+			for y := ya; y < yb; y++ {
+				for _, v := range pix[y*sw+xa : y*sw+xb] {
+					s += v
+				}
+			}
+			out[oy*ow+ox] = s / float32((xb-xa)*(yb-ya))
+		}
+	}
+	return out
+}
+
+// laplacianVariance is the variance of the 4-neighbour Laplacian over the interior: edges and fine
+// texture make it large, blur makes it small.
+func laplacianVariance(p []float32, w, h int) float64 {
+	if w < 3 || h < 3 {
+		return 0
+	}
+	var sum, sum2 float64
+	for y := 1; y < h-1; y++ {
+		for x := 1; x < w-1; x++ {
+			i := y*w + x
+			l := float64(p[i-1] + p[i+1] + p[i-w] + p[i+w] - 4*p[i])
+			sum += l
+			sum2 += l * l
+		}
+	}
+	n := float64((w - 2) * (h - 2))
+	m := sum / n
+	return sum2/n - m*m
+}
+
+// dhash is the 64-bit difference hash of a 9×8 grey thumbnail (bit set where a pixel is brighter
+// than its right neighbour), and the hash the mirrored photo would have.
+func dhash(t []float32) (hash, mirror uint64) {
+	for y := 0; y < 8; y++ {
+		for x := 0; x < 8; x++ {
+			bit := uint(y*8 + x)
+			if t[y*9+x] > t[y*9+x+1] {
+				hash |= 1 << bit
+			}
+			// Mirrored row: m[x] = t[8-x], so m[x] > m[x+1] is t[8-x] > t[7-x].
+			if t[y*9+8-x] > t[y*9+7-x] {
+				mirror |= 1 << bit
+			}
+		}
+	}
+	return hash, mirror
+}

@@ -1,0 +1,463 @@
+package imagecheck
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"math/bits"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Config is one check's settings (the stage's attributes, resolved).
+type Config struct {
+	// Dir is the directory as the user wrote it; reported paths are Dir joined with the file name.
+	Dir string
+	// Root is Dir resolved to an absolute path.
+	Root              string
+	Patterns          []string
+	MinCount          int
+	MaxCount          int
+	MinSide           int
+	MaxAspect         float64
+	MaxPixels         float64
+	DuplicateDistance int
+	// MinSharpness < 0 means "relative to the set's median".
+	MinSharpness float64
+	MaxDark      float64
+	MaxBright    float64
+	OnWarning    string
+	// CacheDir holds the analysis cache; "" disables it.
+	CacheDir string
+	// Workers bounds parallel decoding (0: one per CPU).
+	Workers int
+	// Progress, when set, is told how many of the files to analyse are done.
+	Progress func(done, total int)
+}
+
+// DefaultPatterns are the file names considered: the formats we read plus those people upload that
+// we must reject with advice rather than ignore.
+var DefaultPatterns = []string{"*.jpg", "*.jpeg", "*.png", "*.webp", "*.heic", "*.heif", "*.avif", "*.gif", "*.tif", "*.tiff", "*.bmp"}
+
+// DefaultConfig returns the SPEC defaults for dir.
+func DefaultConfig(dir string) Config {
+	abs, _ := filepath.Abs(dir)
+	return Config{
+		Dir: dir, Root: abs, Patterns: DefaultPatterns,
+		MinCount: 15, MaxCount: 50, MinSide: 1024, MaxAspect: 2.0, MaxPixels: 50e6,
+		DuplicateDistance: 10, MinSharpness: -1, MaxDark: 0.5, MaxBright: 0.5, OnWarning: "continue",
+	}
+}
+
+const (
+	// recommendedCount: fewer accepted photos than this is worth a warning even above min_count.
+	recommendedCount = 15
+	// blurRatio: a photo whose sharpness is below this share of the set's median is rejected as blurry.
+	blurRatio = 0.35
+	// softRatio: below this share of the median a photo is accepted with a warning.
+	softRatio = 0.6
+	// lowDiversity: below this the set is called too uniform.
+	lowDiversity = 0.25
+	// minForRelative: the relative blur rule needs a median worth the name.
+	minForRelative = 3
+)
+
+// Duplicate is a near-duplicate pair: Files[0] is kept, Files[1] is rejected.
+type Duplicate struct {
+	Files    []string
+	Distance int
+}
+
+// Image is one considered file and what the check made of it.
+type Image struct {
+	Name string // file name inside the directory
+	Path string // Dir joined with Name, as reported
+	analysis
+	Reasons  []string // why it is rejected (empty: accepted)
+	Warnings []string
+	Cached   bool
+	key      fileKey
+}
+
+// Accepted reports whether the image passed every rule.
+func (im *Image) Accepted() bool { return len(im.Reasons) == 0 }
+
+// Report is the outcome of a check.
+type Report struct {
+	Images     []*Image // in name order
+	Accepted   []string
+	Rejected   map[string]string
+	Warnings   []string
+	Duplicates []Duplicate
+	Diversity  float64
+	// Lighting, Colour and Composition are the parts of Diversity.
+	Lighting, Colour, Composition float64
+	Digest                        string
+	MedianSharpness               float64
+	MedianTexture                 float64
+	Decoded, FromCache            int
+	// Refused is set when the set fails a rule that stops the run (count, on_warning).
+	Refused string
+}
+
+// Check lists cfg.Root, analyses every considered file (from the cache when unchanged) and applies
+// the rules.
+func Check(ctx context.Context, cfg Config) (*Report, error) {
+	names, infos, err := listDir(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := openCache(cfg.CacheDir, cfg.Root)
+	rep := &Report{Rejected: map[string]string{}}
+	entries := make(map[string]*cacheEntry, len(names))
+	var todo []int
+	for i, name := range names {
+		im := &Image{Name: name, Path: reportPath(cfg.Dir, name)}
+		rep.Images = append(rep.Images, im)
+		k := keyOf(infos[i])
+		im.key = k
+		if a, ok := c.lookup(name, k); ok && (a.Decoded || a.Unreadable != "" || a.pixels() > cfg.MaxPixels) {
+			im.analysis, im.Cached = a, true
+			rep.FromCache++
+		} else {
+			todo = append(todo, i)
+		}
+		entries[name] = &cacheEntry{Key: k}
+	}
+
+	if err := analyzeAll(ctx, cfg, rep.Images, todo); err != nil {
+		return nil, err
+	}
+	for _, im := range rep.Images {
+		entries[im.Name].Analysis = im.analysis
+		if !im.Cached && im.Decoded {
+			rep.Decoded++
+		}
+	}
+	if len(todo) > 0 || len(c.data.Files) != len(entries) {
+		// A cache that cannot be written only costs time next run; the check itself stands.
+		_ = c.save(entries)
+	}
+	applyRules(cfg, rep)
+	return rep, nil
+}
+
+// listDir returns the considered files of the directory in name order.
+func listDir(cfg Config) ([]string, []fs.FileInfo, error) {
+	dirents, err := os.ReadDir(cfg.Root)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("dir %q (%s) does not exist: create it and put the subject's photos there, or fix dir", cfg.Dir, cfg.Root)
+		}
+		return nil, nil, fmt.Errorf("dir %q: %w", cfg.Dir, err)
+	}
+	var names []string
+	var infos []fs.FileInfo
+	for _, d := range dirents {
+		name := d.Name()
+		if strings.HasPrefix(name, ".") || !matchAny(cfg.Patterns, name) {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(cfg.Root, name)) // follows symlinks
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		names = append(names, name)
+		infos = append(infos, fi)
+	}
+	return names, infos, nil
+}
+
+// matchAny matches a file name against the patterns case-insensitively (cameras write .JPG).
+func matchAny(patterns []string, name string) bool {
+	lname := strings.ToLower(name)
+	for _, p := range patterns {
+		if ok, _ := filepath.Match(strings.ToLower(p), lname); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func reportPath(dir, name string) string {
+	return path.Join(filepath.ToSlash(dir), name)
+}
+
+// analyzeAll runs analyzeFile over the listed images on a bounded pool: each worker holds one
+// full-size decode at a time, so memory stays at workers × one photo.
+func analyzeAll(ctx context.Context, cfg Config, images []*Image, todo []int) error {
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = min(runtime.GOMAXPROCS(0), 8)
+	}
+	workers = min(workers, len(todo))
+	next := make(chan int)
+	errs := make([]error, len(images))
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				im := images[i]
+				a, err := analyzeFile(filepath.Join(cfg.Root, im.Name), im.key.Size, cfg.MaxPixels)
+				if err != nil {
+					errs[i] = fmt.Errorf("%s: %w", im.Path, err)
+					continue
+				}
+				im.analysis = a
+				if cfg.Progress != nil {
+					cfg.Progress(int(done.Add(1)), len(todo))
+				}
+			}
+		}()
+	}
+	var cerr error
+feed:
+	for _, i := range todo {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			cerr = ctx.Err()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if cerr != nil {
+		return cerr
+	}
+	return errors.Join(errs...)
+}
+
+// applyRules turns the analyses into the verdicts: per-image rules, duplicates, count, diversity.
+func applyRules(cfg Config, rep *Report) {
+	var sharp []float64
+	for _, im := range rep.Images {
+		if im.Decoded {
+			sharp = append(sharp, im.Sharpness)
+		}
+	}
+	rep.MedianSharpness = median(sharp)
+
+	for _, im := range rep.Images {
+		im.Reasons = imageReasons(cfg, rep, im)
+	}
+	findDuplicates(cfg, rep)
+	faceWarnings(rep)
+
+	for _, im := range rep.Images {
+		if im.Accepted() {
+			rep.Accepted = append(rep.Accepted, im.Path)
+			rep.Warnings = append(rep.Warnings, im.Warnings...)
+		} else {
+			rep.Rejected[im.Path] = strings.Join(im.Reasons, "; ")
+		}
+	}
+	rep.Digest = digest(rep)
+	diversity(rep)
+
+	dir := filepath.ToSlash(cfg.Dir)
+	n := len(rep.Accepted)
+	if n >= 2 && rep.Diversity < lowDiversity {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: diversity %.2f is low (lighting %.2f, colour %.2f, composition %.2f): the photos look alike, so the model learns the setting along with the face; add photos with other light, clothes, backgrounds and angles",
+			dir, rep.Diversity, rep.Lighting, rep.Colour, rep.Composition))
+	}
+	if n > cfg.MaxCount {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: %d accepted photos > max_count %d: more photos lengthen training without improving likeness; keep the best %d", dir, n, cfg.MaxCount, cfg.MaxCount))
+	}
+	switch {
+	case n < cfg.MinCount:
+		rep.Refused = fmt.Sprintf("%s: only %d of %d photos accepted, below min_count %d (%d rejected, see rejected): add photos or fix the rejected ones; retraining on too few photos overfits",
+			dir, n, len(rep.Images), cfg.MinCount, len(rep.Rejected))
+	case n < recommendedCount:
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: only %d accepted photos; %d or more are recommended for a stable likeness", dir, n, recommendedCount))
+	}
+	if rep.Refused == "" && cfg.OnWarning == "fail" && len(rep.Warnings) > 0 {
+		rep.Refused = fmt.Sprintf("on_warning = \"fail\" and %d warning(s): %s", len(rep.Warnings), strings.Join(rep.Warnings, " | "))
+	}
+}
+
+// imageReasons lists every rule one image fails.
+func imageReasons(cfg Config, rep *Report, im *Image) []string {
+	if im.Unreadable != "" {
+		return []string{im.Unreadable}
+	}
+	var rs []string
+	short, long := min(im.Width, im.Height), max(im.Width, im.Height)
+	if px := im.pixels(); px > cfg.MaxPixels {
+		rs = append(rs, fmt.Sprintf("%d×%d = %.1f MP > max_pixels %.1f MP: not decoded (protects memory); downscale the photo", im.Width, im.Height, px/1e6, cfg.MaxPixels/1e6))
+	}
+	if short < cfg.MinSide {
+		rs = append(rs, fmt.Sprintf("short side %d < min_side %d", short, cfg.MinSide))
+	}
+	if aspect := float64(long) / float64(short); aspect > cfg.MaxAspect {
+		rs = append(rs, fmt.Sprintf("aspect %.2f > max_aspect %g", aspect, cfg.MaxAspect))
+	}
+	if !im.Decoded {
+		return rs
+	}
+	switch {
+	case cfg.MinSharpness == 0:
+	case cfg.MinSharpness > 0:
+		if im.Sharpness < cfg.MinSharpness {
+			rs = append(rs, fmt.Sprintf("blurry: sharpness %.1f < min_sharpness %g", im.Sharpness, cfg.MinSharpness))
+		}
+	case len(sharpOf(rep)) >= minForRelative && rep.MedianSharpness > 0:
+		ratio := im.Sharpness / rep.MedianSharpness
+		if ratio < blurRatio {
+			rs = append(rs, fmt.Sprintf("blurry: sharpness %.1f is %.2f× the set median %.1f (< %.2f×)", im.Sharpness, ratio, rep.MedianSharpness, blurRatio))
+		} else if ratio < softRatio {
+			im.Warnings = append(im.Warnings, fmt.Sprintf("%s: softer than most: sharpness %.1f is %.2f× the set median %.1f", im.Path, im.Sharpness, ratio, rep.MedianSharpness))
+		}
+	}
+	if im.Dark > cfg.MaxDark {
+		rs = append(rs, fmt.Sprintf("underexposed: %.0f%% of pixels at luma ≤ 10 > max_dark %.0f%%", 100*im.Dark, 100*cfg.MaxDark))
+	}
+	if im.Bright > cfg.MaxBright {
+		rs = append(rs, fmt.Sprintf("overexposed: %.0f%% of pixels at luma ≥ 250 > max_bright %.0f%%", 100*im.Bright, 100*cfg.MaxBright))
+	}
+	return rs
+}
+
+func sharpOf(rep *Report) []float64 {
+	var s []float64
+	for _, im := range rep.Images {
+		if im.Decoded {
+			s = append(s, im.Sharpness)
+		}
+	}
+	return s
+}
+
+// hashDistance compares a with b and with b's mirror image, so a flipped copy is still a duplicate.
+func hashDistance(a, b *Image) int {
+	return min(bits.OnesCount64(a.Hash^b.Hash), bits.OnesCount64(a.Hash^b.Mirror))
+}
+
+// findDuplicates keeps, in name order, the first of each group of near-duplicates among the photos
+// that pass every other rule; later ones are rejected as duplicates of the nearest kept photo.
+// Photos already rejected for other reasons are still told when they duplicate a kept photo.
+func findDuplicates(cfg Config, rep *Report) {
+	var kept []*Image
+	nearest := func(im *Image) (*Image, int) {
+		var best *Image
+		bd := math.MaxInt
+		for _, k := range kept {
+			if d := hashDistance(im, k); d < bd {
+				best, bd = k, d
+			}
+		}
+		return best, bd
+	}
+	var others []*Image
+	for _, im := range rep.Images {
+		if !im.Decoded {
+			continue
+		}
+		if !im.Accepted() {
+			others = append(others, im)
+			continue
+		}
+		if k, d := nearest(im); k != nil && d <= cfg.DuplicateDistance {
+			im.Reasons = append(im.Reasons, fmt.Sprintf("duplicate of %s (distance %d)", k.Path, d))
+			im.Warnings = nil
+			rep.Duplicates = append(rep.Duplicates, Duplicate{Files: []string{k.Path, im.Path}, Distance: d})
+			continue
+		}
+		kept = append(kept, im)
+	}
+	for _, im := range others {
+		if k, d := nearest(im); k != nil && d <= cfg.DuplicateDistance {
+			im.Reasons = append(im.Reasons, fmt.Sprintf("duplicate of %s (distance %d)", k.Path, d))
+			rep.Duplicates = append(rep.Duplicates, Duplicate{Files: []string{k.Path, im.Path}, Distance: d})
+		}
+	}
+	sort.SliceStable(rep.Duplicates, func(i, j int) bool { return rep.Duplicates[i].Files[1] < rep.Duplicates[j].Files[1] })
+}
+
+// digest is the content digest of the accepted set: sha256 over the sorted "name content-sha256"
+// lines. Renaming, adding, removing or editing an accepted photo changes it; touching does not.
+func digest(rep *Report) string {
+	var lines []string
+	for _, im := range rep.Images {
+		if im.Accepted() {
+			lines = append(lines, im.Name+"\x00"+im.SHA256+"\n")
+		}
+	}
+	slices.Sort(lines)
+	h := sha256.New()
+	for _, l := range lines {
+		h.Write([]byte(l))
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// diversity scores the spread of the accepted photos, 0 (all alike) to 1, as the mean of three
+// parts, each the mean pairwise distance of a descriptor scaled so that "clearly different photos"
+// reach 1: lighting (mean brightness and contrast), colour (mean chroma: white balance, clothes,
+// backgrounds) and composition (perceptual-hash distance: framing, pose, background layout).
+func diversity(rep *Report) {
+	var acc []*Image
+	for _, im := range rep.Images {
+		if im.Accepted() {
+			acc = append(acc, im)
+		}
+	}
+	if len(acc) < 2 {
+		return
+	}
+	var light, col, comp float64
+	pairs := 0
+	for i := range acc {
+		for j := i + 1; j < len(acc); j++ {
+			a, b := acc[i], acc[j]
+			light += math.Hypot(a.Luma-b.Luma, a.Contrast-b.Contrast)
+			col += math.Hypot(a.Cb-b.Cb, a.Cr-b.Cr)
+			comp += float64(bits.OnesCount64(a.Hash ^ b.Hash))
+			pairs++
+		}
+	}
+	p := float64(pairs)
+	rep.Lighting = math.Min(1, light/p/lightingScale)
+	rep.Colour = math.Min(1, col/p/colourScale)
+	rep.Composition = math.Min(1, comp/p/compositionScale)
+	rep.Diversity = round3((rep.Lighting + rep.Colour + rep.Composition) / 3)
+	rep.Lighting, rep.Colour, rep.Composition = round3(rep.Lighting), round3(rep.Colour), round3(rep.Composition)
+}
+
+const (
+	// lightingScale: mean pairwise distance in (mean luma, luma std), 0–255 units, that counts as fully varied.
+	lightingScale = 50
+	// colourScale: mean pairwise distance of mean (Cb, Cr) that counts as fully varied.
+	colourScale = 20
+	// compositionScale: mean pairwise dHash distance of unrelated pictures (half of 64 bits).
+	compositionScale = 32
+)
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
