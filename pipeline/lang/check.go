@@ -316,9 +316,20 @@ func (c *checker) checkAll(stages []*Stage) hcl.Diagnostics {
 			ctx := c.m.evalContext(cfg.BaseDirOf(b.DeclRange.Filename), evalEnv{vars: env.vars, locals: env.locals})
 			val, d := b.ForEach.Value(ctx)
 			c.add(d...)
-			if !d.HasErrors() && val.IsWhollyKnown() {
+			ty := val.Type()
+			switch {
+			case d.HasErrors():
+			case val.IsWhollyKnown():
 				_, _, d := batchKeysOf(val, b.ForEach)
 				c.add(d...)
+			case ty.IsPrimitiveType():
+				// Unknown until variables are set, but the type is already wrong.
+				c.add(&hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Invalid batch keys",
+					Detail:   fmt.Sprintf("for_each must be a set or list of strings, or a map; found %s.", ty.FriendlyName()),
+					Subject:  b.ForEach.Range().Ptr(),
+				})
 			}
 		}
 	}

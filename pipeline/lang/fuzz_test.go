@@ -1,0 +1,60 @@
+package lang
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/zclconf/go-cty/cty"
+)
+
+// FuzzLoad feeds arbitrary sources through LoadSources and, when they load cleanly, through
+// variable resolution, batch keys and evaluation of every stage, settings and outputs: none of it
+// may panic. Seeded with the fixtures.
+//
+//	go test ./pipeline/lang -run '^$' -fuzz FuzzLoad -fuzztime 30s
+func FuzzLoad(f *testing.F) {
+	for _, pattern := range []string{"testdata/valid/*.hcl", "testdata/invalid/*.hcl"} {
+		files, _ := filepath.Glob(pattern)
+		for _, p := range files {
+			src, err := os.ReadFile(p)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(src)
+		}
+	}
+	f.Add([]byte(pipelineSrc))
+	f.Add([]byte(varsSrc))
+	kinds := testKinds()
+	f.Fuzz(func(t *testing.T, src []byte) {
+		// Inside testdata/valid so the file functions find the fixtures' files.
+		m, diags := LoadSources(map[string][]byte{"testdata/valid/fuzz.hcl": src}, kinds)
+		if m == nil {
+			t.Fatal("nil module")
+		}
+		_ = m.Graph().DOT()
+		if diags.HasErrors() {
+			return
+		}
+		vars, _ := m.Variables(VarInputs{AllowUnset: true})
+		inst := Instance{Vars: vars}
+		if m.HasBatch() {
+			keys, values, d := m.BatchKeys(vars)
+			if d.HasErrors() || len(keys) == 0 {
+				return
+			}
+			inst = Instance{Key: keys[0], Batch: true, Value: values[keys[0]], Vars: vars}
+		}
+		s, _ := m.NewScope(inst)
+		for _, st := range m.Stages() {
+			s.EvalStage(st)
+			s.SetStage(st.Addr, cty.DynamicVal)
+		}
+		for name := range m.Config().Settings {
+			s.EvalSettings(name)
+		}
+		s.EvalOutputs()
+		s.EvalStateURL()
+	})
+}
