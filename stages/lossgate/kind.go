@@ -351,6 +351,11 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	}
 
 	v := Judge(t.Losses, s.Config)
+	if v.Passed && t.Version == "" && t.TrainingID != "" {
+		// A training cancelled before its end has a loss curve but no model to accept.
+		v.Passed = false
+		v.Reason = fmt.Sprintf("training %s produced no version (it was cancelled before the end); %s", t.TrainingID, v.Reason)
+	}
 	outputs := map[string]cty.Value{
 		"passed":     cty.BoolVal(v.Passed),
 		"final_loss": cty.NullVal(cty.Number),

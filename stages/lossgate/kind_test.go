@@ -253,3 +253,15 @@ func TestLastAcceptedFromState(t *testing.T) {
 type stateView map[string][]pipeline.StageRecord
 
 func (s stateView) Records(kind string) []pipeline.StageRecord { return s[kind] }
+
+func TestNoVersionIsNeverAccepted(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	res, err := Kind{}.Apply(context.Background(), h.request(gateInputs(trainingVal("", 0.30, 20), OnFailDelete), nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Refused == "" || !strings.Contains(res.Refused, "produced no version") || rec.decoded(t).LastAccepted != nil {
+		t.Fatalf("result %+v data %s", res, rec.data)
+	}
+}

@@ -206,7 +206,8 @@ func pollInterval(req *pipeline.Request) (replicate.Poller, error) {
 		d = pd
 	}
 	if req.Env != nil && req.Env.Simulated {
-		d = simulatedPoll
+		// The simulator's trainings take seconds: poll often, back off only a little.
+		return replicate.Poller{Initial: simulatedPoll, Max: 4 * simulatedPoll}, nil
 	}
 	max := 12 * d
 	if max > time.Minute {

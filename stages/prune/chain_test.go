@@ -1,0 +1,161 @@
+package prune_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lossgate"
+	"github.com/pipeline-dev/pipeline/stages/prune"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/train"
+)
+
+// memRecorder keeps the last saved data as JSON, as state would.
+type memRecorder struct{ data json.RawMessage }
+
+func (m *memRecorder) Save(v any) error {
+	b, err := json.Marshal(v)
+	m.data = b
+	return err
+}
+func (m *memRecorder) Progress(pipeline.Progress) {}
+func (m *memRecorder) Warn(string)                {}
+
+type records map[string][]pipeline.StageRecord
+
+func (r records) Records(kind string) []pipeline.StageRecord {
+	if kind == "" {
+		var all []pipeline.StageRecord
+		for _, rs := range r {
+			all = append(all, rs...)
+		}
+		return all
+	}
+	return r[kind]
+}
+
+// runChain runs train → loss_gate → prune the way the engine hands values along (the gate gets
+// the train stage's whole output object), against the simulator in auto mode.
+func runChain(t *testing.T, srv *replicatetest.Server, env *pipeline.Env, dir string, in cty.Value, state records) (trainOut, gate *pipeline.Result, pruned *pipeline.Result) {
+	t.Helper()
+	ctx := context.Background()
+	gateIn := map[string]cty.Value{
+		"min_loss": cty.NumberFloatVal(0.2), "max_loss": cty.NullVal(cty.Number), "smoothing": cty.NullVal(cty.Number),
+		"cancel_early": cty.False, "on_fail": cty.StringVal("delete_version"),
+	}
+	treq := &pipeline.Request{
+		Address: "train.lora", Kind: "train", Name: "lora",
+		Inputs: cty.ObjectVal(map[string]cty.Value{
+			"images":        cty.ListVal([]cty.Value{cty.StringVal("a.jpg"), cty.StringVal("b.jpg")}),
+			"trainer":       cty.NullVal(cty.String),
+			"destination":   cty.NullVal(cty.String),
+			"input":         in,
+			"poll_interval": cty.StringVal("5s"),
+		}),
+		Settings: map[string]cty.Value{"replicate": cty.ObjectVal(map[string]cty.Value{
+			"trainer": cty.StringVal(replicatetest.Trainer), "destination": cty.StringVal("acme/ana-lora"),
+		})},
+		BaseDir: dir, Recorder: &memRecorder{}, Env: env, State: state,
+		Dependents: []pipeline.Dependent{{Kind: "loss_gate", Name: "fit", Inputs: cty.ObjectVal(gateIn)}},
+	}
+	tres, err := train.Kind{}.Apply(ctx, treq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trainObj := cty.ObjectVal(tres.Outputs)
+	state["train"] = []pipeline.StageRecord{{Kind: "train", Name: "lora", Status: pipeline.StatusComplete, Outputs: trainObj}}
+
+	gateIn["training"] = trainObj
+	var prior *pipeline.Prior
+	if rs := state["loss_gate"]; len(rs) > 0 {
+		prior = &pipeline.Prior{Status: rs[0].Status, Data: rs[0].Data}
+	}
+	grec := &memRecorder{}
+	gres, err := lossgate.Kind{}.Apply(ctx, &pipeline.Request{Address: "loss_gate.fit", Kind: "loss_gate", Name: "fit",
+		Inputs: cty.ObjectVal(gateIn), Recorder: grec, Env: env, Prior: prior, State: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := pipeline.StatusComplete
+	if gres.Refused != "" {
+		status = pipeline.StatusRefused
+	}
+	state["loss_gate"] = []pipeline.StageRecord{{Kind: "loss_gate", Name: "fit", Status: status, Data: grec.data, Outputs: cty.ObjectVal(gres.Outputs)}}
+
+	pres, err := prune.Kind{}.Apply(ctx, &pipeline.Request{Address: "prune.old", Kind: "prune", Name: "old",
+		Inputs: cty.ObjectVal(map[string]cty.Value{
+			"model": cty.StringVal("acme/ana-lora"), "keep_last": cty.NumberIntVal(2), "keep": cty.ListValEmpty(cty.String),
+		}), Recorder: &memRecorder{}, Env: env, State: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tres, gres, pres
+}
+
+func TestTrainGatePruneChain(t *testing.T) {
+	srv := replicatetest.NewServer(replicatetest.Options{Auto: true})
+	t.Cleanup(srv.Close)
+	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(3, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &pipeline.Env{Getenv: func(string) string { return "" }, Simulated: true}
+	replicate.Install(env, c)
+	dir := t.TempDir()
+	for _, n := range []string{"a.jpg", "b.jpg"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("photo "+n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.AddModel("acme", "ana-lora", 3)
+	old := srv.VersionIDs("acme", "ana-lora")
+	state := records{}
+
+	good := cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(1000), "lora_rank": cty.NumberIntVal(16), "trigger_word": cty.StringVal("TOK")})
+	tres, gres, pres := runChain(t, srv, env, dir, good, state)
+	v1 := tres.Outputs["version"].AsString()
+	if gres.Refused != "" || !gres.Outputs["passed"].True() {
+		t.Fatalf("good training refused: %s", gres.Refused)
+	}
+	if tres.Outputs["previous_version"].AsString() != "acme/ana-lora:"+old[0] {
+		t.Fatalf("previous_version %s", tres.Outputs["previous_version"].AsString())
+	}
+	// keep_last 2: the new version and the newest old one stay.
+	if pres.Refused != "" || len(pres.Outputs["deleted"].AsValueSlice()) != 2 {
+		t.Fatalf("prune after a good training: %+v", pres)
+	}
+	left := srv.VersionIDs("acme", "ana-lora")
+	if len(left) != 2 || "acme/ana-lora:"+left[0] != v1 || left[1] != old[0] {
+		t.Fatalf("versions left %v", left)
+	}
+
+	// An aggressive retrain overfits: the gate refuses and deletes only its version, so the
+	// model's latest version is the last good one again, and prune does not run.
+	over := cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(1000), "lora_rank": cty.NumberIntVal(48), "trigger_word": cty.StringVal("TOK")})
+	tres, gres, pres = runChain(t, srv, env, dir, over, state)
+	if gres.Refused == "" || !strings.Contains(gres.Refused, "overfitting") {
+		t.Fatalf("overfit passed: %+v", gres.Outputs)
+	}
+	if got := srv.VersionIDs("acme", "ana-lora"); len(got) != 2 || "acme/ana-lora:"+got[0] != v1 {
+		t.Fatalf("after the refusal the versions are %v, latest must be %s", got, v1)
+	}
+	if pres.Refused == "" || len(pres.Outputs["deleted"].AsValueSlice()) != 0 {
+		t.Fatalf("prune ran after a refused gate: %+v", pres)
+	}
+	// The gate carried the last accepted training forward.
+	var d lossgate.Data
+	_ = json.Unmarshal(state["loss_gate"][0].Data, &d)
+	if d.LastAccepted == nil || d.LastAccepted.Version != v1 || d.LastAccepted.ImageCount != 2 {
+		t.Fatalf("last_accepted %+v", d.LastAccepted)
+	}
+	_ = tres
+}
