@@ -436,29 +436,26 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			continue
 		}
-		switch {
-		case resp.StatusCode == http.StatusTooManyRequests:
-			// Not processed: safe to repeat for every method.
-			d, ok := retryAfter(resp.Header, c.now())
-			if !ok {
-				d = c.backoffDelay(attempt)
+		retryable := resp.StatusCode == http.StatusTooManyRequests || (resp.StatusCode >= 500 && safe)
+		if !retryable || attempt >= c.maxRetries {
+			if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+				resp.Header.Del("Retry-After") // replicate-go would time.Sleep on it
 			}
-			if attempt >= c.maxRetries {
-				resp.Header.Del("Retry-After") // replicate-go would sleep on it again
-				return resp, nil
-			}
-			drain(resp)
-			c.pause(d)
-		case resp.StatusCode >= 500 && safe:
-			if attempt >= c.maxRetries {
-				return resp, nil
-			}
-			drain(resp)
-			if err := c.sleep(ctx, c.backoffDelay(attempt)); err != nil {
-				return nil, err
-			}
-		default:
 			return resp, nil
+		}
+		d, ok := retryAfter(resp.Header, c.now())
+		if !ok {
+			d = c.backoffDelay(attempt)
+		}
+		drain(resp)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			// Not processed, so safe to repeat for every method; the pause holds every request
+			// of this client, not only this one.
+			c.pause(d)
+			continue
+		}
+		if err := c.sleep(ctx, d); err != nil {
+			return nil, err
 		}
 	}
 }

@@ -622,3 +622,24 @@ func TestPoller(t *testing.T) {
 		t.Fatalf("after Reset = %v", d)
 	}
 }
+
+func TestRateLimitBeyondRetriesFailsWithoutRealSleep(t *testing.T) {
+	srv := newServer(t)
+	srv.RateLimit("", "/v1/trainings", 30, 100)
+	c, clk := newClient(t, srv)
+	start := time.Now()
+	_, err := c.GetTraining(context.Background(), "abc")
+	var apiErr *replicate.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 429 || !strings.Contains(err.Error(), "rate limited") {
+		t.Fatalf("err = %v, want a 429 APIError with a hint", err)
+	}
+	if n := srv.Count("429"); n != 6 {
+		t.Errorf("attempts = %d, want 1 + 5 retries", n)
+	}
+	if clk.total() != 5*30*time.Second {
+		t.Errorf("fake waits = %v, want 5×30s", clk.total())
+	}
+	if real := time.Since(start); real > 10*time.Second {
+		t.Fatalf("really slept %v (replicate-go must not sleep on Retry-After itself)", real)
+	}
+}
