@@ -244,6 +244,11 @@ func inputMap(v cty.Value) (map[string]any, bool, error) {
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return nil, false, fmt.Errorf("input: %w", err)
 	}
+	for k, val := range out {
+		if val == nil {
+			delete(out, k) // null means "not set": the trainer's default applies
+		}
+	}
 	if _, ok := out["input_images"]; ok {
 		return nil, false, fmt.Errorf("input sets input_images, which the train stage fills in from `images` (the uploaded zip): remove it from input")
 	}

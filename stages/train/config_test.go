@@ -82,7 +82,7 @@ func TestParseConfig(t *testing.T) {
 		"images":        cty.ListVal([]cty.Value{cty.StringVal("a.jpg")}),
 		"trainer":       cty.NullVal(cty.String),
 		"destination":   cty.NullVal(cty.String),
-		"input":         cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(1000), "hf_token": cty.StringVal("hf_x")}),
+		"input":         cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(1000), "hf_token": cty.StringVal("hf_x"), "lora_rank": cty.NullVal(cty.Number)}),
 		"poll_interval": cty.StringVal("2s"),
 	}, map[string]cty.Value{
 		"trainer":     cty.StringVal("ostris/flux-dev-lora-trainer:abc"),
@@ -99,7 +99,7 @@ func TestParseConfig(t *testing.T) {
 	if cfg.Poll.Initial != 2*time.Second || cfg.Poll.Max != 24*time.Second {
 		t.Fatalf("poll %+v", cfg.Poll)
 	}
-	if cfg.Input["steps"] != 1000.0 || len(cfg.Images) != 1 {
+	if _, set := cfg.Input["lora_rank"]; cfg.Input["steps"] != 1000.0 || set || len(cfg.Images) != 1 {
 		t.Fatalf("input %v images %v", cfg.Input, cfg.Images)
 	}
 	// The input output keeps values JSON-encoded and drops secrets and input_images.
