@@ -167,7 +167,7 @@ func blocked(req *pipeline.Request) string {
 		for _, r := range req.State.Records(kind) {
 			switch r.Status {
 			case pipeline.StatusFailed, pipeline.StatusRefused, pipeline.StatusRunning, pipeline.StatusInterrupted:
-				why = append(why, fmt.Sprintf("%s.%s is %s", r.Kind, r.Name, r.Status))
+				why = append(why, fmt.Sprintf("%s.%s (%s)", r.Kind, r.Name, r.Status))
 			}
 		}
 	}
@@ -207,16 +207,16 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	sel := choose(versions, policy{KeepLast: s.KeepLast, Pinned: p})
 	res.Deletes = sel.Delete
 	if len(sel.Delete) == 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("%d versions, none beyond the policy", len(versions)))
+		res.Notes = append(res.Notes, fmt.Sprintf("%s, none beyond the policy", plural(len(versions), "version")))
 	} else {
-		res.Notes = append(res.Notes, fmt.Sprintf("%d versions: deletes %d (%s), keeps %d", len(versions), len(sel.Delete), strings.Join(sel.Delete, ", "), len(sel.Keep)))
+		res.Notes = append(res.Notes, fmt.Sprintf("%s: deletes %d (%s), keeps %d", plural(len(versions), "version"), len(sel.Delete), strings.Join(sel.Delete, ", "), len(sel.Keep)))
 		// A version trained in this same apply counts toward keep_last, pushing one more out.
 		if next := nextOut(versions, s.KeepLast, p); next != "" {
 			res.Notes = append(res.Notes, fmt.Sprintf("if this apply trains a new version of %s first, %s is deleted too (keep_last counts the new version)", s.Model, next))
 		}
 	}
 	if b := blocked(req); b != "" {
-		res.Notes = append(res.Notes, "apply prunes only once "+b+" has been re-run successfully")
+		res.Notes = append(res.Notes, "apply prunes only once these have run successfully again: "+b)
 	}
 	return res, nil
 }
@@ -274,7 +274,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if b := blocked(req); b != "" {
 		// The engine skips prune when something upstream failed; this guards versions all the same.
 		return &pipeline.Result{
-			Refused: fmt.Sprintf("not pruning %s while %s: a good version must exist before old ones go", s.Model, b),
+			Refused: fmt.Sprintf("not pruning %s while an upstream stage did not finish well: %s; a good version must exist before old ones go", s.Model, b),
 			Outputs: map[string]cty.Value{"deleted": cty.ListValEmpty(cty.String), "kept": cty.ListValEmpty(cty.String)},
 		}, nil
 	}
@@ -372,4 +372,12 @@ func stringList(ids []string) cty.Value {
 		vals[i] = cty.StringVal(id)
 	}
 	return cty.ListVal(vals)
+}
+
+// plural renders "1 version", "3 versions".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
