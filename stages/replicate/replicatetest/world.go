@@ -121,22 +121,21 @@ func (w *world) fix() {
 	}
 }
 
-// newID returns a Replicate-like id: 26 lowercase base32-ish characters, unique across reloads.
+// newID returns a Replicate-like id: 26 random base32 characters (lowercase), unique across
+// reloads of a world file.
 func (w *world) newID() string {
 	w.Seq++
-	var b [12]byte
+	var b [16]byte
 	_, _ = rand.Read(b[:])
 	const alphabet = "abcdefghijklmnopqrstuvwxyz234567"
 	var sb strings.Builder
-	v := binary.BigEndian.Uint64(b[:8])<<8 | uint64(w.Seq&0xff)
-	for i := 0; i < 13; i++ {
-		sb.WriteByte(alphabet[v&31])
-		v >>= 5
-	}
-	v = uint64(binary.BigEndian.Uint32(b[8:])) | uint64(w.Seq)<<32
-	for i := 0; i < 13; i++ {
-		sb.WriteByte(alphabet[v&31])
-		v >>= 5
+	for i := 0; i < 26; i++ {
+		bit := i * 5
+		v := uint16(b[bit/8]) << 8
+		if bit/8+1 < len(b) {
+			v |= uint16(b[bit/8+1])
+		}
+		sb.WriteByte(alphabet[(v>>(11-bit%8))&31])
 	}
 	return sb.String()
 }
