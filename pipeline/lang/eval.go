@@ -310,3 +310,43 @@ func unmarkPaths(v cty.Value, prefix cty.Path) (cty.Value, []cty.Path) {
 	}
 	return uv, paths
 }
+
+// scrub drops the expression context of diagnostics evaluated in a context that holds sensitive
+// values: hcl's diagnostic writer prints the values an expression used ("with var.x as ..."),
+// and it skips only values marked at the top level, not a secret nested in an object.
+func scrub(diags hcl.Diagnostics) hcl.Diagnostics {
+	for _, d := range diags {
+		if d.EvalContext != nil && contextHasMarks(d.EvalContext) {
+			d.Expression = nil
+			d.EvalContext = nil
+		}
+	}
+	return diags
+}
+
+func contextHasMarks(ctx *hcl.EvalContext) bool {
+	for c := ctx; c != nil; c = c.Parent() {
+		for _, v := range c.Variables {
+			if v.ContainsMarked() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sortDiags orders diagnostics by file and position (those without a range first), so
+// `pipeline validate` reads top to bottom.
+func sortDiags(diags hcl.Diagnostics) {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		default:
+			return a.Start.Byte < b.Start.Byte
+		}
+	})
+}

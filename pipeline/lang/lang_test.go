@@ -650,3 +650,51 @@ output "all" {
 		t.Errorf("templatefile with a missing var: %s", describe(diags))
 	}
 }
+
+// Diagnostics never carry a context that would let hcl's writer print a sensitive value, and a
+// validation message that uses one is not shown.
+func TestSensitiveNeverInDiagnostics(t *testing.T) {
+	m := load(t, `
+variable "secret" {
+  type      = string
+  sensitive = true
+  validation {
+    condition     = length(var.secret) > 3
+    error_message = "too short: ${var.secret}"
+  }
+}
+variable "count" {
+  type = string
+}
+locals {
+  cfg = { n = var.count, s = var.secret }
+}
+stage "check" "photos" {
+  dir       = "x"
+  min_count = local.cfg.n
+}
+`)
+	_, diags := m.Variables(VarInputs{Vars: []string{"secret=ab", "count=1"}})
+	if text := describe(diags); !strings.Contains(text, "it is not shown") || strings.Contains(text, "ab\n") || strings.Contains(text, "too short: ab") {
+		t.Errorf("validation message leaks or is missing:\n%s", text)
+	}
+	vars, diags := m.Variables(VarInputs{Vars: []string{"secret=hunter2", "count=many"}})
+	if diags.HasErrors() {
+		t.Fatal(describe(diags))
+	}
+	s := scope(t, m, Instance{Vars: vars})
+	_, _, _, diags = s.EvalStage(m.Stage("check.photos"))
+	if !diags.HasErrors() {
+		t.Fatal("want a conversion error for min_count = \"many\"")
+	}
+	for _, d := range diags {
+		if d.EvalContext != nil || d.Expression != nil {
+			t.Errorf("diagnostic %q keeps an evaluation context holding a sensitive value", d.Summary)
+		}
+	}
+	var buf strings.Builder
+	hcl.NewDiagnosticTextWriter(&buf, m.Files(), 100, false).WriteDiagnostics(diags)
+	if strings.Contains(buf.String(), "hunter2") {
+		t.Errorf("secret printed:\n%s", buf.String())
+	}
+}

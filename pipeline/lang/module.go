@@ -68,14 +68,18 @@ type Stage struct {
 func Load(paths []string, kinds map[string]pipeline.Kind) (*Module, hcl.Diagnostics) {
 	cfg, diags := config.LoadWith(paths, config.Options{SettingsBlocks: settingsBlocks(kinds)})
 	m, d := build(cfg, kinds)
-	return m, append(diags, d...)
+	diags = append(diags, d...)
+	sortDiags(diags)
+	return m, diags
 }
 
 // LoadSources is Load over in-memory files keyed by name (for tests and fuzzing).
 func LoadSources(files map[string][]byte, kinds map[string]pipeline.Kind) (*Module, hcl.Diagnostics) {
 	cfg, diags := config.LoadSourcesWith(files, config.Options{SettingsBlocks: settingsBlocks(kinds)})
 	m, d := build(cfg, kinds)
-	return m, append(diags, d...)
+	diags = append(diags, d...)
+	sortDiags(diags)
+	return m, diags
 }
 
 // settingsBlocks is "replicate" plus every settings block a kind reads.

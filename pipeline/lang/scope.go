@@ -56,7 +56,7 @@ func (m *Module) NewScope(inst Instance) (*Scope, hcl.Diagnostics) {
 	}
 	var diags hcl.Diagnostics
 	s.locals, diags = m.evalLocals(s.vars, s.each)
-	return s, diags
+	return s, scrub(diags)
 }
 
 var unknownEach = cty.ObjectVal(map[string]cty.Value{"key": cty.UnknownVal(cty.String), "value": cty.DynamicVal})
@@ -163,7 +163,7 @@ func (s *Scope) EvalStage(st *Stage) (inputs cty.Value, blocks []pipeline.Block,
 			}
 		}
 	}
-	return inputs, blocks, sensitive, diags
+	return inputs, blocks, sensitive, scrub(diags)
 }
 
 func addPath(paths []cty.Path, p cty.Path) []cty.Path {
@@ -185,7 +185,7 @@ func (s *Scope) EvalSettings(name string) (cty.Value, hcl.Diagnostics) {
 	ctx := s.m.evalContext(s.m.cfg.BaseDirOf(set.DeclRange.Filename), s.env(false))
 	attrs, diags := evalAnyAttrs(set.Body, ctx, name+".", nil)
 	obj, _ := unmarkPaths(objectOf(attrs), nil)
-	return obj, diags
+	return obj, scrub(diags)
 }
 
 // EvalOutputs evaluates the output blocks. Values keep their marks: outputs declared sensitive
@@ -205,7 +205,7 @@ func (s *Scope) EvalOutputs() (map[string]cty.Value, hcl.Diagnostics) {
 		}
 		out[o.Name] = v
 	}
-	return out, diags
+	return out, scrub(diags)
 }
 
 // EvalStateURL evaluates `state { url = ... }`; "" when there is no state block.
@@ -217,7 +217,7 @@ func (s *Scope) EvalStateURL() (string, hcl.Diagnostics) {
 	ctx := s.m.evalContext(s.m.cfg.BaseDirOf(st.DeclRange.Filename), s.env(false))
 	v, diags := evalExpr(st.URL, ctx, cty.String, "url", "the state url", nil)
 	if diags.HasErrors() {
-		return "", diags
+		return "", scrub(diags)
 	}
 	v, _ = v.UnmarkDeep()
 	if !v.IsKnown() || v.IsNull() {
@@ -245,10 +245,10 @@ func (m *Module) BatchKeys(vars map[string]cty.Value) (keys []string, values map
 	val, d := b.ForEach.Value(ctx)
 	diags = append(diags, d...)
 	if d.HasErrors() {
-		return nil, nil, diags
+		return nil, nil, scrub(diags)
 	}
 	keys, values, d = batchKeysOf(val, b.ForEach)
-	return keys, values, append(diags, d...)
+	return keys, values, scrub(append(diags, d...))
 }
 
 func batchKeysOf(val cty.Value, expr hcl.Expression) ([]string, map[string]cty.Value, hcl.Diagnostics) {

@@ -242,6 +242,9 @@ func (m *Module) validate(v *config.Variable, val cty.Value, valRange *hcl.Range
 		return nil
 	}
 	var diags hcl.Diagnostics
+	if v.Sensitive {
+		val = val.Mark(SensitiveMark)
+	}
 	for _, rule := range v.Validations {
 		ctx := &hcl.EvalContext{
 			Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{v.Name: val})},
@@ -249,9 +252,10 @@ func (m *Module) validate(v *config.Variable, val cty.Value, valRange *hcl.Range
 		}
 		cond, d := rule.Condition.Value(ctx)
 		if d.HasErrors() {
-			diags = append(diags, d...)
+			diags = append(diags, scrub(d)...)
 			continue
 		}
+		cond, _ = cond.Unmark()
 		cond, err := convert.Convert(cond, cty.Bool)
 		if err != nil || cond.IsNull() {
 			diags = append(diags, &hcl.Diagnostic{
@@ -271,8 +275,11 @@ func (m *Module) validate(v *config.Variable, val cty.Value, valRange *hcl.Range
 		msg := "The value does not satisfy the validation rule."
 		if mv, d := rule.ErrorMessage.Value(ctx); !d.HasErrors() {
 			if s, err := convert.Convert(mv, cty.String); err == nil && s.IsKnown() && !s.IsNull() {
-				us, _ := s.Unmark()
-				msg = us.AsString()
+				if s.IsMarked() {
+					msg = "The value does not satisfy the validation rule (its error_message uses the sensitive value, so it is not shown)."
+				} else {
+					msg = s.AsString()
+				}
 			}
 		}
 		subject := valRange
