@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
@@ -105,11 +106,35 @@ func (e *Engine) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 			e.applyInstance(ctx, ip, io, sem)
 		}()
 	}
+	stopFlusher := e.startFlusher(ctx)
 	wg.Wait()
+	stopFlusher()
+	e.flushDirty(ctx)
 	out.Interrupted = ctx.Err() != nil
 	e.emitRootOutputs(plan, out)
 	e.emit(pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "apply", Counts: out.Counts()})
 	return out, nil
+}
+
+// startFlusher writes dirty instances every second while Apply runs, bounding what a crash loses
+// to about a second of cheap local work.
+func (e *Engine) startFlusher(ctx context.Context) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				e.flushDirty(ctx)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func (e *Engine) emitRootOutputs(plan *Plan, out *Outcome) {
@@ -181,11 +206,8 @@ func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *Instan
 		if raw, err := marshalValue(cty.ObjectVal(attrs)); err == nil {
 			ip.mu.Lock()
 			ip.state.Outputs = raw
-			err := e.Store.Put(context.WithoutCancel(ctx), ip.Key, ip.state)
+			e.markDirty(ip)
 			ip.mu.Unlock()
-			if err != nil {
-				e.emit(pipeline.Event{Type: pipeline.EventLog, Key: ip.Key, Message: "saving outputs to state: " + err.Error()})
-			}
 		}
 	}
 }
@@ -293,7 +315,10 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		rec.Data = sp.prior.Data
 	}
 	rec.UpdatedAt = rec.StartedAt
-	if err := e.putRecord(ctx, ip, st.Addr, rec); err != nil {
+	// The start needs no write of its own: nothing remote happened yet, and the kind's first
+	// Recorder.Save (before any remote call) writes it durably.
+	durable := st.Schema.Remote
+	if err := e.putRecord(ctx, ip, st.Addr, rec, false); err != nil {
 		return e.fail(ip, sp, so, fmt.Errorf("recording the start in state: %w", err))
 	}
 	e.emit(pipeline.Event{Type: pipeline.EventStageStart, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote), Action: sp.Action})
@@ -325,7 +350,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			status = pipeline.StatusInterrupted
 		}
-		e.finishRecord(ctx, ip, st.Addr, status, nil, err.Error())
+		e.finishRecord(ctx, ip, st.Addr, status, nil, err.Error(), durable)
 		if status == pipeline.StatusInterrupted {
 			so.Status, so.Message = outInterrupted, "interrupted: recorded in state, the next apply resumes it"
 			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
@@ -337,7 +362,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	}
 	outputs, oerr := outputObject(st.Schema.Outputs, res.Outputs, false)
 	if oerr != nil {
-		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusFailed, nil, oerr.Error())
+		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusFailed, nil, oerr.Error(), durable)
 		return e.fail(ip, sp, so, oerr)
 	}
 	raw, _ := marshalValue(outputs)
@@ -346,7 +371,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	ev := pipeline.Event{Address: sp.Address, Kind: st.Kind, Key: ip.Key, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote),
 		Outputs: plainMap(outputs, sensitiveByName(outputs, nil, nil)), Warnings: res.Warnings, Deletes: res.Deletes, Notes: res.Notes}
 	if res.Refused != "" {
-		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusRefused, raw, res.Refused)
+		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusRefused, raw, res.Refused, durable)
 		so.Status, so.Message = outRefused, res.Refused
 		ev.Type = pipeline.EventStageOutputs
 		ev.Refused, ev.Message = true, res.Refused
@@ -356,7 +381,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		e.emit(ev)
 		return so
 	}
-	e.finishRecord(ctx, ip, st.Addr, pipeline.StatusComplete, raw, "")
+	e.finishRecord(ctx, ip, st.Addr, pipeline.StatusComplete, raw, "", durable)
 	so.Status = outComplete
 	ev.Type = pipeline.EventStageOutputs
 	e.emit(ev)
@@ -381,7 +406,7 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 	if sp.Action == pipeline.ActionNoop && sp.prior != nil {
 		rec.StartedAt = sp.prior.StartedAt
 	}
-	if err := e.putRecord(ctx, ip, st.Addr, rec); err != nil {
+	if err := e.putRecord(ctx, ip, st.Addr, rec, false); err != nil {
 		return e.fail(ip, sp, so, fmt.Errorf("recording in state: %w", err))
 	}
 	so.Outputs = sp.Outputs
@@ -404,17 +429,60 @@ func (e *Engine) fail(ip *InstancePlan, sp *StagePlan, so *StageOutcome, err err
 	return so
 }
 
-// putRecord replaces a record and writes the instance durably.
-func (e *Engine) putRecord(ctx context.Context, ip *InstancePlan, addr string, rec *state.Record) error {
+// putRecord replaces a record. It is written durably at once when durable is set; otherwise the
+// instance is marked dirty and written by the next flush (at the latest when Apply returns).
+func (e *Engine) putRecord(ctx context.Context, ip *InstancePlan, addr string, rec *state.Record, durable bool) error {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
 	ip.state.Records[addr] = rec
+	if !durable {
+		e.markDirty(ip)
+		return nil
+	}
 	return e.Store.Put(context.WithoutCancel(ctx), ip.Key, ip.state)
 }
 
+// markDirty queues an instance for the next flush. Callers hold ip.mu.
+func (e *Engine) markDirty(ip *InstancePlan) {
+	e.dirtyMu.Lock()
+	if e.dirty == nil {
+		e.dirty = map[*InstancePlan]bool{}
+	}
+	e.dirty[ip] = true
+	e.dirtyMu.Unlock()
+}
+
+// flushDirty writes every dirty instance. Puts run concurrently so a store that group-commits
+// (the local file) writes them together.
+func (e *Engine) flushDirty(ctx context.Context) {
+	e.dirtyMu.Lock()
+	batch := e.dirty
+	e.dirty = nil
+	e.dirtyMu.Unlock()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for ip := range batch {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ip.mu.Lock()
+			err := e.Store.Put(context.WithoutCancel(ctx), ip.Key, ip.state)
+			ip.mu.Unlock()
+			if err != nil {
+				e.emit(pipeline.Event{Type: pipeline.EventLog, Key: ip.Key, Message: "saving state failed: " + err.Error()})
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // finishRecord sets a record's final status and writes it. Writing uses a context that survives
-// Ctrl-C: what a stage learned must reach state even when the run is stopping.
-func (e *Engine) finishRecord(ctx context.Context, ip *InstancePlan, addr string, status pipeline.Status, outputs json.RawMessage, msg string) {
+// Ctrl-C: what a stage learned must reach state even when the run is stopping. Remote stages write
+// durably at once (a minute-long training makes the write free, and its outputs are worth it);
+// local stages are cheap to redo and are written by the next flush.
+func (e *Engine) finishRecord(ctx context.Context, ip *InstancePlan, addr string, status pipeline.Status, outputs json.RawMessage, msg string, durable bool) {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
 	rec := ip.state.Records[addr]
@@ -422,6 +490,10 @@ func (e *Engine) finishRecord(ctx context.Context, ip *InstancePlan, addr string
 	rec.Outputs = outputs
 	rec.Error = msg
 	rec.UpdatedAt = e.clock().UTC()
+	if !durable {
+		e.markDirty(ip)
+		return
+	}
 	if err := e.Store.Put(context.WithoutCancel(ctx), ip.Key, ip.state); err != nil {
 		e.emit(pipeline.Event{Type: pipeline.EventLog, Address: Address(addr, ip.Key, ip.Batch), Key: ip.Key, Message: "saving state failed: " + err.Error()})
 	}

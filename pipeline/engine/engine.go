@@ -51,6 +51,9 @@ type Engine struct {
 
 	now    func() time.Time
 	locked map[string]error // keys whose lock another process holds (Acquire)
+
+	dirtyMu sync.Mutex
+	dirty   map[*InstancePlan]bool // instances with records not yet written (flushDirty)
 }
 
 // Shard is a deterministic hash partition of batch keys.

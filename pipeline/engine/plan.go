@@ -506,7 +506,11 @@ func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pip
 		}
 		req.Prior = prior
 	}
+	// Dependents matter to a running stage (train consults a cancel_early gate), not to a plan.
 	for _, d := range st.Dependents {
+		if planning {
+			break
+		}
 		dst := e.Module.Stage(d)
 		if dst == nil {
 			continue
