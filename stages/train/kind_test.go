@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -456,4 +457,37 @@ func TestRecordedDataIsJSONWithoutSecrets(t *testing.T) {
 		}
 	}
 	_ = replicatetest.SecretMarker
+}
+
+func TestExpiredUploadIsReplacedAndChangedInputsStartOver(t *testing.T) {
+	h := newHarness(t)
+	in := input(goodInput...)
+	rec := &recorder{CancelAfterProgress: 4}
+	if _, err := h.apply(h.request(in, nil, rec)); err != context.Canceled {
+		t.Fatalf("interrupt: %v", err)
+	}
+	first := rec.record()
+	// The upload expired (deleted on the server).
+	req, _ := http.NewRequest(http.MethodDelete, h.srv.URL()+"/v1/files/"+first.Upload.FileID, nil)
+	req.Header.Set("Authorization", "Bearer "+h.srv.Token())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("deleting the upload: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	// Inputs changed after the interruption: the in-flight training is not re-attached (its
+	// outputs would not match the config); a new one starts with a fresh upload.
+	prior := resume(rec, pipeline.StatusInterrupted)
+	prior.SameInputs = false
+	rec2 := &recorder{}
+	res, err := h.apply(h.request(input("steps", 800, "trigger_word", "TOK"), prior, rec2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.srv.Count("created training") != 2 || h.srv.Count("uploaded file") != 2 {
+		t.Fatalf("trainings %d uploads %d", h.srv.Count("created training"), h.srv.Count("uploaded file"))
+	}
+	if rec2.record().TrainingID == first.TrainingID || !strings.Contains(strings.Join(res.Warnings, "\n"), first.TrainingID+" of an earlier run with other inputs") {
+		t.Fatalf("warnings %v", res.Warnings)
+	}
 }
