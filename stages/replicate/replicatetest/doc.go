@@ -30,11 +30,13 @@
 // (starting 0.3 s), a prediction 0.6 s, and finished trainings create their versions even when
 // nobody polls them.
 //
-// Loss model. The logged loss decays from ~0.85 towards FinalLoss(input) with a time constant of
-// 250 steps, plus deterministic noise (±0.015) seeded by the input. Overfit(input) is 0 for the
-// research defaults (lora_rank 16, steps ≤ 1200, learning_rate 4e-4: final loss ~0.30) and ≥ 1
-// for lora_rank ≥ 32, steps ≥ 1400 or learning_rate ≥ 8e-4 (final loss < 0.2: overfit). Short
-// trainings (a few hundred steps) end well above FinalLoss (underfit).
+// Loss model. The logged loss (Loss) decays from ~0.85 with a time constant of 250 steps towards
+// a floor of 0.30, plus deterministic noise (±0.015) seeded by the input. Overfit(input) is 0 for
+// the research defaults (lora_rank 16, steps ≤ 1200, learning_rate 4e-4: final loss ~0.30) and ≥ 1
+// for lora_rank ≥ 32, steps ≥ 1400 or learning_rate ≥ 8e-4 (FinalLoss < 0.2: overfit); rank and
+// learning rate lower the floor from the start, steps only past step 1150 (so a 2000-step run
+// crosses 0.2 near step 1400 and cancel_early saves the rest). Short trainings (a few hundred
+// steps) end well above the floor (underfit).
 //
 // Images. A prediction's outputs are OutputSize² images (PNG when output_format is "png", else
 // JPEG: Go has no WebP encoder) made from a photo of the training's uploaded zip (the seed picks

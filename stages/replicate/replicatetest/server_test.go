@@ -183,6 +183,14 @@ func TestLossModel(t *testing.T) {
 			t.Errorf("%s: final loss %.3f, want %.2f..%.2f", c.name, final, c.min, c.max)
 		}
 	}
+	// Steps only overfit once they happen: a 2000-step run is fine until ~1200, then falls below 0.2.
+	long := map[string]any{"steps": 2000.0}
+	if l := Loss(long, 1000); l < 0.25 {
+		t.Errorf("2000-step run at step 1000: loss %.3f, want still natural (>= 0.25)", l)
+	}
+	if l := Loss(long, 1500); l >= 0.2 {
+		t.Errorf("2000-step run at step 1500: loss %.3f, want overfit (< 0.2)", l)
+	}
 	a, b := Loss(map[string]any{"steps": 1000.0}, 500), Loss(map[string]any{"steps": 1000.0}, 500)
 	if a != b {
 		t.Error("loss must be deterministic")

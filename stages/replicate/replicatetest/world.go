@@ -220,10 +220,15 @@ func num(in map[string]any, key string, def float64) float64 {
 // 1000–1200 steps, learning rate 4e-4), 1 for rank 32 or 1400 steps or twice the learning rate,
 // up to 2. Negative values mean gentler than the defaults.
 func Overfit(input map[string]any) float64 {
+	return overfitAt(input, trainingSteps(input))
+}
+
+// overfitAt is Overfit as of step: rank and learning rate count from the start, steps only once
+// the run goes past 1150 (so cancel_early has something to save).
+func overfitAt(input map[string]any, step int) float64 {
 	rank := num(input, "lora_rank", 16)
-	steps := num(input, "steps", 1000)
 	lr := num(input, "learning_rate", 4e-4)
-	o := math.Max((rank-16)/16, (steps-1200)/200)
+	o := math.Max((rank-16)/16, (float64(step)-1150)/200)
 	if lr > 0 {
 		o = math.Max(o, math.Log2(lr/4e-4))
 	}
@@ -234,14 +239,19 @@ func Overfit(input map[string]any) float64 {
 // defaults, below 0.2 once Overfit reaches 1 (rank >= 32, steps >= 1400, learning rate >= 8e-4).
 // Short trainings end above it (see Loss).
 func FinalLoss(input map[string]any) float64 {
-	return 0.30 - 0.14*math.Max(0, Overfit(input))
+	return lossFloor(input, trainingSteps(input))
 }
 
-// Loss is the simulated loss logged at step: it decays from ~0.85 towards FinalLoss with a time
-// constant of 250 steps, plus deterministic noise of at most ±0.015 that depends on the input.
+func lossFloor(input map[string]any, step int) float64 {
+	return 0.30 - 0.14*math.Max(0, overfitAt(input, step))
+}
+
+// Loss is the simulated loss logged at step: it decays from ~0.85 with a time constant of 250
+// steps towards a floor of 0.30, lowered by rank and learning rate from the start and by steps
+// beyond 1150 as they happen, plus deterministic noise of at most ±0.015 seeded by the input.
 func Loss(input map[string]any, step int) float64 {
-	final := FinalLoss(input)
-	l := final + (0.85-final)*math.Exp(-float64(step)/250)
+	floor := lossFloor(input, step)
+	l := floor + (0.85-floor)*math.Exp(-float64(step)/250)
 	return math.Max(0.01, l+0.015*noise(inputSeed(input), step))
 }
 
