@@ -136,15 +136,21 @@ func (h *Human) Emit(e pipeline.Event) {
 	}
 	switch e.Type {
 	case pipeline.EventPlannedChange:
+		// Held until the summary: only then is it known whether the batch is large enough to be
+		// summarised per stage.
 		h.plans = append(h.plans, e)
-		if !h.summarizing() {
-			h.plannedChange(e)
-		}
 	case pipeline.EventStageOutputs:
 		// Read-only results are shown with their planned change (notes); apply shows completion.
 	case pipeline.EventChangeSummary:
-		if e.Operation == "plan" && h.summarizing() {
-			h.stageSummaries()
+		if e.Operation == "plan" {
+			if h.summarizing() {
+				h.stageSummaries()
+			} else {
+				for _, p := range h.plans {
+					h.plannedChange(p)
+				}
+			}
+			h.plans = nil
 		}
 		h.summary(e)
 	case pipeline.EventStageStart:
