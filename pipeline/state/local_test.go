@@ -63,7 +63,7 @@ func runHelper(mode, path string) int {
 		fmt.Fprintln(os.Stderr, "survived the crash hook:", err)
 		return 1
 	}
-	return remoteHelper(ctx, mode)
+	return remoteHelper(ctx, mode, st)
 }
 
 func testInstance(name string, status pipeline.Status) *Instance {
@@ -510,10 +510,4 @@ func TestLockedErrorMessage(t *testing.T) {
 	if !strings.Contains(e.Error(), "pipeline force-unlock -state mem://x abc") || !strings.Contains(e.Error(), "20m0s") {
 		t.Fatalf("%q", e.Error())
 	}
-}
-
-// remoteHelper is extended by the remote-store tests.
-var remoteHelper = func(ctx context.Context, mode string) int {
-	fmt.Fprintln(os.Stderr, "unknown helper mode", mode)
-	return 2
 }

@@ -31,6 +31,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
@@ -137,6 +138,9 @@ type LockInfo struct {
 	Created   time.Time `json:"created"`
 	// Refreshed is when a remote lock's holder last proved it is alive (zero for local locks).
 	Refreshed time.Time `json:"refreshed,omitzero"`
+	// BootID identifies the holder's machine boot (Linux), so a dead pid is only believed on the
+	// very machine that took the lock.
+	BootID string `json:"boot_id,omitempty"`
 }
 
 // NewLockInfo describes this process holding a lock for operation ("apply", "state rm", ...):
@@ -170,6 +174,28 @@ func fillLockInfo(info *LockInfo) {
 	if info.JobURL == "" {
 		info.JobURL = githubJobURL(os.Getenv)
 	}
+	if info.BootID == "" {
+		info.BootID = bootID()
+	}
+}
+
+// bootID is the kernel's per-boot random id ("" where there is none).
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// processAlive reports whether a process with that pid exists on this machine.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // githubJobURL is the URL of the GitHub Actions run, "" outside GitHub Actions.
@@ -309,13 +335,21 @@ func ConfigStem(configPath string) string {
 // plain path is a local file; a URL (s3://, gs://, azblob://, file:///dir, mem://) is remote state
 // on that bucket and prefix, with objects under <prefix>/<config stem>/.
 func Open(ctx context.Context, location, configPath string) (Store, error) {
-	if location == "" {
-		return OpenFile(DefaultPath(configPath))
-	}
 	if IsURL(location) {
-		return OpenRemote(ctx, location, ConfigStem(configPath))
+		rs, err := OpenRemote(ctx, location, ConfigStem(configPath))
+		if err != nil {
+			return nil, err // not a typed nil inside the interface
+		}
+		return rs, nil
 	}
-	return OpenFile(location)
+	if location == "" {
+		location = DefaultPath(configPath)
+	}
+	fs, err := OpenFile(location)
+	if err != nil {
+		return nil, err
+	}
+	return fs, nil
 }
 
 // IsURL reports whether location names a remote backend rather than a local path.
