@@ -172,7 +172,7 @@ func (c *checker) checkRefs(expr hcl.Expression, site refSite) (ok bool, locals 
 						bad(&hcl.Diagnostic{
 							Severity: hcl.DiagError,
 							Summary:  "Unsupported stage output",
-							Detail: fmt.Sprintf("A %s stage has no output %q.%s Its outputs are: %s.",
+							Detail: fmt.Sprintf("Stages of kind %s have no output %q.%s Their outputs are: %s.",
 								root, out.Name, didYouMean(out.Name, sortedKeys(target.Schema.Outputs)), strings.Join(sortedKeys(target.Schema.Outputs), ", ")),
 							Subject: rng.Ptr(),
 						})

@@ -202,6 +202,8 @@ func evalAnyAttrs(body hcl.Body, ctx *hcl.EvalContext, prefix string, check expr
 // declared attribute, defaults filled in) and the nested blocks in file order.
 func evalStageBody(body hcl.Body, schema *pipeline.Schema, ctx *hcl.EvalContext, check exprCheck) (cty.Value, []pipeline.Block, hcl.Diagnostics) {
 	content, diags := body.Content(bodySchema(schema.Attributes, schema.Blocks))
+	listNames(diags, "Unsupported argument", "attributes", sortedKeys(schema.Attributes))
+	listNames(diags, "Unsupported block type", "nested blocks", sortedKeys(schema.Blocks))
 	if content == nil {
 		return cty.DynamicVal, nil, diags
 	}
@@ -232,6 +234,8 @@ func evalStageBody(body hcl.Body, schema *pipeline.Schema, ctx *hcl.EvalContext,
 			diags = append(diags, d...)
 		} else {
 			c, d := blk.Body.Content(bodySchema(bs.Attributes, nil))
+			listNames(d, "Unsupported argument", "attributes", sortedKeys(bs.Attributes))
+			listNames(d, "Unsupported block type", "nested blocks", nil)
 			diags = append(diags, d...)
 			if c == nil {
 				continue
@@ -280,6 +284,10 @@ func evalDeclared(attrs hcl.Attributes, missing hcl.Range, declared map[string]*
 		}
 		v, d := evalExpr(a.Expr, ctx, ty, prefix+name, fmt.Sprintf("attribute %q", name), check)
 		diags = append(diags, d...)
+		if v.IsNull() && !decl.Required && decl.Default != cty.NilVal {
+			// As in Terraform, null means "not set": the default applies.
+			v = decl.Default.WithMarks(v.Marks())
+		}
 		if !d.HasErrors() && decl.Required && v.IsNull() {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
@@ -349,4 +357,19 @@ func sortDiags(diags hcl.Diagnostics) {
 			return a.Start.Byte < b.Start.Byte
 		}
 	})
+}
+
+// listNames completes hcl's "not expected here" errors that found nothing close enough to suggest
+// with the names that are expected.
+func listNames(diags hcl.Diagnostics, summary, what string, names []string) {
+	for _, d := range diags {
+		if d.Summary != summary || strings.Contains(d.Detail, "Did you mean") {
+			continue
+		}
+		if len(names) == 0 {
+			d.Detail += fmt.Sprintf(" No %s are accepted here.", what)
+		} else {
+			d.Detail += fmt.Sprintf(" The %s accepted here are: %s.", what, strings.Join(names, ", "))
+		}
+	}
 }

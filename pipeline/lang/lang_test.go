@@ -698,3 +698,21 @@ stage "check" "photos" {
 		t.Errorf("secret printed:\n%s", buf.String())
 	}
 }
+
+// As in Terraform, an attribute set to null is unset: its default applies.
+func TestNullMeansDefault(t *testing.T) {
+	m := load(t, `
+stage "check" "photos" {
+  dir       = "x"
+  min_count = null
+  patterns  = null
+}
+`)
+	in := evalStage(t, scope(t, m, Instance{}), "check.photos")
+	if got := in.GetAttr("min_count"); !got.RawEquals(cty.NumberIntVal(15)) {
+		t.Errorf("min_count = %#v, want the default 15", got)
+	}
+	if got := in.GetAttr("patterns"); got.LengthInt() != 1 {
+		t.Errorf("patterns = %#v, want the default", got)
+	}
+}

@@ -28,3 +28,11 @@ stage "check" "raw" { # ERROR: Duplicate stage "check.raw"
 
 resource "x" "y" { # ERROR: Unsupported block type
 }
+
+stage "check" "listed" {
+  dir   = "d"
+  bogus = 1 # ERROR: The attributes accepted here are: dir, exposure, min_count, patterns.
+
+  limit "x" { # ERROR: No nested blocks are accepted here.
+  }
+}
