@@ -415,6 +415,18 @@ func TestCancelEarly(t *testing.T) {
 		t.Fatalf("a cancelled training produced versions %v", ids)
 	}
 
+	// Too many steps overfit only late in the run: cancelled past the middle, before the end.
+	hs := newHarness(t)
+	recs := &recorder{}
+	req = hs.request(input("steps", 2000, "lora_rank", 16, "trigger_word", "TOK"), nil, recs)
+	req.Dependents = []pipeline.Dependent{gateDependent(true)}
+	if _, err := hs.apply(req); err != nil {
+		t.Fatal(err)
+	}
+	if r := recs.record(); hs.srv.Count("canceled training") != 1 || r.Step <= 1000 || r.Step >= 2000 {
+		t.Fatalf("2000 steps: cancels %d, cancelled at step %d", hs.srv.Count("canceled training"), r.Step)
+	}
+
 	// Without cancel_early the same training runs to the end.
 	h2 := newHarness(t)
 	req = h2.request(in, nil, &recorder{})
