@@ -1,0 +1,521 @@
+package generate
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	_ "image/jpeg" // models may answer JPEG despite output_format (scored as is, with a warning)
+	_ "image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "golang.org/x/image/webp"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
+)
+
+// Sides of a comparison.
+const (
+	sideNew      = "new"
+	sidePrevious = "previous"
+)
+
+// record is the stage's private data in state: which version was compared with which, and every
+// prediction's intent, id and downloaded file, saved before anything is waited on.
+type record struct {
+	Version string `json:"version"`
+	// Previous is the version compared with ("" when none); PreviousResolved says the lookup was
+	// done (a resumed run compares with the same version even if the model changed since).
+	Previous         string `json:"previous,omitempty"`
+	PreviousResolved bool   `json:"previous_resolved,omitempty"`
+	PreviousNote     string `json:"previous_note,omitempty"`
+	Runs             []*run `json:"runs"`
+	// Deleted is the version deleted by the plastic-skin gate.
+	Deleted string `json:"deleted,omitempty"`
+}
+
+// run is one prompt × seed on one version.
+type run struct {
+	Side         string         `json:"side"`
+	Version      string         `json:"version"`
+	Prompt       int            `json:"prompt"` // index into prompts
+	Seed         int64          `json:"seed"`
+	Input        map[string]any `json:"input"`
+	IntentAt     time.Time      `json:"intent_at,omitzero"`
+	PredictionID string         `json:"prediction_id,omitempty"`
+	Status       string         `json:"status,omitempty"`
+	Error        string         `json:"error,omitempty"`
+	// File is the downloaded image, as the `images` output shows it (out_dir/name); SHA256 its bytes.
+	File   string `json:"file,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	// Format is what the bytes are ("png", "jpeg", "webp").
+	Format string `json:"format,omitempty"`
+}
+
+// key identifies a prediction: the same version and input give the same image, so a recorded run
+// with the same key is reused even when other settings changed.
+func (r *run) key() string {
+	b, _ := json.Marshal(canonicalInput(r.Input))
+	return r.Version + "\x00" + string(b)
+}
+
+// canonicalInput round-trips through JSON so that 1 and 1.0, int64 and float64 compare equal.
+func canonicalInput(in map[string]any) map[string]any {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return in
+	}
+	var out map[string]any
+	if json.Unmarshal(b, &out) != nil {
+		return in
+	}
+	return out
+}
+
+func (r *run) label(prompts []string) string {
+	p := fmt.Sprintf("prompt %d", r.Prompt+1)
+	if r.Prompt < len(prompts) {
+		p = fmt.Sprintf("%q", prompts[r.Prompt])
+	}
+	return fmt.Sprintf("%s seed %d on the %s version %s", p, r.Seed, r.Side, r.Version)
+}
+
+func (r *run) fileName(ext string) string {
+	return fmt.Sprintf("%s-p%d-s%d.%s", r.Side, r.Prompt+1, r.Seed, ext)
+}
+
+// generator carries one Apply.
+type generator struct {
+	req *pipeline.Request
+	cfg *config
+	c   *replicate.Client
+	rec *record
+	// outAbs is out_dir resolved against the config's directory.
+	outAbs   string
+	warnings []string
+}
+
+func (g *generator) save() error {
+	if err := g.req.Recorder.Save(g.rec); err != nil {
+		return fmt.Errorf("%s: recording predictions in state: %w", g.req.Address, err)
+	}
+	return nil
+}
+
+// stop records what is known and returns ctx's error (Ctrl-C: paid predictions are not cancelled;
+// the next apply re-attaches to them).
+func (g *generator) stop(ctx context.Context) error {
+	if serr := g.save(); serr != nil {
+		return errors.Join(ctx.Err(), serr)
+	}
+	return ctx.Err()
+}
+
+// Apply implements pipeline.Kind.
+func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
+	cfg, err := parseConfig(req.Inputs, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", req.Address, req.DeclRange, err)
+	}
+	owner, name, _, err := replicate.SplitVersion(cfg.Version)
+	if err != nil || owner == "" {
+		return nil, fmt.Errorf("%s: version %q is not \"owner/name:id\"; hint: use the train stage's output, e.g. version = train.lora.version", req.Address, cfg.Version)
+	}
+	c, err := replicate.FromEnv(req.Env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", req.Address, err)
+	}
+	outAbs := cfg.OutDir
+	if !filepath.IsAbs(outAbs) {
+		outAbs = filepath.Join(req.BaseDir, outAbs)
+	}
+	g := &generator{req: req, cfg: cfg, c: c, rec: &record{Version: cfg.Version}, outAbs: outAbs}
+
+	var prior record
+	if _, err := req.Prior.Decode(&prior); err != nil {
+		req.Recorder.Warn(fmt.Sprintf("%s: ignoring unreadable recorded data (predictions may be looked up again): %v", req.Address, err))
+	}
+	if cfg.ComparePrevious {
+		if prior.Version == cfg.Version && prior.PreviousResolved {
+			g.rec.Previous, g.rec.PreviousResolved, g.rec.PreviousNote = prior.Previous, true, prior.PreviousNote
+		} else if err := g.resolvePrevious(ctx, owner, name); err != nil {
+			return nil, err
+		}
+	}
+	g.planRuns(&prior)
+	if err := g.save(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(outAbs, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: creating out_dir %s: %w; hint: check out_dir and its permissions", req.Address, outAbs, err)
+	}
+	var imgs []outImage
+	for attempt := 0; ; attempt++ {
+		if err := g.startAll(ctx); err != nil {
+			return nil, err
+		}
+		if err := g.waitAll(ctx); err != nil {
+			return nil, err
+		}
+		var expired []*run
+		imgs, expired, err = g.downloadAll(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(expired) == 0 {
+			break
+		}
+		if attempt > 0 {
+			return nil, fmt.Errorf("%s: the output of %s is gone right after it finished; hint: run apply again", req.Address, expired[0].label(cfg.Prompts))
+		}
+		// Replicate deletes API predictions' outputs after an hour: an apply resumed later runs
+		// those again (nothing else can bring the image back).
+		for _, r := range expired {
+			g.warnings = append(g.warnings, fmt.Sprintf("the output of prediction %s (%s) has expired: running it again", r.PredictionID, r.label(cfg.Prompts)))
+			r.IntentAt, r.PredictionID, r.Status, r.Error = time.Time{}, "", "", ""
+		}
+	}
+	if failed := g.failed(sideNew); len(failed) > 0 {
+		return nil, fmt.Errorf("%s: %d prediction(s) on the new version failed: %s; hint: run apply again to retry them (the %d finished ones are reused)",
+			req.Address, len(failed), strings.Join(failed, "; "), len(imgs))
+	}
+	return g.finish(ctx, imgs)
+}
+
+// resolvePrevious finds the destination's newest version older than the new one.
+func (g *generator) resolvePrevious(ctx context.Context, owner, name string) error {
+	_, _, vid, _ := replicate.SplitVersion(g.cfg.Version)
+	versions, err := g.c.ListVersions(ctx, owner, name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s: listing the versions of %s/%s to find the previous one: %w; hint: set compare_previous = false to skip the comparison", g.req.Address, owner, name, err)
+	}
+	g.rec.PreviousResolved = true
+	for i, v := range versions { // newest first
+		if v.ID != vid {
+			continue
+		}
+		if i+1 < len(versions) {
+			g.rec.Previous = fmt.Sprintf("%s/%s:%s", owner, name, versions[i+1].ID)
+			return nil
+		}
+		g.rec.PreviousNote = fmt.Sprintf("compare_previous: skipped, %s/%s has no version older than %s", owner, name, shortID(vid))
+		return nil
+	}
+	g.rec.PreviousNote = fmt.Sprintf("compare_previous: skipped, version %s is not among the %d versions of %s/%s", shortID(vid), len(versions), owner, name)
+	return nil
+}
+
+// planRuns lists every prompt × seed for both sides, reusing the prior record's runs with the same
+// version and input (their predictions exist and were paid for).
+func (g *generator) planRuns(prior *record) {
+	old := map[string]*run{}
+	for _, r := range prior.Runs {
+		if r != nil && r.Input != nil {
+			old[r.key()] = r
+		}
+	}
+	sides := []struct{ side, version string }{{sideNew, g.cfg.Version}}
+	if g.rec.Previous != "" {
+		sides = append(sides, struct{ side, version string }{sidePrevious, g.rec.Previous})
+	}
+	for _, s := range sides {
+		for pi, p := range g.cfg.Prompts {
+			for _, seed := range g.cfg.Seeds {
+				r := &run{Side: s.side, Version: s.version, Prompt: pi, Seed: seed, Input: canonicalInput(g.cfg.input(p, seed))}
+				if o := old[r.key()]; o != nil {
+					r.IntentAt, r.PredictionID, r.Status, r.Error = o.IntentAt, o.PredictionID, o.Status, o.Error
+					r.File, r.SHA256, r.Format = o.File, o.SHA256, o.Format
+					if r.Status == "failed" || r.Status == "canceled" {
+						// A failed prediction is tried again: that is what re-running apply asks for.
+						r.IntentAt, r.PredictionID, r.Status, r.Error = time.Time{}, "", "", ""
+					}
+				}
+				g.rec.Runs = append(g.rec.Runs, r)
+			}
+		}
+	}
+}
+
+// startAll makes sure every run has a prediction: re-attached by id, found by version + input
+// after a crash between the create call and recording its id, or created (intent saved first).
+func (g *generator) startAll(ctx context.Context) error {
+	for _, r := range g.rec.Runs {
+		if r.PredictionID != "" || g.haveFile(r) {
+			continue
+		}
+		if !r.IntentAt.IsZero() {
+			p, err := g.c.FindPrediction(ctx, r.Version, r.Input, r.IntentAt)
+			if err != nil {
+				if ctx.Err() != nil {
+					return g.stop(ctx)
+				}
+				return fmt.Errorf("%s: looking for the prediction an earlier run started (%s): %w; hint: run apply again", g.req.Address, r.label(g.cfg.Prompts), err)
+			}
+			if p != nil {
+				r.PredictionID, r.Status = p.ID, p.Status
+				g.req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("re-attached to prediction %s (%s) started by an earlier run", p.ID, p.Status)})
+				if err := g.save(); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if err := g.create(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *generator) create(ctx context.Context, r *run) error {
+	r.IntentAt = time.Now().UTC()
+	if err := g.save(); err != nil {
+		return err
+	}
+	p, err := g.c.CreatePrediction(ctx, r.Version, r.Input)
+	if err != nil && replicate.IsMaybeCreated(err) && ctx.Err() == nil {
+		// The create may have reached Replicate: look before paying twice.
+		found, ferr := g.c.FindPrediction(ctx, r.Version, r.Input, r.IntentAt)
+		switch {
+		case ferr == nil && found != nil:
+			p, err = found, nil
+		case ferr == nil:
+			p, err = g.c.CreatePrediction(ctx, r.Version, r.Input)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return g.stop(ctx)
+		}
+		return fmt.Errorf("%s: starting a prediction (%s): %w; hint: run apply again (a prediction that did start is found by its input)", g.req.Address, r.label(g.cfg.Prompts), err)
+	}
+	r.PredictionID, r.Status = p.ID, p.Status
+	return g.save()
+}
+
+func (g *generator) haveFile(r *run) bool {
+	if r.File == "" || r.SHA256 == "" {
+		return false
+	}
+	b, err := os.ReadFile(g.abs(r.File))
+	return err == nil && sum(b) == r.SHA256
+}
+
+func (g *generator) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(g.req.BaseDir, p)
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func terminalStatus(s string) bool { return s == "succeeded" || s == "failed" || s == "canceled" }
+
+// waitAll polls the unfinished predictions together (they run in parallel on Replicate) until all
+// are done, recording each status change.
+func (g *generator) waitAll(ctx context.Context) error {
+	poll := replicate.Poller{Initial: g.cfg.PollInterval, Max: max(g.cfg.PollInterval, 30*time.Second)}
+	total := int64(len(g.rec.Runs))
+	for {
+		pending := 0
+		changed := false
+		for _, r := range g.rec.Runs {
+			if r.PredictionID == "" || terminalStatus(r.Status) {
+				continue
+			}
+			p, err := g.c.GetPrediction(ctx, r.PredictionID)
+			if err != nil {
+				if ctx.Err() != nil {
+					return g.stop(ctx)
+				}
+				return fmt.Errorf("%s: following prediction %s (%s): %w; hint: run apply again to re-attach", g.req.Address, r.PredictionID, r.label(g.cfg.Prompts), err)
+			}
+			if p.Status != r.Status {
+				r.Status, r.Error, changed = p.Status, p.Error, true
+			}
+			if !terminalStatus(p.Status) {
+				pending++
+			}
+		}
+		if changed {
+			if err := g.save(); err != nil {
+				return err
+			}
+			poll.Reset()
+		}
+		if pending == 0 {
+			return nil
+		}
+		g.req.Recorder.Progress(pipeline.Progress{Current: total - int64(pending), Total: total,
+			Message: fmt.Sprintf("%d of %d prediction(s) finished", total-int64(pending), total)})
+		t := time.NewTimer(poll.Next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return g.stop(ctx)
+		case <-t.C:
+		}
+	}
+}
+
+// failed lists the failed runs of one side.
+func (g *generator) failed(side string) []string {
+	var out []string
+	for _, r := range g.rec.Runs {
+		if r.Side == side && (r.Status == "failed" || r.Status == "canceled") && !g.haveFile(r) {
+			msg := fmt.Sprintf("%s: %s", r.label(g.cfg.Prompts), r.Status)
+			if r.Error != "" {
+				msg += " (" + r.Error + ")"
+			}
+			out = append(out, msg)
+		}
+	}
+	return out
+}
+
+// image is one downloaded and decoded output.
+type outImage struct {
+	run *run
+	img image.Image
+}
+
+// downloadAll fetches every succeeded prediction's image into out_dir (or reuses the recorded file
+// when its bytes are unchanged) and decodes it as it is: the guard scores exactly those bytes.
+func (g *generator) downloadAll(ctx context.Context) ([]outImage, []*run, error) {
+	var out []outImage
+	var expired []*run
+	for _, r := range g.rec.Runs {
+		var data []byte
+		if g.haveFile(r) {
+			data, _ = os.ReadFile(g.abs(r.File))
+			// A changed out_dir gets its own copy, so that the report's relative paths hold.
+			if want := filepath.Join(g.cfg.OutDir, r.fileName(strings.TrimPrefix(filepath.Ext(r.File), "."))); want != r.File {
+				if err := writeAtomic(g.abs(want), data); err != nil {
+					return nil, nil, fmt.Errorf("%s: writing %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(want), err)
+				}
+				r.File = want
+			}
+		} else {
+			if r.Status != "succeeded" {
+				if r.Side == sidePrevious && (r.Status == "failed" || r.Status == "canceled") {
+					msg := fmt.Sprintf("the prediction %s %s", r.label(g.cfg.Prompts), r.Status)
+					if r.Error != "" {
+						msg += ": " + r.Error
+					}
+					g.warnings = append(g.warnings, msg+"; the comparison has one image fewer")
+				}
+				continue
+			}
+			var err error
+			var gone bool
+			data, gone, err = g.fetch(ctx, r)
+			if err != nil {
+				return nil, nil, err
+			}
+			if gone {
+				expired = append(expired, r)
+				continue
+			}
+		}
+		format := sniff(data)
+		img, _, err := image.Decode(bytes.NewReader(data))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: the image of prediction %s (%s) does not decode: %v; hint: the model answered something that is not an image", g.req.Address, r.PredictionID, r.label(g.cfg.Prompts), err)
+		}
+		if format != "png" {
+			g.warnings = append(g.warnings, fmt.Sprintf("%s: the model answered %s although PNG was requested; scored as is, but JPEG compression raises the texture index and can hide plastic skin", r.File, strings.ToUpper(format)))
+		}
+		r.Format = format
+		out = append(out, outImage{run: r, img: img})
+	}
+	return out, expired, g.save()
+}
+
+// fetch downloads r's output and writes it atomically under out_dir; gone reports an output the
+// API no longer serves (expired).
+func (g *generator) fetch(ctx context.Context, r *run) (data []byte, gone bool, err error) {
+	p, err := g.c.GetPrediction(ctx, r.PredictionID)
+	if err == nil && len(p.Output) == 0 {
+		err = fmt.Errorf("the prediction succeeded without an output")
+	}
+	if err == nil {
+		data, err = g.c.Download(ctx, p.Output[0])
+		if replicate.IsNotFound(err) {
+			return nil, true, nil
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, false, g.stop(ctx)
+		}
+		return nil, false, fmt.Errorf("%s: downloading the image of prediction %s (%s): %w; hint: run apply again", g.req.Address, r.PredictionID, r.label(g.cfg.Prompts), err)
+	}
+	ext := sniff(data)
+	if ext == "jpeg" {
+		ext = "jpg"
+	}
+	rel := filepath.Join(g.cfg.OutDir, r.fileName(ext))
+	if err := writeAtomic(g.abs(rel), data); err != nil {
+		return nil, false, fmt.Errorf("%s: writing %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(rel), err)
+	}
+	r.File, r.SHA256 = rel, sum(data)
+	return data, false, g.save()
+}
+
+// sniff names an image format by its magic bytes.
+func sniff(b []byte) string {
+	switch {
+	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
+		return "png"
+	case bytes.HasPrefix(b, []byte{0xff, 0xd8, 0xff}):
+		return "jpeg"
+	case len(b) >= 12 && string(b[0:4]) == "RIFF" && string(b[8:12]) == "WEBP":
+		return "webp"
+	}
+	return "bin"
+}
+
+// writeAtomic writes data to a temp file beside path and renames it over path.
+func writeAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if werr != nil || cerr != nil {
+		os.Remove(tmp)
+		return errors.Join(werr, cerr)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

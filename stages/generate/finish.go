@@ -1,0 +1,311 @@
+package generate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"math"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/skin"
+)
+
+// scoredImage is one downloaded image with its face figures and its own verdict against the
+// reference photos' medians.
+type scoredImage struct {
+	run *run
+	img image.Image
+	fig skin.Figures
+	j   skin.Judgement
+}
+
+// outcome is everything the report, the contact sheet and the outputs show.
+type outcome struct {
+	Address   string
+	Simulated bool
+	Version   string
+	Previous  string
+	// PreviousNote says why there is no comparison (compare_previous on, no earlier version).
+	PreviousNote string
+	Prompts      []string
+	Seeds        []int64
+	Guidance     float64
+	Steps        int64
+	LoraScale    float64
+	MinRatio     float64
+	OnPlastic    string
+
+	Ref                      reference
+	RefTexture, RefSharpness float64 // medians of the scored reference photos (0 = none)
+	New, Prev                skin.Judgement
+	HasPrev                  bool
+	Images                   []*scoredImage
+	Losses                   []lossPoint
+	// Gate is what the guard did: "" (nothing), "refused", "refused, version deleted", ...
+	Gate     string
+	Warnings []string
+}
+
+type lossPoint struct {
+	Step int
+	Loss float64
+}
+
+// finish scores the images, judges both sides, applies the gate and writes sheet and report.
+func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Result, error) {
+	cfg := g.cfg
+	o := &outcome{
+		Address: g.req.Address, Simulated: g.req.Env != nil && g.req.Env.Simulated,
+		Version: cfg.Version, Previous: g.rec.Previous, PreviousNote: g.rec.PreviousNote,
+		Prompts: cfg.Prompts, Seeds: cfg.Seeds, Guidance: cfg.Guidance, Steps: cfg.Steps,
+		LoraScale: cfg.LoraScale, MinRatio: cfg.MinRatio, OnPlastic: cfg.OnPlastic,
+		Ref: referenceOf(cfg.Reference), HasPrev: g.rec.Previous != "",
+		Losses: lossesFor(g.req.State, cfg.Version),
+	}
+	o.RefTexture, o.RefSharpness = skin.Median(o.Ref.texture), skin.Median(o.Ref.sharpness)
+	for _, im := range imgs {
+		fig := skin.Measure(im.img)
+		s := &scoredImage{run: im.run, img: im.img, fig: fig}
+		if o.RefTexture > 0 {
+			s.j = skin.ImageVerdict(fig, o.RefTexture, o.RefSharpness, cfg.MinRatio)
+		} else {
+			s.j = skin.Judgement{Verdict: skin.Unscored, Reason: o.refReason()}
+			if !fig.Scored {
+				s.j.Reason = fig.Reason
+			}
+		}
+		o.Images = append(o.Images, s)
+	}
+	o.New = o.judge(sideNew)
+	if o.HasPrev {
+		o.Prev = o.judge(sidePrevious)
+	}
+
+	res := &pipeline.Result{Warnings: g.warnings}
+	if cfg.Guidance > PortraitGuidance {
+		res.Warnings = append(res.Warnings, guidanceWarning(cfg.Guidance))
+	}
+	if o.PreviousNote != "" {
+		res.Notes = append(res.Notes, o.PreviousNote)
+	}
+	reason := o.New.Reason
+	if o.HasPrev {
+		reason += fmt.Sprintf("; previous version %s: %s", shortRef(o.Previous), o.Prev.Verdict)
+		if o.Prev.Ratio > 0 {
+			reason += fmt.Sprintf(" (%.2f×)", o.Prev.Ratio)
+		}
+	}
+	switch o.New.Verdict {
+	case skin.Plastic:
+		msg := "plastic skin on " + cfg.Version + ": " + o.New.Reason
+		if cfg.OnPlastic != OnPlasticFail {
+			res.Warnings = append(res.Warnings, msg+" (on_plastic = \"warn\": the run goes on; lower guidance_scale or lora_scale, or retrain with gentler parameters)")
+			break
+		}
+		res.Refused = msg
+		o.Gate = "refused (on_plastic = \"fail\")"
+		if err := g.gate(ctx, res, o); err != nil {
+			return nil, err
+		}
+	case skin.Blur:
+		res.Warnings = append(res.Warnings, "blurred test images: "+o.New.Reason+"; the skin cannot be judged on them")
+	case skin.Unscored:
+		res.Warnings = append(res.Warnings, "the plastic-skin guard could not judge "+cfg.Version+": "+o.New.Reason)
+	}
+	o.Warnings = res.Warnings
+
+	sheetRel := filepath.Join(cfg.OutDir, "contact_sheet.png")
+	if err := writeSheet(g.abs(sheetRel), o); err != nil {
+		return nil, fmt.Errorf("%s: writing the contact sheet %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(sheetRel), err)
+	}
+	reportRel := filepath.Join(cfg.OutDir, "report.html")
+	if err := writeReport(g.abs(reportRel), o); err != nil {
+		return nil, fmt.Errorf("%s: writing the report %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(reportRel), err)
+	}
+
+	var paths []cty.Value
+	texture := map[string]cty.Value{}
+	for _, s := range o.Images {
+		paths = append(paths, cty.StringVal(s.run.File))
+		t := -1.0 // unscored, as image_check's stats show it
+		if s.fig.Scored {
+			t = round3(s.fig.Texture)
+		}
+		texture[s.run.File] = cty.NumberFloatVal(t)
+	}
+	imagesVal := cty.ListValEmpty(cty.String)
+	if len(paths) > 0 {
+		imagesVal = cty.ListVal(paths)
+	}
+	textureVal := cty.MapValEmpty(cty.Number)
+	if len(texture) > 0 {
+		textureVal = cty.MapVal(texture)
+	}
+	ratio := func(j skin.Judgement) cty.Value {
+		if j.Verdict == skin.Unscored || j.Ratio <= 0 {
+			return cty.NullVal(cty.Number)
+		}
+		return cty.NumberFloatVal(round3(j.Ratio))
+	}
+	prevVersion, prevVerdict, prevRatio := cty.NullVal(cty.String), cty.NullVal(cty.String), cty.NullVal(cty.Number)
+	if o.HasPrev {
+		prevVersion, prevVerdict, prevRatio = cty.StringVal(o.Previous), cty.StringVal(o.Prev.Verdict), ratio(o.Prev)
+	}
+	res.Outputs = map[string]cty.Value{
+		"images":                 imagesVal,
+		"report":                 cty.StringVal(reportRel),
+		"contact_sheet":          cty.StringVal(sheetRel),
+		"texture":                textureVal,
+		"texture_ratio":          ratio(o.New),
+		"verdict":                cty.StringVal(o.New.Verdict),
+		"previous_version":       prevVersion,
+		"previous_texture_ratio": prevRatio,
+		"previous_verdict":       prevVerdict,
+		"reason":                 cty.StringVal(reason),
+	}
+	return res, nil
+}
+
+// gate handles a refused version like a loss-gate rejection: deleted with on_fail =
+// "delete_version" (the model's latest stays the last good one), kept otherwise.
+func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) error {
+	if g.cfg.OnFail == OnFailKeep {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the refused version %s is kept (on_fail = \"keep\"): it is now the model's latest", g.cfg.Version))
+		return nil
+	}
+	if g.rec.Deleted == g.cfg.Version {
+		res.Deletes = append(res.Deletes, g.cfg.Version)
+		o.Gate += ", version deleted"
+		return nil
+	}
+	owner, name, id, err := replicate.SplitVersion(g.cfg.Version)
+	if err != nil {
+		return fmt.Errorf("%s: %w", g.req.Address, err)
+	}
+	err = g.c.DeleteVersion(ctx, owner, name, id)
+	var apiErr *replicate.APIError
+	switch {
+	case err == nil || replicate.IsNotFound(err):
+		g.rec.Deleted = g.cfg.Version
+		res.Deletes = append(res.Deletes, g.cfg.Version)
+		o.Gate += ", version deleted"
+		return g.save()
+	case errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && apiErr.Status != 401 && apiErr.Status != 429:
+		detail := apiErr.Detail
+		if detail == "" {
+			detail = apiErr.Error()
+		}
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the refused version %s could not be deleted: %s; it is the model's latest version now: delete it on replicate.com or pin the previous one", g.cfg.Version, detail))
+		o.Gate += ", deletion refused by the API"
+		return nil
+	case ctx.Err() != nil:
+		return g.stop(ctx)
+	}
+	return fmt.Errorf("%s: %s; deleting the refused version %s failed: %w; hint: run apply again to retry the delete", g.req.Address, res.Refused, g.cfg.Version, err)
+}
+
+// judge is the verdict of one side against the reference photos.
+func (o *outcome) judge(side string) skin.Judgement {
+	if r := o.refReason(); r != "" && !o.Ref.missing {
+		return skin.Judgement{Verdict: skin.Unscored, Reason: r}
+	}
+	var tex, sharp []float64
+	for _, s := range o.Images {
+		if s.run.Side != side {
+			continue
+		}
+		if s.fig.Scored {
+			tex = append(tex, s.fig.Texture)
+			sharp = append(sharp, s.fig.Sharpness)
+		} else {
+			tex = append(tex, 0)
+		}
+	}
+	var refTex []float64 // nil when missing: the verdict says "no reference"
+	if !o.Ref.missing {
+		refTex = o.Ref.texture
+	}
+	return skin.Verdict(tex, refTex, skin.Options{MinRatio: o.MinRatio, GeneratedSharpness: sharp, ReferenceSharpness: o.Ref.sharpness})
+}
+
+// refReason is why the reference cannot be used ("" when it can).
+func (o *outcome) refReason() string {
+	switch {
+	case o.Ref.missing:
+		return "no reference: set reference = image_check.NAME (the subject's photos) to judge the skin"
+	case o.Ref.invalid != "":
+		return o.Ref.invalid
+	case o.Ref.photos == 0:
+		return "the reference has no accepted photos"
+	case len(o.Ref.texture) == 0:
+		return "no reference photo has a face large enough to score"
+	}
+	return ""
+}
+
+// lossesFor reads the loss series of the train stage (same batch instance) that produced version;
+// with no such record, of the only train stage there is.
+func lossesFor(sv pipeline.StateView, version string) []lossPoint {
+	if sv == nil {
+		return nil
+	}
+	recs := sv.Records("train")
+	var pick *pipeline.StageRecord
+	for i := range recs {
+		out := recs[i].Outputs
+		if out == cty.NilVal || out.IsNull() || !out.IsKnown() || !out.Type().IsObjectType() || !out.Type().HasAttribute("version") {
+			continue
+		}
+		v := out.GetAttr("version")
+		if v.IsKnown() && !v.IsNull() && v.Type() == cty.String && v.AsString() == version {
+			pick = &recs[i]
+			break
+		}
+	}
+	if pick == nil && len(recs) == 1 {
+		pick = &recs[0]
+	}
+	if pick == nil {
+		return nil
+	}
+	out, _ := pick.Outputs.UnmarkDeep()
+	if out == cty.NilVal || out.IsNull() || !out.IsWhollyKnown() || !out.Type().IsObjectType() || !out.Type().HasAttribute("losses") {
+		return nil
+	}
+	l := out.GetAttr("losses")
+	if l.IsNull() || !(l.Type().IsMapType() || l.Type().IsObjectType()) {
+		return nil
+	}
+	var pts []lossPoint
+	for k, v := range l.AsValueMap() {
+		step, err := strconv.Atoi(k)
+		if err != nil || v.IsNull() || v.Type() != cty.Number {
+			continue
+		}
+		f, _ := v.AsBigFloat().Float64()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			continue
+		}
+		pts = append(pts, lossPoint{step, f})
+	}
+	sort.Slice(pts, func(i, j int) bool { return pts[i].Step < pts[j].Step })
+	return pts
+}
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// shortRef shortens "owner/name:longid" to "owner/name:longid[:12]".
+func shortRef(ref string) string {
+	owner, name, id, err := replicate.SplitVersion(ref)
+	if err != nil || owner == "" {
+		return shortID(ref)
+	}
+	return owner + "/" + name + ":" + shortID(id)
+}

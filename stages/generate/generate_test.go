@@ -1,0 +1,475 @@
+package generate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image"
+	"image/png"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/skin"
+)
+
+// natural is the research's default training: the test server's outputs keep their texture.
+var natural = map[string]any{"lora_rank": 16, "steps": 1000, "learning_rate": 4e-4}
+
+// overfit is the failure this project exists for: rank 48, many steps; outputs come out smoothed.
+var overfit = map[string]any{"lora_rank": 48, "steps": 2000, "learning_rate": 4e-4}
+
+func TestApplyHappyPath(t *testing.T) {
+	h := newHarness(t, 2)
+	oldIDs := h.srv.VersionIDs("acme", "ana-lora") // newest first
+	version := h.train(natural)
+	rec := &recorder{}
+	res, err := h.apply(h.request(map[string]cty.Value{
+		"version":   cty.StringVal(version),
+		"prompts":   strList("a photo of TOK", "TOK smiling"),
+		"seeds":     numList(1, 2),
+		"reference": h.ref,
+	}, nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := res.Outputs
+	t.Logf("verdict %s ratio %.3f; previous %s %.3f; reason: %s", str(out["verdict"]), number(out["texture_ratio"]),
+		str(out["previous_verdict"]), number(out["previous_texture_ratio"]), str(out["reason"]))
+	if res.Refused != "" || len(res.Deletes) != 0 {
+		t.Errorf("refused %q, deletes %v", res.Refused, res.Deletes)
+	}
+	if got := str(out["verdict"]); got != skin.Natural {
+		t.Errorf("verdict %s, want natural: %s", got, str(out["reason"]))
+	}
+	if r := number(out["texture_ratio"]); r < 0.8 || r > 1.25 {
+		t.Errorf("texture_ratio %.3f, want about 1 for an unchanged face", r)
+	}
+	if got, want := str(out["previous_version"]), "acme/ana-lora:"+oldIDs[0]; got != want {
+		t.Errorf("previous_version %s, want the newest older version %s", got, want)
+	}
+	if str(out["previous_verdict"]) != skin.Natural || number(out["previous_texture_ratio"]) <= 0 {
+		t.Errorf("previous: %s %.3f", str(out["previous_verdict"]), number(out["previous_texture_ratio"]))
+	}
+	// 2 prompts × 2 seeds on each version, every one requested as a single PNG at portrait guidance.
+	if n := h.srv.Count("created prediction"); n != 8 {
+		t.Errorf("%d predictions created, want 8", n)
+	}
+	images := out["images"].AsValueSlice()
+	if len(images) != 8 || out["texture"].LengthInt() != 8 {
+		t.Fatalf("images %d, texture entries %d; want 8", len(images), out["texture"].LengthInt())
+	}
+	for _, r := range rec.record().Runs {
+		p, err := h.c.GetPrediction(context.Background(), r.PredictionID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Input["output_format"] != "png" || p.Input["num_outputs"] != 1.0 || p.Input["guidance_scale"] != 3.5 ||
+			p.Input["num_inference_steps"] != 28.0 || p.Input["lora_scale"] != 1.0 || p.Input["seed"] != float64(r.Seed) {
+			t.Errorf("prediction %s input %v", p.ID, p.Input)
+		}
+		if !strings.HasSuffix(p.Version, r.Version[strings.LastIndex(r.Version, ":")+1:]) {
+			t.Errorf("prediction %s ran on %s, recorded %s", p.ID, p.Version, r.Version)
+		}
+	}
+	for _, v := range images {
+		rel := v.AsString()
+		if !strings.HasPrefix(rel, "generated"+string(filepath.Separator)) || filepath.Ext(rel) != ".png" {
+			t.Errorf("image path %q is not under out_dir with .png", rel)
+		}
+		b := fileExists(t, filepath.Join(h.dir, rel))
+		if !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("%s is not PNG", rel)
+		}
+		if tex := out["texture"].Index(cty.StringVal(rel)); number(tex) <= 0 {
+			t.Errorf("%s: texture %v", rel, tex.GoString())
+		}
+	}
+	if str(out["report"]) != filepath.Join("generated", "report.html") || str(out["contact_sheet"]) != filepath.Join("generated", "contact_sheet.png") {
+		t.Errorf("report %s, contact sheet %s", str(out["report"]), str(out["contact_sheet"]))
+	}
+	sheet, err := png.Decode(bytes.NewReader(fileExists(t, filepath.Join(h.dir, str(out["contact_sheet"])))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := sheet.Bounds().Dx(); w < 2*thumbSide {
+		t.Errorf("contact sheet %v is not two columns wide", sheet.Bounds())
+	}
+	html := string(fileExists(t, filepath.Join(h.dir, str(out["report"]))))
+	for _, want := range []string{"new-p1-s1.png", "previous-p2-s2.png", `id="loss-curve"`, "median texture", "natural"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(html, "SIMULATION") {
+		t.Error("a real run's report says it is a simulation")
+	}
+}
+
+func TestComparePrevious(t *testing.T) {
+	t.Run("no earlier version", func(t *testing.T) {
+		h := newHarness(t, 0)
+		version := h.train(natural)
+		res, err := h.apply(h.request(map[string]cty.Value{
+			"version": cty.StringVal(version), "prompts": strList("a photo of TOK"), "seeds": numList(1, 2, 3), "reference": h.ref,
+		}, nil, &recorder{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := h.srv.Count("created prediction"); n != 3 {
+			t.Errorf("%d predictions, want 3 (no previous version to run)", n)
+		}
+		if !res.Outputs["previous_verdict"].IsNull() || !res.Outputs["previous_version"].IsNull() || !res.Outputs["previous_texture_ratio"].IsNull() {
+			t.Errorf("previous outputs set without a previous version: %v", res.Outputs)
+		}
+		if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "compare_previous: skipped") && strings.Contains(n, "no version older") }) {
+			t.Errorf("notes %q lack the skip note", res.Notes)
+		}
+		if str(res.Outputs["verdict"]) != skin.Natural {
+			t.Errorf("verdict %s: %s", str(res.Outputs["verdict"]), str(res.Outputs["reason"]))
+		}
+	})
+	t.Run("turned off", func(t *testing.T) {
+		h := newHarness(t, 1)
+		version := h.train(natural)
+		res, err := h.apply(h.request(map[string]cty.Value{
+			"version": cty.StringVal(version), "prompts": strList("a photo of TOK"), "seeds": numList(1, 2, 3),
+			"reference": h.ref, "compare_previous": cty.False,
+		}, nil, &recorder{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := h.srv.Count("created prediction"); n != 3 || !res.Outputs["previous_version"].IsNull() {
+			t.Errorf("%d predictions, previous %v; want 3 and none", n, res.Outputs["previous_version"].GoString())
+		}
+	})
+}
+
+// A kill while predictions run re-attaches to them on the next apply; a kill between a create
+// call and recording its id finds the prediction by version + input. Nothing is paid twice.
+func TestResumeReattachesPredictions(t *testing.T) {
+	h := newHarness(t, 1)
+	version := h.train(natural)
+	set := func() map[string]cty.Value {
+		return map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+			"seeds": numList(1, 2, 3), "reference": h.ref}
+	}
+
+	// Ctrl-C while waiting: all six predictions were created and recorded.
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := &recorder{OnProgress: func(p pipeline.Progress) {
+		if p.Total > 0 {
+			cancel()
+		}
+	}}
+	_, err := Kind{}.Apply(ctx, h.request(set(), nil, rec))
+	cancel()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted apply: %v, want context.Canceled", err)
+	}
+	if n := h.srv.Count("created prediction"); n != 6 {
+		t.Fatalf("%d predictions before the interruption, want 6", n)
+	}
+	for _, r := range rec.record().Runs {
+		if r.PredictionID == "" {
+			t.Errorf("run %+v has no recorded prediction id", r)
+		}
+	}
+	rec2 := &recorder{}
+	res, err := h.apply(h.request(set(), rec.prior(pipeline.StatusInterrupted), rec2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.srv.Count("created prediction"); n != 6 {
+		t.Errorf("%d predictions after resuming, want still 6", n)
+	}
+	if len(res.Outputs["images"].AsValueSlice()) != 6 {
+		t.Errorf("images: %v", res.Outputs["images"].GoString())
+	}
+
+	// Killed between the create call and recording its id (the state write fails), then resumed.
+	h2 := newHarness(t, 0)
+	version2 := h2.train(natural)
+	set2 := map[string]cty.Value{"version": cty.StringVal(version2), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2, 3), "reference": h2.ref}
+	// Saves: 1 the planned runs, 2 the first intent, 3 the first prediction id (fails).
+	rec3 := &recorder{FailOn: 3}
+	if _, err := h2.apply(h2.request(set2, nil, rec3)); !errors.Is(err, errKilled) {
+		t.Fatalf("apply with failing state write: %v", err)
+	}
+	runs := rec3.record().Runs
+	if len(runs) != 3 || runs[0].IntentAt.IsZero() || runs[0].PredictionID != "" {
+		t.Fatalf("recorded before the kill: %+v", runs)
+	}
+	if n := h2.srv.Count("created prediction"); n != 1 {
+		t.Fatalf("%d predictions created before the kill, want 1", n)
+	}
+	rec4 := &recorder{}
+	res, err = h2.apply(h2.request(set2, rec3.prior(pipeline.StatusFailed), rec4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h2.srv.Count("created prediction"); n != 3 {
+		t.Errorf("%d predictions in all, want 3 (the orphan found, not created again)", n)
+	}
+	if !slices.ContainsFunc(rec4.progress, func(p pipeline.Progress) bool { return strings.Contains(p.Message, "re-attached") }) {
+		t.Error("no progress message about re-attaching")
+	}
+	if str(res.Outputs["verdict"]) != skin.Natural {
+		t.Errorf("verdict after resume: %s", str(res.Outputs["verdict"]))
+	}
+}
+
+// A create whose answer is lost is reconciled by listing predictions before creating again.
+func TestLostCreateAnswerIsReconciled(t *testing.T) {
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	h.srv.Drop("POST", "/v1/predictions", 1)
+	res, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2, 3), "reference": h.ref}, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.srv.Count("created prediction"); n != 3 {
+		t.Errorf("%d predictions, want 3", n)
+	}
+	if len(res.Outputs["images"].AsValueSlice()) != 3 {
+		t.Errorf("images %v", res.Outputs["images"].GoString())
+	}
+}
+
+func TestPlasticSkin(t *testing.T) {
+	h := newHarness(t, 1)
+	good := h.srv.VersionIDs("acme", "ana-lora")[0]
+	version := h.train(overfit)
+	set := func(onPlastic string) map[string]cty.Value {
+		return map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+			"seeds": numList(1, 2, 3), "reference": h.ref, "on_plastic": cty.StringVal(onPlastic)}
+	}
+
+	// warn: the run goes on with a warning; nothing is deleted.
+	rec := &recorder{}
+	res, err := h.apply(h.request(set("warn"), nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("verdict %s ratio %.3f; previous %s %.3f", str(res.Outputs["verdict"]), number(res.Outputs["texture_ratio"]),
+		str(res.Outputs["previous_verdict"]), number(res.Outputs["previous_texture_ratio"]))
+	if str(res.Outputs["verdict"]) != skin.Plastic || res.Refused != "" || len(res.Deletes) != 0 {
+		t.Fatalf("warn: verdict %s refused %q deletes %v: %s", str(res.Outputs["verdict"]), res.Refused, res.Deletes, str(res.Outputs["reason"]))
+	}
+	if r := number(res.Outputs["texture_ratio"]); r >= skin.DefaultMinTextureRatio {
+		t.Errorf("texture_ratio %.3f", r)
+	}
+	if str(res.Outputs["previous_verdict"]) != skin.Natural {
+		t.Errorf("the previous (good) version: %s", str(res.Outputs["previous_verdict"]))
+	}
+	if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "plastic skin") }) {
+		t.Errorf("warnings %q", res.Warnings)
+	}
+
+	// fail: a gate. The same predictions are reused (same version and input), the run is refused
+	// and the version deleted, so the model's latest is the good one again.
+	res, err = h.apply(h.request(set("fail"), rec.prior(pipeline.StatusComplete), &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.srv.Count("created prediction"); n != 6 {
+		t.Errorf("%d predictions, want 6 (reused by the second apply)", n)
+	}
+	if res.Refused == "" || !strings.Contains(res.Refused, "plastic") {
+		t.Errorf("refused %q", res.Refused)
+	}
+	if len(res.Deletes) != 1 || res.Deletes[0] != version || h.srv.Count("deleted version") != 1 {
+		t.Errorf("deletes %v, server deleted %d", res.Deletes, h.srv.Count("deleted version"))
+	}
+	ids := h.srv.VersionIDs("acme", "ana-lora")
+	if len(ids) != 1 || ids[0] != good {
+		t.Errorf("versions left %v, want only the good %s", ids, good)
+	}
+	html := string(fileExists(t, filepath.Join(h.dir, "generated", "report.html")))
+	if !strings.Contains(html, "version deleted") || !strings.Contains(html, `class="verdict plastic"`) {
+		t.Error("report does not show the refusal and deletion")
+	}
+}
+
+func TestPlasticKeepAndRefusedDelete(t *testing.T) {
+	h := newHarness(t, 1)
+	version := h.train(overfit)
+	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2, 3), "reference": h.ref, "on_plastic": cty.StringVal("fail")}
+	_, _, id, _ := replicate.SplitVersion(version)
+	h.srv.ForbidDelete(id, "Cannot delete version: it is used by a deployment")
+	rec := &recorder{}
+	res, err := h.apply(h.request(set, nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Refused == "" || len(res.Deletes) != 0 ||
+		!slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "used by a deployment") }) {
+		t.Errorf("refused %q deletes %v warnings %q", res.Refused, res.Deletes, res.Warnings)
+	}
+	set["on_fail"] = cty.StringVal("keep")
+	res, err = h.apply(h.request(set, rec.prior(pipeline.StatusRefused), &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Refused == "" || len(res.Deletes) != 0 || h.srv.Count("DELETE version") != 1 ||
+		!slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, `is kept (on_fail = "keep")`) }) {
+		t.Errorf("keep: refused %q deletes %v delete calls %d warnings %q", res.Refused, res.Deletes, h.srv.Count("DELETE version"), res.Warnings)
+	}
+	if n := h.srv.Count("created prediction"); n != 6 {
+		t.Errorf("%d predictions, want 6 (the second apply reuses them)", n)
+	}
+}
+
+func TestNoReferenceIsUnscored(t *testing.T) {
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	res, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2, 3), "on_plastic": cty.StringVal("fail")}, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if str(res.Outputs["verdict"]) != skin.Unscored || !strings.Contains(str(res.Outputs["reason"]), "no reference") ||
+		!res.Outputs["texture_ratio"].IsNull() || res.Refused != "" {
+		t.Errorf("verdict %s ratio %v reason %q refused %q", str(res.Outputs["verdict"]), res.Outputs["texture_ratio"].GoString(), str(res.Outputs["reason"]), res.Refused)
+	}
+	// Per-image figures are still reported.
+	for _, v := range res.Outputs["texture"].AsValueMap() {
+		if number(v) <= 0 {
+			t.Errorf("texture %v", v.GoString())
+		}
+	}
+}
+
+func TestFailedPredictionIsAnErrorAndRetried(t *testing.T) {
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK", "FAIL please"),
+		"seeds": numList(1), "reference": h.ref}
+	rec := &recorder{}
+	_, err := h.apply(h.request(set, nil, rec))
+	if err == nil || !strings.Contains(err.Error(), `"FAIL please" seed 1`) || !strings.Contains(err.Error(), "NSFW") || !strings.Contains(err.Error(), "hint:") {
+		t.Fatalf("error %v", err)
+	}
+	// The next apply reuses the finished prediction and tries the failed one again.
+	_, err = h.apply(h.request(set, rec.prior(pipeline.StatusFailed), &recorder{}))
+	if err == nil {
+		t.Fatal("the simulated failure is deterministic; want the error again")
+	}
+	if n := h.srv.Count("created prediction"); n != 3 {
+		t.Errorf("%d predictions, want 3 (1 reused, the failed one run twice)", n)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	h := newHarness(t, 0)
+	res, err := Kind{}.Plan(context.Background(), h.request(map[string]cty.Value{
+		"version":        cty.UnknownVal(cty.String),
+		"prompts":        strList("a photo of TOK", "TOK at the beach"),
+		"seeds":          numList(1, 2),
+		"guidance_scale": cty.NumberFloatVal(5),
+		"reference":      h.ref,
+		"on_plastic":     cty.StringVal("fail"),
+	}, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := strings.Join(res.Notes, "\n")
+	for _, want := range []string{"2 prompt(s) × 2 seed(s) = 4 prediction(s)", "known after apply", `run "TOK at the beach" seed 2`,
+		"previous version", "median", "exits 3 and the version is deleted"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("plan notes lack %q:\n%s", want, notes)
+		}
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "3.5 or below") || !strings.Contains(res.Warnings[0], "waxy") {
+		t.Errorf("warnings %q", res.Warnings)
+	}
+	if len(res.Outputs) != 0 {
+		t.Errorf("plan set outputs %v", res.Outputs)
+	}
+	if h.srv.Count("created prediction") != 0 {
+		t.Error("plan created predictions")
+	}
+	// Defaults: no warning at 3.5.
+	res, err = Kind{}.Plan(context.Background(), h.request(map[string]cty.Value{
+		"version": cty.StringVal("acme/ana-lora:abc"), "prompts": strList("a photo of TOK")}, nil, &recorder{}))
+	if err != nil || len(res.Warnings) != 0 {
+		t.Errorf("default plan: %v %q", err, res.Warnings)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	h := newHarness(t, 0)
+	cases := map[string]map[string]cty.Value{
+		"on_plastic":          {"on_plastic": cty.StringVal("panic")},
+		"on_fail":             {"on_fail": cty.StringVal("burn")},
+		"prompts is empty":    {"prompts": cty.ListValEmpty(cty.String)},
+		"not a whole number":  {"seeds": cty.ListVal([]cty.Value{cty.NumberFloatVal(1.5)})},
+		"listed twice":        {"seeds": numList(3, 3)},
+		"guidance_scale":      {"guidance_scale": cty.NumberFloatVal(-1)},
+		"poll_interval":       {"poll_interval": cty.StringVal("soon")},
+		"min_texture_ratio":   {"min_texture_ratio": cty.NumberFloatVal(0)},
+		"num_inference_steps": {"num_inference_steps": cty.NumberFloatVal(2.5)},
+	}
+	for want, set := range cases {
+		if set["prompts"] == cty.NilVal {
+			set["prompts"] = strList("a photo of TOK")
+		}
+		set["version"] = cty.StringVal("acme/ana-lora:abc")
+		_, err := Kind{}.Plan(context.Background(), h.request(set, nil, &recorder{}))
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "generate.check") {
+			t.Errorf("%s: error %v", want, err)
+		}
+	}
+	_, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal("abc123"), "prompts": strList("x")}, nil, &recorder{}))
+	if err == nil || !strings.Contains(err.Error(), "owner/name:id") {
+		t.Errorf("bare version id: %v", err)
+	}
+	if h.srv.Count("created prediction") != 0 {
+		t.Error("invalid config created predictions")
+	}
+}
+
+func TestSimulatedReportSaysSo(t *testing.T) {
+	h := newHarness(t, 0)
+	h.env.Simulated = true
+	version := h.train(natural)
+	res, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2, 3), "reference": h.ref, "out_dir": cty.StringVal("out/sim")}, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(fileExists(t, filepath.Join(h.dir, "out", "sim", "report.html")))
+	if !strings.Contains(html, "SIMULATION") || !strings.Contains(str(res.Outputs["report"]), filepath.Join("out", "sim")) {
+		t.Errorf("simulated report: %s", str(res.Outputs["report"]))
+	}
+	sheet, err := png.Decode(bytes.NewReader(fileExists(t, filepath.Join(h.dir, "out", "sim", "contact_sheet.png"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasColor(sheet, colSim) {
+		t.Error("contact sheet has no SIMULATED label")
+	}
+}
+
+// hasColor reports whether any pixel of img is exactly c (labels are drawn in pure colours).
+func hasColor(img image.Image, c interface{ RGBA() (r, g, b, a uint32) }) bool {
+	wr, wg, wb, _ := c.RGBA()
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bb, _ := img.At(x, y).RGBA()
+			if r == wr && g == wg && bb == wb {
+				return true
+			}
+		}
+	}
+	return false
+}
