@@ -366,11 +366,13 @@ func (r *run) start(ctx context.Context) (*replicate.Training, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Always make sure the destination exists (it may have been deleted since a failed attempt),
+	// but keep the previous version read before the first attempt of this run.
+	prev, err := r.destination(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if r.rec.PreviousVersion == nil {
-		prev, err := r.destination(ctx)
-		if err != nil {
-			return nil, err
-		}
 		r.rec.PreviousVersion = &prev
 	}
 	return r.create(ctx, fileURL)
