@@ -383,6 +383,10 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		// The version accepted before is the one refused now (stricter bounds): it is no longer accepted.
 		data.LastAccepted = nil
 	}
+	// Record the outcome before deleting anything, so even a failed delete leaves last_accepted right.
+	if err := req.Recorder.Save(data); err != nil {
+		return nil, fmt.Errorf("%s: recording the gate's outcome: %w", req.Address, err)
+	}
 	switch {
 	case !v.Judged:
 		// Nothing to judge is not evidence of a bad model: refuse, but delete nothing.
@@ -404,9 +408,6 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		if deleted {
 			res.Deletes = append(res.Deletes, t.Version)
 		}
-	}
-	if err := req.Recorder.Save(data); err != nil {
-		return nil, fmt.Errorf("%s: recording the gate's outcome: %w", req.Address, err)
 	}
 	return res, nil
 }
