@@ -265,3 +265,20 @@ func TestNoVersionIsNeverAccepted(t *testing.T) {
 		t.Fatalf("result %+v data %s", res, rec.data)
 	}
 }
+
+func TestDeleteOutageIsAnErrorButOutcomeIsRecorded(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 2)
+	ids := h.srv.VersionIDs("acme", "ana")
+	h.srv.Fail("DELETE", "/v1/models/acme/ana/versions/", 503, 50)
+	prior, _ := json.Marshal(Data{LastAccepted: &Accepted{Version: "acme/ana:" + ids[1]}})
+	rec := &recorder{}
+	_, err := Kind{}.Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+ids[0], 0.1, 20), OnFailDelete),
+		&pipeline.Prior{Status: pipeline.StatusComplete, Data: prior}, rec))
+	if err == nil || !strings.Contains(err.Error(), "run apply again to retry the delete") || !strings.Contains(err.Error(), "overfitting") {
+		t.Fatalf("err %v", err)
+	}
+	if d := rec.decoded(t); d.LastAccepted == nil || d.LastAccepted.Version != "acme/ana:"+ids[1] {
+		t.Fatalf("last_accepted not carried forward: %s", rec.data)
+	}
+}
