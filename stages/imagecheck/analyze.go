@@ -382,7 +382,52 @@ func measure(a *analysis, img *image.NRGBA) {
 	}
 	grey := boxFloat(luma, w, h, sw, sh)
 	a.Sharpness = laplacianVariance(grey, sw, sh)
-	a.Hash, a.Mirror = dhash(boxFloat(grey, sw, sh, 9, 8))
+	a.Hash, a.Mirror = dhash(areaResize(grey, sw, sh, 9, 8))
+}
+
+// areaResize averages a float plane onto ow×oh cells weighting partly covered source pixels by the
+// covered share. Unlike whole-pixel boxes it is exactly symmetric, so the thumbnail of a mirrored
+// photo is the mirror of its thumbnail and the mirror hash matches flipped copies.
+func areaResize(pix []float32, sw, sh, ow, oh int) []float32 {
+	wx := areaWeights(sw, ow)
+	wy := areaWeights(sh, oh)
+	out := make([]float32, ow*oh)
+	for oy, ys := range wy {
+		for ox, xs := range wx {
+			var s, n float64
+			for _, y := range ys {
+				row := pix[y.i*sw:]
+				for _, x := range xs {
+					w := y.w * x.w
+					s += w * float64(row[x.i])
+					n += w
+				}
+			}
+			out[oy*ow+ox] = float32(s / n)
+		}
+	}
+	return out
+}
+
+type weight struct {
+	i int
+	w float64
+}
+
+// areaWeights lists, for each of n output cells over src samples, the samples it covers and by how much.
+func areaWeights(src, n int) [][]weight {
+	out := make([][]weight, n)
+	scale := float64(src) / float64(n)
+	for o := range out {
+		a, b := float64(o)*scale, float64(o+1)*scale
+		for i := int(a); i < src && float64(i) < b; i++ {
+			w := math.Min(b, float64(i+1)) - math.Max(a, float64(i))
+			if w > 1e-9 {
+				out[o] = append(out[o], weight{i, w})
+			}
+		}
+	}
+	return out
 }
 
 // boxFloat averages a float plane onto ow×oh cells (as boxPlane).

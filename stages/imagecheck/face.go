@@ -31,13 +31,15 @@ func measureFace(img *image.NRGBA) *faceFigures {
 // too small to learn from, and skin texture far below the set's median (a beauty filter or heavy
 // noise reduction teaches the model plastic skin).
 func faceWarnings(rep *Report) {
-	var tex []float64
+	var tex, sharp []float64
 	for _, im := range rep.Images {
 		if im.Accepted() && im.Face != nil && im.Face.Scored {
 			tex = append(tex, im.Face.Texture)
+			sharp = append(sharp, im.Face.Sharpness)
 		}
 	}
 	rep.MedianTexture = median(tex)
+	medSharp := median(sharp)
 	for _, im := range rep.Images {
 		f := im.Face
 		if !im.Accepted() || f == nil {
@@ -53,6 +55,11 @@ func faceWarnings(rep *Report) {
 		if f.Width < skin.MinFaceWidth {
 			im.Warnings = append(im.Warnings, fmt.Sprintf("%s: face %d px wide at %d px < %d px: too small to learn from; use a closer photo or crop closer", im.Path, f.Width, min(max(im.Width, im.Height), workSide), skin.MinFaceWidth))
 			continue
+		}
+		if f.Scored && len(sharp) >= minForRelative && medSharp > 0 && f.Sharpness < softFaceRatio*medSharp {
+			im.Warnings = append(im.Warnings, fmt.Sprintf("%s: face softer than most: edge sharpness %.2f is %.2f× the set median %.2f (< %.1f×): missed focus or motion blur?",
+				im.Path, f.Sharpness, f.Sharpness/medSharp, medSharp, softFaceRatio))
+			continue // blur lowers the texture index too: one warning says it
 		}
 		if f.Scored && len(tex) >= minForRelative && rep.MedianTexture > 0 && f.Texture < textureRatio*rep.MedianTexture {
 			im.Warnings = append(im.Warnings, fmt.Sprintf("%s: skin texture %.2f is %.2f× the set median %.2f (< %.1f×): possibly beauty-filtered or heavily smoothed; use the original photo",
