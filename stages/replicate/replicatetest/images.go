@@ -83,7 +83,7 @@ func render(photo image.Image, seed int64, strength float64) *image.NRGBA {
 	if photo != nil {
 		img = imaging.Fill(photo, OutputSize, OutputSize, imaging.Center, imaging.Lanczos)
 	} else {
-		img = proceduralFace(seed)
+		img = ProceduralFace(seed)
 	}
 	if strength > 0.005 {
 		smoothLuma(img, strength)
@@ -184,41 +184,60 @@ func clamp8(v float32) uint8 {
 	return uint8(v + 0.5)
 }
 
-// proceduralFace draws a simple face with skin texture, for versions whose training photos are
-// unavailable or undecodable.
-func proceduralFace(seed int64) *image.NRGBA {
+// ProceduralFace draws a shaded face with skin texture (dark brows and eye sockets, a lit nose
+// ridge, a darker mouth: the luminance pattern face detectors look for), OutputSize², the same
+// for the same seed. Predictions use it when a version's training photos are unavailable or
+// undecodable; stages/skin's detector finds it.
+func ProceduralFace(seed int64) *image.NRGBA {
 	r := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
-	img := image.NewNRGBA(image.Rect(0, 0, OutputSize, OutputSize))
-	cx, cy := float64(OutputSize)/2, float64(OutputSize)*0.48
-	rx, ry := float64(OutputSize)*0.26, float64(OutputSize)*0.34
-	skin := [3]float64{205 + float64(r.IntN(30)), 160 + float64(r.IntN(30)), 135 + float64(r.IntN(25))}
-	type feature struct {
-		x, y, rx, ry float64
-		c            [3]float64
+	const size = OutputSize
+	img := image.NewNRGBA(image.Rect(0, 0, size, size))
+	cx := size * (0.5 + (r.Float64()-0.5)*0.06)
+	cy := size * (0.5 + (r.Float64()-0.5)*0.06)
+	rx, ry := size*0.21, size*0.29
+	skin := [3]float64{215 + r.Float64()*30, 165 + r.Float64()*30, 140 + r.Float64()*25}
+	bg := [3]float64{60 + r.Float64()*80, 70 + r.Float64()*80, 80 + r.Float64()*80}
+	hair := [3]float64{40 + r.Float64()*50, 28 + r.Float64()*30, 20 + r.Float64()*20}
+	gauss := func(u, v, x0, y0, sx, sy float64) float64 {
+		du, dv := (u-x0)/sx, (v-y0)/sy
+		return math.Exp(-(du*du + dv*dv) / 2)
 	}
-	features := []feature{
-		{cx - rx*0.38, cy - ry*0.12, rx * 0.16, ry * 0.06, [3]float64{40, 30, 25}},
-		{cx + rx*0.38, cy - ry*0.12, rx * 0.16, ry * 0.06, [3]float64{40, 30, 25}},
-		{cx, cy + ry*0.45, rx * 0.35, ry * 0.06, [3]float64{150, 70, 70}},
-		{cx, cy + ry*0.12, rx * 0.08, ry * 0.14, [3]float64{skin[0] - 30, skin[1] - 30, skin[2] - 30}},
-	}
-	for j := 0; j < OutputSize; j++ {
-		for i := 0; i < OutputSize; i++ {
-			x, yy := float64(i), float64(j)
-			c := [3]float64{70 + 40*yy/OutputSize, 90, 110}
-			dx, dy := (x-cx)/rx, (yy-cy)/ry
-			if dx*dx+dy*dy <= 1 {
-				// Pores and fine texture: per-pixel noise plus a slightly larger blotch pattern.
-				n := (r.Float64()-0.5)*22 + 8*math.Sin(x*0.9+yy*0.35)*math.Sin(yy*0.8-x*0.2)
-				c = [3]float64{skin[0] + n, skin[1] + n, skin[2] + n}
-				for _, f := range features {
-					fx, fy := (x-f.x)/f.rx, (yy-f.y)/f.ry
-					if fx*fx+fy*fy <= 1 {
-						c = f.c
-					}
+	for j := 0; j < size; j++ {
+		for i := 0; i < size; i++ {
+			u, v := (float64(i)-cx)/rx, (float64(j)-cy)/ry
+			var c [3]float64
+			d := u*u + v*v
+			switch {
+			case d <= 1:
+				au := math.Abs(u)
+				l := 0.78 + 0.22*math.Cos(u*math.Pi/2)*math.Cos(v*math.Pi/2.4)
+				l -= 0.55 * gauss(au, v, 0.38, -0.34, 0.2, 0.045)  // brows
+				l -= 0.30 * gauss(au, v, 0.36, -0.14, 0.2, 0.1)    // eye sockets
+				l -= 0.55 * gauss(au, v, 0.36, -0.14, 0.055, 0.05) // irises
+				l += 0.10 * gauss(u, v, 0, 0.05, 0.05, 0.25)       // nose ridge
+				l -= 0.15 * gauss(au, v, 0.1, 0.12, 0.045, 0.16)   // nose sides
+				l -= 0.40 * gauss(au, v, 0.07, 0.3, 0.04, 0.025)   // nostrils
+				l -= 0.40 * gauss(u, v, 0, 0.56, 0.24, 0.05)       // mouth
+				l += 0.08 * gauss(au, v, 0.42, 0.25, 0.15, 0.12)   // cheeks
+				l -= 0.25 * math.Max(0, v-0.8) / 0.2               // under the chin
+				// Pores and fine texture: per-pixel noise plus a slightly larger mottling.
+				n := (r.Float64()-0.5)*0.09 + 0.03*math.Sin(float64(i)*0.9+float64(j)*0.35)*math.Sin(float64(j)*0.8-float64(i)*0.2)
+				for k := range c {
+					c[k] = skin[k] * (l + n)
 				}
-			} else if dy < -0.55 && math.Abs(dx) < 1.25 && dx*dx+dy*dy < 1.6 {
-				c = [3]float64{50, 35, 25} // hair
+				if v < -0.55 && d > 0.55 { // hairline
+					c = hair
+				}
+			case v < -0.2 && d < 1.5:
+				c = hair
+			case v > 0.9 && v < 1.35 && math.Abs(u) < 0.45:
+				for k := range c {
+					c[k] = skin[k] * 0.6 // neck in shadow
+				}
+			default:
+				for k := range c {
+					c[k] = bg[k] * (0.8 + 0.4*float64(j)/size)
+				}
 			}
 			o := img.PixOffset(i, j)
 			img.Pix[o] = clamp8(float32(c[0]))
