@@ -25,8 +25,8 @@ func Format(src []byte, filename string) ([]byte, hcl.Diagnostics) {
 		return src, diags
 	}
 	out := hclwrite.Format(f.Bytes())
-	// One trailing newline, as editors and gofmt-like tools expect.
-	out = bytes.TrimRight(out, "\n")
+	// One trailing newline, as editors and gofmt-like tools expect; a blank file becomes empty.
+	out = bytes.TrimRight(out, " \t\r\n")
 	if len(out) > 0 {
 		out = append(out, '\n')
 	}

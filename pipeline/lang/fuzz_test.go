@@ -10,7 +10,7 @@ import (
 
 // FuzzLoad feeds arbitrary sources through LoadSources and, when they load cleanly, through
 // variable resolution, batch keys and evaluation of every stage, settings and outputs: none of it
-// may panic. Seeded with the fixtures.
+// may panic. Seeded with the fixtures (native syntax) and a JSON-syntax configuration.
 //
 //	go test ./pipeline/lang -run '^$' -fuzz FuzzLoad -fuzztime 30s
 func FuzzLoad(f *testing.F) {
@@ -21,15 +21,22 @@ func FuzzLoad(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			f.Add(src)
+			f.Add(src, false)
 		}
 	}
-	f.Add([]byte(pipelineSrc))
-	f.Add([]byte(varsSrc))
+	f.Add([]byte(pipelineSrc), false)
+	f.Add([]byte(varsSrc), false)
+	f.Add([]byte(`{"variable": {"n": {"type": "number", "default": 2}}, "batch": {"for_each": "${toset([\"a\"])}"},
+  "stage": {"check": {"photos": {"dir": "${each.key}", "min_count": "${var.n}"}},
+            "work": {"lora": {"images": "${check.photos.accepted}", "depends_on": ["check.photos"]}}}}`), true)
 	kinds := testKinds()
-	f.Fuzz(func(t *testing.T, src []byte) {
+	f.Fuzz(func(t *testing.T, src []byte, json bool) {
 		// Inside testdata/valid so the file functions find the fixtures' files.
-		m, diags := LoadSources(map[string][]byte{"testdata/valid/fuzz.hcl": src}, kinds)
+		name := "testdata/valid/fuzz.hcl"
+		if json {
+			name += ".json"
+		}
+		m, diags := LoadSources(map[string][]byte{name: src}, kinds)
 		if m == nil {
 			t.Fatal("nil module")
 		}

@@ -361,7 +361,7 @@ variable "public" {
 stage "work" "lora" {
   images = []
   label  = "prefix-${var.secret}"
-  input  = { visible = var.public, hidden = var.secret }
+  input  = { visible = var.public, hidden = var.secret, hf_token = "t", nested = [{ wandb_api_key = "k" }] }
   rule "r" {
     when   = true
     pass   = var.secret
@@ -401,7 +401,7 @@ output "plain" {
 	for _, p := range sensitive {
 		got = append(got, formatPath(p))
 	}
-	want := []string{"label", "input.hidden", "hf_token", "note", "[0].pass", "[0].api_key"}
+	want := []string{"label", "input.hidden", "hf_token", "note", "[0].pass", "[0].api_key", "input.hf_token", "input.nested[0].wandb_api_key"}
 	if !sameSet(got, want) {
 		t.Errorf("sensitive paths = %v, want %v", got, want)
 	}

@@ -145,6 +145,9 @@ func (s *Scope) EvalStage(st *Stage) (inputs cty.Value, blocks []pipeline.Block,
 			sensitive = addPath(sensitive, cty.GetAttrPath(name))
 		}
 	}
+	for _, p := range secretNamedPaths(inputs, nil) {
+		sensitive = addPath(sensitive, p)
+	}
 	for i := range blocks {
 		b := &blocks[i]
 		var declared map[string]*pipeline.Attribute
@@ -161,9 +164,46 @@ func (s *Scope) EvalStage(st *Stage) (inputs cty.Value, blocks []pipeline.Block,
 			if a := declared[name]; (a != nil && a.Sensitive) || sensitiveName(name) {
 				sensitive = addPath(sensitive, prefix)
 			}
+			for _, p := range secretNamedPaths(v, prefix) {
+				sensitive = addPath(sensitive, p)
+			}
 		}
 	}
 	return inputs, blocks, sensitive, scrub(diags)
+}
+
+// secretNamedPaths finds object attributes and map keys named like secrets (token, key, secret)
+// anywhere inside v, e.g. input.hf_token in a train stage's free-form input map. A path already
+// inside such a value is not descended into.
+func secretNamedPaths(v cty.Value, prefix cty.Path) []cty.Path {
+	if !v.IsKnown() || v.IsNull() {
+		return nil
+	}
+	ty := v.Type()
+	var out []cty.Path
+	switch {
+	case ty.IsObjectType() || ty.IsMapType():
+		for it := v.ElementIterator(); it.Next(); {
+			k, e := it.Element()
+			name := k.AsString()
+			var step cty.PathStep = cty.IndexStep{Key: k}
+			if ty.IsObjectType() {
+				step = cty.GetAttrStep{Name: name}
+			}
+			p := append(prefix.Copy(), step)
+			if sensitiveName(name) {
+				out = append(out, p)
+				continue
+			}
+			out = append(out, secretNamedPaths(e, p)...)
+		}
+	case ty.IsListType() || ty.IsTupleType():
+		for it := v.ElementIterator(); it.Next(); {
+			k, e := it.Element()
+			out = append(out, secretNamedPaths(e, append(prefix.Copy(), cty.IndexStep{Key: k}))...)
+		}
+	}
+	return out
 }
 
 func addPath(paths []cty.Path, p cty.Path) []cty.Path {
