@@ -716,3 +716,78 @@ stage "check" "photos" {
 		t.Errorf("patterns = %#v, want the default", got)
 	}
 }
+
+// Where each.key may appear: anywhere evaluated per instance when there is a batch block; never
+// in for_each itself, the state block, or without a batch.
+func TestEachPlacement(t *testing.T) {
+	const batch = "batch {\n  for_each = [\"a\"]\n}\n"
+	tests := []struct {
+		name, src, wantError string
+	}{
+		{"stage without batch", `stage "check" "p" { dir = each.key }`, "each.key is only available inside a batch"},
+		{"local without batch", "locals {\n  x = each.value\n}", "each.key is only available inside a batch"},
+		{"output without batch", "output \"o\" {\n  value = each.key\n}", "each.key is only available inside a batch"},
+		{"for_each", "batch {\n  for_each = [each.key]\n}", "cannot use each.key or each.value itself"},
+		{"state block", batch + "state {\n  url = each.key\n}", "shared by every batch instance"},
+		{"unknown attribute", batch + `stage "check" "p" { dir = each.name }`, "nothing else is under each"},
+		{"stage in batch", batch + `stage "check" "p" { dir = each.key }`, ""},
+		{"local in batch", batch + "locals {\n  x = each.value\n}", ""},
+		{"settings in batch", batch + "replicate {\n  destination = \"acme/${each.key}\"\n}", ""},
+		{"output in batch", batch + "output \"o\" {\n  value = each.key\n}", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, diags := LoadSources(map[string][]byte{"main.hcl": []byte(tt.src)}, testKinds())
+			text := describe(diags)
+			switch {
+			case tt.wantError == "" && len(diags) > 0:
+				t.Errorf("unexpected diagnostics:\n%s", text)
+			case tt.wantError != "" && (len(diags) != 1 || !strings.Contains(text, tt.wantError)):
+				t.Errorf("want exactly one error containing %q, got:\n%s", tt.wantError, text)
+			}
+		})
+	}
+}
+
+// Type errors are found before anything runs, with variables and stage outputs unknown of their
+// declared types, and point at the offending expression.
+func TestTypeErrors(t *testing.T) {
+	const vars = "variable \"n\" {\n  type = number\n}\nvariable \"l\" {\n  type = list(string)\n}\n"
+	tests := []struct {
+		name, body, want string // body goes into stage "check" "p" on line 10
+	}{
+		{"string literal for a number", `min_count = "many"`, `attribute "min_count": a number is required`},
+		{"number variable is fine for a number", `min_count = var.n`, ""},
+		{"numeric string converts", `min_count = "12"`, ""},
+		{"list variable for a number", `min_count = var.l`, `number required, but have list of string`},
+		{"stage output of the wrong type", `dir = check.q.accepted`, `string required, but have list of string`},
+		{"object attribute of the wrong type", `exposure = { max_dark = [1], max_bright = 1 }`, `"max_dark": number required`},
+		{"missing object attribute", `exposure = { max_dark = 1 }`, `attribute "max_bright" is required`},
+		{"operator on a string", `min_count = "a" + 1`, `Unsuitable value for left operand`},
+		{"function argument", `min_count = max("x", 1)`, `Invalid function argument`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := vars + "\nstage \"check\" \"p\" {\n  dir = \"d\"\n  " + tt.body + "\n}\nstage \"check\" \"q\" {\n  dir = \"d\"\n}\n"
+			wantLine := 10
+			if strings.HasPrefix(tt.body, "dir =") {
+				src = strings.Replace(src, "  dir = \"d\"\n  dir", "  dir", 1)
+				wantLine = 9
+			}
+			_, diags := LoadSources(map[string][]byte{"main.hcl": []byte(src)}, testKinds())
+			text := describe(diags)
+			if tt.want == "" {
+				if len(diags) > 0 {
+					t.Errorf("unexpected diagnostics:\n%s", text)
+				}
+				return
+			}
+			if len(diags) != 1 || !strings.Contains(text, tt.want) {
+				t.Fatalf("want one error containing %q, got:\n%s", tt.want, text)
+			}
+			if line := diags[0].Subject.Start.Line; line != wantLine {
+				t.Errorf("error on line %d, want %d", line, wantLine)
+			}
+		})
+	}
+}
