@@ -7,6 +7,8 @@
 package view
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -102,8 +104,21 @@ func (h *Human) Diagnostics(diags hcl.Diagnostics) {
 		fmt.Fprint(h.w, "\r\x1b[K")
 		h.redrawing = false
 	}
-	wr := hcl.NewDiagnosticTextWriter(h.w, h.files, h.opt.Width, h.opt.Color)
-	_ = wr.WriteDiagnostics(diags)
+	// hcl's writer gives the snippet; a file:line:col line under each summary lets editors and
+	// terminals jump to the spot.
+	for _, d := range diags {
+		var buf bytes.Buffer
+		wr := hcl.NewDiagnosticTextWriter(&buf, h.files, h.opt.Width, h.opt.Color)
+		_ = wr.WriteDiagnostic(d)
+		text := buf.String()
+		if d.Subject != nil {
+			loc := fmt.Sprintf("  at %s:%d:%d\n", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+			if i := strings.IndexByte(text, '\n'); i >= 0 {
+				text = text[:i+1] + loc + text[i+1:]
+			}
+		}
+		fmt.Fprint(h.w, text)
+	}
 	if h.opt.CI {
 		for _, d := range diags {
 			h.annotate(d)
@@ -430,8 +445,10 @@ func brief(o map[string]any) string {
 			}
 		case bool:
 			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
-		case fmt.Stringer:
-			parts = append(parts, k+"="+v.String())
+		case json.Number:
+			if f, err := v.Float64(); err == nil {
+				parts = append(parts, k+"="+strconv.FormatFloat(f, 'g', 4, 64))
+			}
 		}
 	}
 	if len(parts) == 0 {

@@ -1,0 +1,28 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+)
+
+func runGraph(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("graph", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs, false)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: pipeline graph FILE...\n\nPrints the stage DAG as Graphviz DOT (pipe it to `dot -Tsvg`).")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitWith(exitError, nil)
+	}
+	u := newUI(&c, stdout, stderr)
+	mod, err := loadModule(u, fs.Args())
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, mod.Graph().DOT())
+	return nil
+}

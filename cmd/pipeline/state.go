@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pipeline-dev/pipeline/pipeline/engine"
+	"github.com/pipeline-dev/pipeline/pipeline/lang"
+	"github.com/pipeline-dev/pipeline/pipeline/state"
+)
+
+const stateUsage = `Usage: pipeline state <subcommand> [flags] ...
+
+  list [FILE]              list recorded stage instances
+  show [-json] ADDR [FILE] show one record (status, digest, outputs, remote ids)
+  rm ADDR [FILE]           forget a recorded stage instance (it runs again next apply)
+  pull [FILE]              print the whole state as JSON
+  push STATEFILE [FILE]    replace the state with a file written by pull
+
+FILE is the pipeline config whose state to use (default location beside it); -state PATH|URL picks
+the state directly.
+`
+
+func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, stateUsage)
+		return exitWith(exitError, nil)
+	}
+	sub, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("state "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	statePath := fs.String("state", "", "state location: a path or a URL")
+	asJSON := fs.Bool("json", false, "print JSON")
+	lockTimeout := fs.Duration("lock-timeout", 0, "wait this long for the state lock")
+	fs.Usage = func() { fmt.Fprint(stderr, stateUsage); fs.PrintDefaults() }
+	if err := fs.Parse(rest); err != nil {
+		return exitWith(exitError, nil)
+	}
+	pos := fs.Args()
+	ctx := context.Background()
+	open := func(config string) (state.Store, error) {
+		if *statePath == "" && config == "" {
+			return nil, exitWith(exitError, errors.New("which state? give the config FILE or -state PATH"))
+		}
+		if *statePath == "" && config != "" {
+			if url := stateURLFromConfig(config); url != "" {
+				return state.Open(ctx, url, config)
+			}
+		}
+		return state.Open(ctx, *statePath, config)
+	}
+	arg := func(i int) string {
+		if i < len(pos) {
+			return pos[i]
+		}
+		return ""
+	}
+	switch sub {
+	case "list":
+		st, err := open(arg(0))
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		defer st.Close()
+		return stateList(ctx, st, stdout)
+	case "show":
+		if len(pos) < 1 {
+			return exitWith(exitError, errors.New("usage: pipeline state show [-json] ADDR [FILE]"))
+		}
+		st, err := open(arg(1))
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		defer st.Close()
+		return stateShow(ctx, st, pos[0], *asJSON, stdout)
+	case "rm":
+		if len(pos) < 1 {
+			return exitWith(exitError, errors.New("usage: pipeline state rm ADDR [FILE]"))
+		}
+		st, err := open(arg(1))
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		defer st.Close()
+		return stateRm(ctx, st, pos[0], *lockTimeout, stdout)
+	case "pull":
+		st, err := open(arg(0))
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		defer st.Close()
+		return statePull(ctx, st, stdout)
+	case "push":
+		if len(pos) < 1 {
+			return exitWith(exitError, errors.New("usage: pipeline state push STATEFILE [FILE]"))
+		}
+		st, err := open(arg(1))
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		defer st.Close()
+		return statePush(ctx, st, pos[0], *lockTimeout, stdout)
+	}
+	fmt.Fprint(stderr, stateUsage)
+	return exitWith(exitError, fmt.Errorf("unknown state subcommand %q", sub))
+}
+
+// stateURLFromConfig reads a `state { url = ... }` block when the config has one and it needs no
+// variables; errors are left to plan/apply, which report them with source ranges.
+func stateURLFromConfig(config string) string {
+	mod, diags := lang.Load([]string{config}, kinds())
+	if diags.HasErrors() || mod == nil {
+		return ""
+	}
+	vars, d := mod.Variables(lang.VarInputs{Environ: os.Environ(), AllowUnset: true})
+	if d.HasErrors() {
+		return ""
+	}
+	scope, d := mod.NewScope(lang.Instance{Vars: vars})
+	if d.HasErrors() {
+		return ""
+	}
+	url, d := scope.EvalStateURL()
+	if d.HasErrors() {
+		return ""
+	}
+	return url
+}
+
+// parseAddr splits KIND.NAME["key"] into the stage address and key.
+func parseAddr(addr string) (stage, key string, err error) {
+	stage = addr
+	if i := strings.Index(addr, "["); i >= 0 {
+		if !strings.HasSuffix(addr, "]") {
+			return "", "", fmt.Errorf("invalid address %q: want KIND.NAME or KIND.NAME[\"key\"]", addr)
+		}
+		k, err := strconv.Unquote(addr[i+1 : len(addr)-1])
+		if err != nil {
+			return "", "", fmt.Errorf("invalid address %q: the key must be quoted, e.g. train.lora[\"ana\"]", addr)
+		}
+		stage, key = addr[:i], k
+	}
+	if strings.Count(stage, ".") != 1 {
+		return "", "", fmt.Errorf("invalid address %q: want KIND.NAME or KIND.NAME[\"key\"]", addr)
+	}
+	return stage, key, nil
+}
+
+func stateList(ctx context.Context, st state.Store, stdout io.Writer) error {
+	keys, err := st.Keys(ctx)
+	if err != nil {
+		return exitWith(exitError, err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, k := range keys {
+		inst, err := st.Get(ctx, k)
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		if inst == nil {
+			continue
+		}
+		addrs := make([]string, 0, len(inst.Records))
+		for a := range inst.Records {
+			addrs = append(addrs, a)
+		}
+		sort.Strings(addrs)
+		for _, a := range addrs {
+			r := inst.Records[a]
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", engine.Address(a, k, k != ""), r.Status, r.UpdatedAt.Format(time.RFC3339))
+		}
+	}
+	return tw.Flush()
+}
+
+func findRecord(ctx context.Context, st state.Store, addr string) (*state.Instance, string, error) {
+	stage, key, err := parseAddr(addr)
+	if err != nil {
+		return nil, "", exitWith(exitError, err)
+	}
+	inst, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, "", exitWith(exitError, err)
+	}
+	if inst == nil || inst.Records[stage] == nil {
+		return nil, "", exitWith(exitError, fmt.Errorf("no record for %s in %s (see `pipeline state list`)", addr, st.Describe()))
+	}
+	return inst, stage, nil
+}
+
+func stateShow(ctx context.Context, st state.Store, addr string, asJSON bool, stdout io.Writer) error {
+	inst, stage, err := findRecord(ctx, st, addr)
+	if err != nil {
+		return err
+	}
+	r := inst.Records[stage]
+	if asJSON {
+		b, _ := json.MarshalIndent(map[string]any{"address": addr, "record": r, "serial": inst.Serial, "lineage": inst.Lineage}, "", "  ")
+		fmt.Fprintln(stdout, string(b))
+		return nil
+	}
+	fmt.Fprintf(stdout, "# %s\nstatus       = %s\ninput_digest = %s\nstarted_at   = %s\nupdated_at   = %s\n", addr, r.Status, r.InputDigest,
+		r.StartedAt.Format(time.RFC3339), r.UpdatedAt.Format(time.RFC3339))
+	if r.Error != "" {
+		fmt.Fprintf(stdout, "error        = %s\n", r.Error)
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(stdout, "warning      = %s\n", w)
+	}
+	if len(r.Outputs) > 0 {
+		fmt.Fprintf(stdout, "outputs      = %s\n", compactValue(r.Outputs))
+	}
+	if len(r.Data) > 0 {
+		fmt.Fprintf(stdout, "data         = %s\n", string(r.Data))
+	}
+	return nil
+}
+
+// compactValue shows the value part of a typed ctyjson document.
+func compactValue(raw json.RawMessage) string {
+	var doc struct {
+		Value json.RawMessage `json:"value"`
+	}
+	if json.Unmarshal(raw, &doc) == nil && len(doc.Value) > 0 {
+		return string(doc.Value)
+	}
+	return string(raw)
+}
+
+func stateRm(ctx context.Context, st state.Store, addr string, timeout time.Duration, stdout io.Writer) error {
+	stage, key, err := parseAddr(addr)
+	if err != nil {
+		return exitWith(exitError, err)
+	}
+	lock, err := st.Lock(ctx, key, cliLockInfo("state rm"), timeout)
+	if err != nil {
+		if le := lockedExit(err); le != nil {
+			return le
+		}
+		return exitWith(exitError, err)
+	}
+	defer lock.Unlock()
+	inst, _, err := findRecord(ctx, st, addr)
+	if err != nil {
+		return err
+	}
+	delete(inst.Records, stage)
+	if err := st.Put(ctx, key, inst); err != nil {
+		return exitWith(exitError, err)
+	}
+	fmt.Fprintf(stdout, "Removed %s from state. The next apply runs it again.\n", addr)
+	return nil
+}
+
+// pulledState is the document `state pull` prints and `state push` reads.
+type pulledState struct {
+	Version   int                        `json:"version"`
+	Instances map[string]*state.Instance `json:"instances"`
+}
+
+func statePull(ctx context.Context, st state.Store, stdout io.Writer) error {
+	keys, err := st.Keys(ctx)
+	if err != nil {
+		return exitWith(exitError, err)
+	}
+	doc := pulledState{Version: 1, Instances: map[string]*state.Instance{}}
+	for _, k := range keys {
+		inst, err := st.Get(ctx, k)
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		if inst != nil {
+			doc.Instances[k] = inst
+		}
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return exitWith(exitError, err)
+	}
+	fmt.Fprintln(stdout, string(b))
+	return nil
+}
+
+func statePush(ctx context.Context, st state.Store, file string, timeout time.Duration, stdout io.Writer) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return exitWith(exitError, err)
+	}
+	var doc pulledState
+	if err := json.Unmarshal(b, &doc); err != nil || doc.Instances == nil {
+		return exitWith(exitError, fmt.Errorf("%s is not a state document written by `pipeline state pull`", file))
+	}
+	keys := make([]string, 0, len(doc.Instances))
+	for k := range doc.Instances {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		lock, err := st.Lock(ctx, k, cliLockInfo("state push"), timeout)
+		if err != nil {
+			if le := lockedExit(err); le != nil {
+				return le
+			}
+			return exitWith(exitError, err)
+		}
+		err = st.Put(ctx, k, doc.Instances[k])
+		lock.Unlock()
+		if err != nil {
+			return exitWith(exitError, fmt.Errorf("pushing instance %q: %w", k, err))
+		}
+	}
+	fmt.Fprintf(stdout, "Pushed %d instance(s) to %s.\n", len(keys), st.Describe())
+	return nil
+}
+
+func cliLockInfo(op string) state.LockInfo { return state.NewLockInfo(op) }
