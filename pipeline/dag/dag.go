@@ -36,11 +36,13 @@ type Graph struct {
 	// out[from][to] lists every edge from → to (several references may join the same pair).
 	out map[string]map[string][]Edge
 	in  map[string]map[string]bool
+	// attrs are extra Graphviz attributes per node (style, tooltip), see SetNodeAttrs.
+	attrs map[string]map[string]string
 }
 
 // New returns an empty graph.
 func New() *Graph {
-	return &Graph{index: map[string]int{}, out: map[string]map[string][]Edge{}, in: map[string]map[string]bool{}}
+	return &Graph{index: map[string]int{}, out: map[string]map[string][]Edge{}, in: map[string]map[string]bool{}, attrs: map[string]map[string]string{}}
 }
 
 // AddNode adds a node; adding it again is a no-op that keeps its first position.
@@ -50,6 +52,18 @@ func (g *Graph) AddNode(addr string) {
 	}
 	g.index[addr] = len(g.nodes)
 	g.nodes = append(g.nodes, addr)
+}
+
+// SetNodeAttrs sets extra Graphviz attributes of a node for DOT (e.g. style, tooltip); "label"
+// replaces the default label.
+func (g *Graph) SetNodeAttrs(addr string, attrs map[string]string) {
+	g.AddNode(addr)
+	if g.attrs[addr] == nil {
+		g.attrs[addr] = map[string]string{}
+	}
+	for k, v := range attrs {
+		g.attrs[addr][k] = v
+	}
 }
 
 // Has reports whether addr is a node.
@@ -384,7 +398,8 @@ func (g *Graph) CycleDiagnostics() hcl.Diagnostics {
 }
 
 // DOT renders the graph in Graphviz DOT, drawn in the direction data flows: an arrow goes from a
-// stage to the stages that use it, labelled with the attribute that references it.
+// stage to the stages that use it, labelled with the attribute that references it (dashed for
+// depends_on). Nodes are labelled KIND on one line and NAME on the next.
 func (g *Graph) DOT() string {
 	var b strings.Builder
 	b.WriteString("digraph pipeline {\n")
@@ -396,7 +411,22 @@ func (g *Graph) DOT() string {
 		if kind, name, ok := strings.Cut(n, "."); ok {
 			label = kind + "\n" + name
 		}
-		fmt.Fprintf(&b, "  %s [label = %s];\n", dotQuote(n), dotQuote(label))
+		extra := g.attrs[n]
+		if l, ok := extra["label"]; ok {
+			label = l
+		}
+		fmt.Fprintf(&b, "  %s [label = %s", dotQuote(n), dotQuote(label))
+		keys := make([]string, 0, len(extra))
+		for k := range extra {
+			if k != "label" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, ", %s = %s", dotID(k), dotQuote(extra[k]))
+		}
+		b.WriteString("];\n")
 	}
 	for _, from := range g.nodes {
 		for _, to := range g.Deps(from) {
@@ -419,6 +449,20 @@ func (g *Graph) DOT() string {
 		}
 	}
 	b.WriteString("}\n")
+	return b.String()
+}
+
+// dotID makes an attribute name safe as a bare DOT identifier.
+func dotID(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 || (s[0] >= '0' && s[0] <= '9') {
+		return "x" + b.String()
+	}
 	return b.String()
 }
 

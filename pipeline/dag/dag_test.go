@@ -140,11 +140,13 @@ func TestCyclesBounded(t *testing.T) {
 
 func TestDOT(t *testing.T) {
 	g := build([]string{"image_check.photos", "train.lora", `odd.na"me`}, "train.lora>image_check.photos@images", `odd.na"me>train.lora@depends_on`)
+	g.SetNodeAttrs("train.lora", map[string]string{"style": "rounded,bold", "tool-tip": "x"})
 	dot := g.DOT()
 	for _, want := range []string{
 		"digraph pipeline {",
 		`"image_check.photos" [label = "image_check\nphotos"];`,
 		`"image_check.photos" -> "train.lora" [label = "images"];`,
+		`"train.lora" [label = "train\nlora", style = "rounded,bold", tooltip = "x"];`,
 		`"train.lora" -> "odd.na\"me" [label = "depends_on", style = dashed];`,
 	} {
 		if !strings.Contains(dot, want) {

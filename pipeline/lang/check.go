@@ -48,6 +48,9 @@ func (c *checker) checkRefs(expr hcl.Expression, site refSite) (ok bool, locals 
 	ok = true
 	bad := func(d *hcl.Diagnostic) {
 		ok = false
+		if d.Context == nil {
+			d.Context = expr.Range().Ptr() // the snippet shows the whole expression
+		}
 		c.add(d)
 	}
 	for _, tr := range expr.Variables() {

@@ -207,7 +207,7 @@ func evalStageBody(body hcl.Body, schema *pipeline.Schema, ctx *hcl.EvalContext,
 	if content == nil {
 		return cty.DynamicVal, nil, diags
 	}
-	inputs, d := evalDeclared(content.Attributes, content.MissingItemRange, schema.Attributes, ctx, "", check)
+	inputs, d := evalDeclared(content.Attributes, schema.Attributes, ctx, "", check)
 	diags = append(diags, d...)
 
 	var blocks []pipeline.Block
@@ -240,7 +240,7 @@ func evalStageBody(body hcl.Body, schema *pipeline.Schema, ctx *hcl.EvalContext,
 			if c == nil {
 				continue
 			}
-			obj, d := evalDeclared(c.Attributes, c.MissingItemRange, bs.Attributes, ctx, blk.Type+".", check)
+			obj, d := evalDeclared(c.Attributes, bs.Attributes, ctx, blk.Type+".", check)
 			diags = append(diags, d...)
 			attrs = obj
 		}
@@ -261,7 +261,7 @@ func objectOf(attrs map[string]cty.Value) cty.Value {
 	return cty.ObjectVal(attrs)
 }
 
-func evalDeclared(attrs hcl.Attributes, missing hcl.Range, declared map[string]*pipeline.Attribute, ctx *hcl.EvalContext, prefix string, check exprCheck) (map[string]cty.Value, hcl.Diagnostics) {
+func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute, ctx *hcl.EvalContext, prefix string, check exprCheck) (map[string]cty.Value, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	out := make(map[string]cty.Value, len(declared))
 	for _, name := range sortedKeys(declared) {

@@ -201,6 +201,12 @@ func build(cfg *config.Config, kinds map[string]pipeline.Kind) (*Module, hcl.Dia
 		}
 		m.byAddr[st.Addr] = st
 		m.graph.AddNode(st.Addr)
+		switch {
+		case st.Schema != nil && st.Schema.ReadOnly:
+			m.graph.SetNodeAttrs(st.Addr, map[string]string{"style": "rounded,dashed", "tooltip": "read-only: runs during plan"})
+		case st.Schema != nil && st.Schema.Remote:
+			m.graph.SetNodeAttrs(st.Addr, map[string]string{"style": "rounded,bold", "tooltip": "remote: runs on Replicate"})
+		}
 		all = append(all, st)
 	}
 
