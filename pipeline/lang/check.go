@@ -322,7 +322,7 @@ func (c *checker) checkAll(stages []*Stage) hcl.Diagnostics {
 			ty := val.Type()
 			switch {
 			case d.HasErrors():
-			case val.IsWhollyKnown():
+			case val.IsKnown() && (ty.IsMapType() || ty.IsObjectType() || val.IsWhollyKnown()):
 				_, _, d := batchKeysOf(val, b.ForEach)
 				c.add(d...)
 			case ty.IsPrimitiveType():

@@ -272,8 +272,8 @@ func (s *Scope) EvalStateURL() (string, hcl.Diagnostics) {
 }
 
 // BatchKeys evaluates batch.for_each: a set or list of strings (each.value is the key) or a map
-// or object (each.value is the element). Keys come back sorted. Without a batch block it returns
-// no keys and no error.
+// or object (each.value is the element, which may be unknown or carry SensitiveMark; the keys
+// may not). Keys come back sorted. Without a batch block it returns no keys and no error.
 func (m *Module) BatchKeys(vars map[string]cty.Value) (keys []string, values map[string]cty.Value, diags hcl.Diagnostics) {
 	b := m.cfg.Batch
 	if b == nil {
@@ -300,11 +300,13 @@ func batchKeysOf(val cty.Value, expr hcl.Expression) ([]string, map[string]cty.V
 			Subject:  expr.Range().Ptr(),
 		}}
 	}
-	if val.ContainsMarked() {
-		return fail("Invalid batch keys", "for_each must not depend on sensitive values: batch keys appear in addresses, output and state.")
+	const sensitiveKeys = "for_each must not depend on sensitive values: batch keys appear in addresses, output and state."
+	const unknownKeys = "The batch keys must be known at plan time, but for_each depends on a value that is not known yet (a variable without a value, or a stage output). Give the variables it uses a value with -var, -var-file or PIPELINE_VAR_NAME."
+	if val.IsMarked() {
+		return fail("Invalid batch keys", sensitiveKeys)
 	}
-	if !val.IsWhollyKnown() {
-		return fail("Invalid batch keys", "The batch keys must be known at plan time, but for_each depends on a value that is not known yet (a variable without a value, or a stage output). Give the variables it uses a value with -var, -var-file or PIPELINE_VAR_NAME.")
+	if !val.IsKnown() {
+		return fail("Invalid batch keys", unknownKeys)
 	}
 	if val.IsNull() {
 		return fail("Invalid batch keys", "for_each must not be null: give a set or list of strings, or a map.")
@@ -325,6 +327,13 @@ func batchKeysOf(val cty.Value, expr hcl.Expression) ([]string, map[string]cty.V
 	}
 	switch {
 	case ty.IsSetType() || ty.IsListType() || ty.IsTupleType():
+		// The elements are the keys: each must be known and not sensitive.
+		if val.ContainsMarked() {
+			return fail("Invalid batch keys", sensitiveKeys)
+		}
+		if !val.IsWhollyKnown() {
+			return fail("Invalid batch keys", unknownKeys)
+		}
 		for it := val.ElementIterator(); it.Next(); {
 			_, e := it.Element()
 			s, err := convert.Convert(e, cty.String)
