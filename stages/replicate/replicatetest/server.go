@@ -1,6 +1,7 @@
 package replicatetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -261,6 +262,14 @@ func (s *Server) routes() http.Handler {
 
 func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body before taking the lock, and answer from a recorder after releasing it, so
+		// a slow client never holds up the others.
+		body, err := io.ReadAll(io.LimitReader(r.Body, 256<<20))
+		if err != nil {
+			apiError(w, http.StatusBadRequest, "Invalid request", "reading the request body: "+err.Error())
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		s.mu.Lock()
 		s.counts[name]++
 		for _, a := range aliases {
@@ -295,23 +304,26 @@ func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.
 			return
 		}
 		s.tickLocked()
-		if f == nil {
-			rec := &statusRecorder{ResponseWriter: w}
-			h(rec, r)
-			s.countStatus(rec.status)
-			s.mu.Unlock()
-			return
-		}
-		// A fault after processing: run the handler into a recorder, then lie.
 		rec := httptest.NewRecorder()
 		h(rec, r)
-		if f.drop {
+		switch {
+		case f == nil:
+			s.countStatus(rec.Code)
+		case f.drop:
 			s.counts["dropped"]++
-		} else {
+		default:
 			s.countStatus(f.status)
 		}
 		s.mu.Unlock()
-		if f.drop {
+		switch {
+		case f == nil:
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(rec.Body.Bytes())
+		case f.drop:
+			// Processed, but the client never hears back.
 			if hj, ok := w.(http.Hijacker); ok {
 				if conn, _, err := hj.Hijack(); err == nil {
 					_ = conn.Close()
@@ -319,8 +331,9 @@ func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.
 				}
 			}
 			panic(http.ErrAbortHandler) // closes the connection without an answer
+		default:
+			apiError(w, f.status, http.StatusText(f.status), "The server had an error while processing your request (simulated).")
 		}
-		apiError(w, f.status, http.StatusText(f.status), "The server had an error while processing your request (simulated).")
 	})
 }
 
@@ -331,25 +344,6 @@ func (s *Server) countStatus(status int) {
 	case status >= 500:
 		s.counts["5xx"]++
 	}
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
 }
 
 func apiError(w http.ResponseWriter, status int, title, detail string) {
@@ -667,10 +661,6 @@ func (s *Server) deleteVersion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := m.Versions[i]
-	if m.Trainer {
-		apiError(w, http.StatusForbidden, "Forbidden", "You can only delete versions of models you own.")
-		return
-	}
 	if d, ok := s.w.Forbid[v.ID]; ok {
 		apiError(w, http.StatusConflict, "Cannot delete version", d)
 		return
@@ -680,6 +670,10 @@ func (s *Server) deleteVersion(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusConflict, "Cannot delete version", "This version is the base of a training and cannot be deleted.")
 			return
 		}
+	}
+	if m.Trainer {
+		apiError(w, http.StatusForbidden, "Forbidden", "You can only delete versions of models you own.")
+		return
 	}
 	m.Versions = append(m.Versions[:i:i], m.Versions[i+1:]...)
 	if !s.saveOr500(w) {
