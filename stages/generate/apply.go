@@ -500,6 +500,12 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	tmp := f.Name()
+	// Images and reports are for people and web servers to read: not the temp file's 0600.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
 	_, werr := f.Write(data)
 	cerr := f.Close()
 	if werr != nil || cerr != nil {

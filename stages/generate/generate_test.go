@@ -25,6 +25,7 @@ var natural = map[string]any{"lora_rank": 16, "steps": 1000, "learning_rate": 4e
 var overfit = map[string]any{"lora_rank": 48, "steps": 2000, "learning_rate": 4e-4}
 
 func TestApplyHappyPath(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 2)
 	oldIDs := h.srv.VersionIDs("acme", "ana-lora") // newest first
 	version := h.train(natural)
@@ -112,6 +113,7 @@ func TestApplyHappyPath(t *testing.T) {
 }
 
 func TestComparePrevious(t *testing.T) {
+	t.Parallel()
 	t.Run("no earlier version", func(t *testing.T) {
 		h := newHarness(t, 0)
 		version := h.train(natural)
@@ -127,7 +129,9 @@ func TestComparePrevious(t *testing.T) {
 		if !res.Outputs["previous_verdict"].IsNull() || !res.Outputs["previous_version"].IsNull() || !res.Outputs["previous_texture_ratio"].IsNull() {
 			t.Errorf("previous outputs set without a previous version: %v", res.Outputs)
 		}
-		if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "compare_previous: skipped") && strings.Contains(n, "no version older") }) {
+		if !slices.ContainsFunc(res.Notes, func(n string) bool {
+			return strings.Contains(n, "compare_previous: skipped") && strings.Contains(n, "no version older")
+		}) {
 			t.Errorf("notes %q lack the skip note", res.Notes)
 		}
 		if str(res.Outputs["verdict"]) != skin.Natural {
@@ -153,6 +157,7 @@ func TestComparePrevious(t *testing.T) {
 // A kill while predictions run re-attaches to them on the next apply; a kill between a create
 // call and recording its id finds the prediction by version + input. Nothing is paid twice.
 func TestResumeReattachesPredictions(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 1)
 	version := h.train(natural)
 	set := func() map[string]cty.Value {
@@ -227,6 +232,7 @@ func TestResumeReattachesPredictions(t *testing.T) {
 
 // A create whose answer is lost is reconciled by listing predictions before creating again.
 func TestLostCreateAnswerIsReconciled(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 0)
 	version := h.train(natural)
 	h.srv.Drop("POST", "/v1/predictions", 1)
@@ -244,6 +250,7 @@ func TestLostCreateAnswerIsReconciled(t *testing.T) {
 }
 
 func TestPlasticSkin(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 1)
 	good := h.srv.VersionIDs("acme", "ana-lora")[0]
 	version := h.train(overfit)
@@ -299,6 +306,7 @@ func TestPlasticSkin(t *testing.T) {
 }
 
 func TestPlasticKeepAndRefusedDelete(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 1)
 	version := h.train(overfit)
 	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
@@ -329,6 +337,7 @@ func TestPlasticKeepAndRefusedDelete(t *testing.T) {
 }
 
 func TestNoReferenceIsUnscored(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 0)
 	version := h.train(natural)
 	res, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
@@ -349,6 +358,7 @@ func TestNoReferenceIsUnscored(t *testing.T) {
 }
 
 func TestFailedPredictionIsAnErrorAndRetried(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 0)
 	version := h.train(natural)
 	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK", "FAIL please"),
@@ -369,6 +379,7 @@ func TestFailedPredictionIsAnErrorAndRetried(t *testing.T) {
 }
 
 func TestPlan(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 0)
 	res, err := Kind{}.Plan(context.Background(), h.request(map[string]cty.Value{
 		"version":        cty.UnknownVal(cty.String),
@@ -406,6 +417,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 0)
 	cases := map[string]map[string]cty.Value{
 		"on_plastic":          {"on_plastic": cty.StringVal("panic")},
@@ -438,6 +450,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestSimulatedReportSaysSo(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 0)
 	h.env.Simulated = true
 	version := h.train(natural)

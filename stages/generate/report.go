@@ -27,7 +27,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .muted { color: #666; } code { font-size: 13px; }
 .sim { background: #f3e5f5; border: 2px solid #6a1b9a; color: #4a148c; padding: 8px 12px; font-weight: 600; margin: 12px 0; }
 .verdict { display: inline-block; padding: 1px 8px; border-radius: 4px; color: #fff; font-weight: 600; }
-.natural { background: #1b7f3a; } .plastic { background: #c62828; } .blur { background: #d97706; } .unscored { background: #888; }
+.verdict.natural { background: #1b7f3a; } .verdict.plastic { background: #c62828; } .verdict.blur { background: #d97706; } .verdict.unscored { background: #888; }
 .gate { border-left: 4px solid #c62828; padding: 4px 10px; margin: 10px 0; }
 .warn { border-left: 4px solid #d97706; padding: 4px 10px; margin: 6px 0; }
 table.summary td { padding: 2px 14px 2px 0; vertical-align: top; }

@@ -106,7 +106,7 @@ func renderSheet(o *outcome) *image.NRGBA {
 	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
 
 	y := sheetPad + 11
-	title := "generate " + o.Address + ": skin texture check"
+	title := "skin texture check: " + o.Address
 	text(img, sheetPad, y, title, colText, w)
 	if o.Simulated {
 		text(img, sheetPad+charWidth*(len(title)+2), y, "SIMULATED (offline simulator)", colSim, w)
