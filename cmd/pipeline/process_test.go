@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/pipeline-dev/pipeline/pipeline/state"
+)
+
+// TestSecondProcessGetsLockedExitFour: while one process holds the state lock, apply in another
+// process exits 4 and says who holds it.
+func TestSecondProcessGetsLockedExitFour(t *testing.T) {
+	w := newWorld(t, `["ana"]`)
+	st, err := state.Open(context.Background(), "", w.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lock, err := st.Lock(context.Background(), "ana", state.NewLockInfo("apply"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	cmd := child(t, nil, "apply", "-auto-approve", w.conf)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 {
+		t.Fatalf("want exit 4, got %v\n%s", err, out)
+	}
+	host, _ := os.Hostname()
+	for _, want := range []string{"locked by pid " + itoa(os.Getpid()), host} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("lock error lacks %q:\n%s", want, out)
+		}
+	}
+	if w.srv.Count("created training") != 0 {
+		t.Error("a locked apply started a training")
+	}
+}
+
+// TestCtrlCDuringTrainingNeverCancelsItAndTheNextApplyReattaches sends SIGINT to a real apply
+// process once its training reports progress.
+func TestCtrlCDuringTrainingNeverCancelsItAndTheNextApplyReattaches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	w := newWorld(t, `["ana"]`)
+	cmd := child(t, nil, "apply", "-auto-approve", "-json", w.conf)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<22)
+	signalled := false
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		var ev map[string]any
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		if !signalled && ev["type"] == "stage_progress" && ev["address"] == `train.lora["ana"]` {
+			cur, _ := ev["current"].(float64)
+			if cur > 0 {
+				if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+					t.Fatal(err)
+				}
+				signalled = true
+			}
+		}
+	}
+	err = cmd.Wait()
+	if !signalled {
+		t.Fatalf("the training never reported progress:\n%s\n%s", strings.Join(lines, "\n"), stderr.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("an interrupted apply must exit non-zero, got %v", err)
+	}
+	if w.srv.Count("canceled training") != 0 {
+		t.Fatal("Ctrl-C cancelled a paid training")
+	}
+	if !strings.Contains(stderr.String(), "Stopping") {
+		t.Errorf("no stopping message on stderr: %s", stderr.String())
+	}
+	// The lock was released: the next apply can take it, re-attaches, and creates nothing new.
+	r := cli(t, "apply", "-auto-approve", w.conf)
+	if r.code != 0 {
+		t.Fatalf("resumed apply: %s", r)
+	}
+	if n := w.srv.Count("created training"); n != 1 {
+		t.Errorf("%d trainings created across the interrupted and the resumed apply, want 1", n)
+	}
+}
+
+// TestStepSummaryForGitHubActions: with GITHUB_STEP_SUMMARY set, apply appends a Markdown table
+// with one row per subject.
+func TestStepSummaryForGitHubActions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	w := newWorld(t, `["ana", "ben"]`)
+	summary := w.dir + "/summary.md"
+	t.Setenv("GITHUB_STEP_SUMMARY", summary)
+	r := cli(t, "apply", "-auto-approve", "-only", "ben", w.conf)
+	if r.code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	b, err := os.ReadFile(summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for _, want := range []string{"| subject | outcome | photos | rank | steps | final loss | version | report |", "| ben | trained | 16 | 16 |", "acme/ben-lora:", "gen/ben/report.html"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("summary lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "| ana |") {
+		t.Errorf("-only ben must not report ana:\n%s", s)
+	}
+}
