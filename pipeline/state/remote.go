@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -482,20 +481,15 @@ func (l *remoteLock) Unlock() error {
 // refuses a lock that is still being refreshed (its holder is alive).
 func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) error {
 	var ids []string
-	it := s.bucket.List(&blob.ListOptions{Prefix: s.dir})
-	for {
-		s.calls.Add(1)
-		obj, err := it.Next(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("state: listing locks in %s: %w", s.describe, err)
-		}
-		if !strings.HasSuffix(obj.Key, lockSuffix) || strings.Contains(obj.Key[len(s.dir):], "/") {
+	objs, err := s.list(ctx)
+	if err != nil {
+		return err
+	}
+	for _, obj := range objs {
+		if !strings.HasSuffix(obj, lockSuffix) {
 			continue
 		}
-		held, ver, err := s.readLock(ctx, obj.Key)
+		held, ver, err := s.readLock(ctx, obj)
 		if errors.Is(err, errNotFound) {
 			continue
 		}
@@ -506,20 +500,20 @@ func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) er
 			ids = append(ids, fmt.Sprintf("%s (pid %d on host %s)", held.ID, held.PID, held.Host))
 			continue
 		}
-		key, _ := unescKey(strings.TrimSuffix(obj.Key[len(s.dir):], lockSuffix))
-		le := s.lockedErr(key, obj.Key, held)
+		key, _ := unescKey(strings.TrimSuffix(obj[len(s.dir):], lockSuffix))
+		le := s.lockedErr(key, obj, held)
 		if !force && !le.Stale {
 			return fmt.Errorf("state: lock %s on %s is live: pid %d on host %s refreshed it %s ago (stale after %s)\n  hint: if you are sure that run is gone, pass -force",
-				id, s.objURL(obj.Key), held.PID, held.Host, le.Age.Round(time.Second), s.opts.TTL)
+				id, s.objURL(obj), held.PID, held.Host, le.Age.Round(time.Second), s.opts.TTL)
 		}
-		if err := s.c.remove(ctx, obj.Key, ver); err != nil {
+		if err := s.c.remove(ctx, obj, ver); err != nil {
 			if errors.Is(err, errPrecondition) {
-				return fmt.Errorf("state: lock %s on %s changed while removing it (its holder refreshed it); nothing removed", id, s.objURL(obj.Key))
+				return fmt.Errorf("state: lock %s on %s changed while removing it (its holder refreshed it); nothing removed", id, s.objURL(obj))
 			}
 			if errors.Is(err, errNotFound) {
 				return nil
 			}
-			return fmt.Errorf("state: removing lock %s: %w", s.objURL(obj.Key), err)
+			return fmt.Errorf("state: removing lock %s: %w", s.objURL(obj), err)
 		}
 		return nil
 	}
@@ -718,19 +712,14 @@ func (s *RemoteStore) Keys(ctx context.Context) ([]string, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("state %s: store is closed", s.describe)
 	}
+	objs, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var keys []string
-	it := s.bucket.List(&blob.ListOptions{Prefix: s.dir})
-	for {
-		s.calls.Add(1)
-		obj, err := it.Next(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("state: listing %s: %w", s.describe, err)
-		}
-		name := obj.Key[len(s.dir):]
-		if !strings.HasSuffix(name, stateSuffix) || strings.Contains(name, "/") {
+	for _, obj := range objs {
+		name := obj[len(s.dir):]
+		if !strings.HasSuffix(name, stateSuffix) {
 			continue
 		}
 		if k, ok := unescKey(strings.TrimSuffix(name, stateSuffix)); ok {
@@ -739,6 +728,28 @@ func (s *RemoteStore) Keys(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(keys)
 	return keys, nil
+}
+
+// list returns the object names directly under the store's directory, a page (one request) at a time.
+func (s *RemoteStore) list(ctx context.Context) ([]string, error) {
+	var names []string
+	token := blob.FirstPageToken
+	for {
+		s.calls.Add(1)
+		page, next, err := s.bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: s.dir, Delimiter: "/"})
+		if err != nil {
+			return nil, fmt.Errorf("state: listing %s: %w", s.describe, err)
+		}
+		for _, o := range page {
+			if !o.IsDir {
+				names = append(names, o.Key)
+			}
+		}
+		if len(next) == 0 {
+			return names, nil
+		}
+		token = next
+	}
 }
 
 func (s *RemoteStore) isClosed() bool {
