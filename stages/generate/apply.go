@@ -143,6 +143,9 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if _, err := req.Prior.Decode(&prior); err != nil {
 		req.Recorder.Warn(fmt.Sprintf("%s: ignoring unreadable recorded data (predictions may be looked up again): %v", req.Address, err))
 	}
+	if prior.Version == cfg.Version {
+		g.rec.Deleted = prior.Deleted // a gate that already deleted this version does not try again
+	}
 	if cfg.ComparePrevious {
 		if prior.Version == cfg.Version && prior.PreviousResolved {
 			g.rec.Previous, g.rec.PreviousResolved, g.rec.PreviousNote = prior.Previous, true, prior.PreviousNote

@@ -282,7 +282,8 @@ func TestPlasticSkin(t *testing.T) {
 
 	// fail: a gate. The same predictions are reused (same version and input), the run is refused
 	// and the version deleted, so the model's latest is the good one again.
-	res, err = h.apply(h.request(set("fail"), rec.prior(pipeline.StatusComplete), &recorder{}))
+	recFail := &recorder{}
+	res, err = h.apply(h.request(set("fail"), rec.prior(pipeline.StatusComplete), recFail))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +303,15 @@ func TestPlasticSkin(t *testing.T) {
 	html := string(fileExists(t, filepath.Join(h.dir, "generated", "report.html")))
 	if !strings.Contains(html, "version deleted") || !strings.Contains(html, `class="verdict plastic"`) {
 		t.Error("report does not show the refusal and deletion")
+	}
+	// Applying again (the engine re-runs a refused stage) judges from the recorded images and does
+	// not delete twice.
+	res, err = h.apply(h.request(set("fail"), recFail.prior(pipeline.StatusRefused), &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Refused == "" || h.srv.Count("DELETE version") != 1 || h.srv.Count("created prediction") != 6 {
+		t.Errorf("re-apply: refused %q, delete calls %d, predictions %d", res.Refused, h.srv.Count("DELETE version"), h.srv.Count("created prediction"))
 	}
 }
 
