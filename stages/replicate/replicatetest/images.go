@@ -3,6 +3,7 @@ package replicatetest
 import (
 	"archive/zip"
 	"bytes"
+	"fmt"
 	"image"
 	_ "image/gif" // photos in a training zip may be any of these
 	"image/jpeg"
@@ -13,6 +14,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/disintegration/imaging"
 	_ "golang.org/x/image/webp"
@@ -36,54 +38,112 @@ func Smoothing(trainingInput map[string]any, guidance, loraScale float64) float6
 	return math.Min(0.95, a)
 }
 
-// photosFromZip decodes the images of a training zip, in name order.
-func photosFromZip(data []byte) []image.Image {
+// imageEntries lists the photo entries of a training zip in name order (nil if it is no zip).
+func imageEntries(data []byte) []*zip.File {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return nil
 	}
-	files := append([]*zip.File(nil), zr.File...)
-	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
-	var out []image.Image
-	for _, f := range files {
-		ext := strings.ToLower(path.Ext(f.Name))
-		if f.FileInfo().IsDir() || strings.HasPrefix(path.Base(f.Name), ".") {
+	var out []*zip.File
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() || strings.HasPrefix(path.Base(f.Name), ".") || f.UncompressedSize64 > 64<<20 {
 			continue
 		}
-		switch ext {
+		switch strings.ToLower(path.Ext(f.Name)) {
 		case ".jpg", ".jpeg", ".png", ".webp", ".gif":
-		default:
-			continue
+			out = append(out, f)
 		}
-		if f.UncompressedSize64 > 64<<20 {
-			continue
-		}
-		rc, err := f.Open()
-		if err != nil {
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(rc, 64<<20))
-		rc.Close()
-		if err != nil {
-			continue
-		}
-		img, err := imaging.Decode(bytes.NewReader(b), imaging.AutoOrientation(true))
-		if err != nil {
-			continue
-		}
-		out = append(out, img)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-// render makes one output image: photo (or a procedural face when nil) filled to OutputSize²,
-// its luminance detail smoothed edge-preservingly by strength.
+// decodeEntry decodes one photo of a zip, refusing images over 50 megapixels (decompression bombs).
+func decodeEntry(f *zip.File) (image.Image, error) {
+	rc, err := f.Open()
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, 64<<20))
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Width*cfg.Height > 50_000_000 {
+		return nil, fmt.Errorf("%s: %dx%d is too large", f.Name, cfg.Width, cfg.Height)
+	}
+	return imaging.Decode(bytes.NewReader(b), imaging.AutoOrientation(true))
+}
+
+// photoCache keeps photos already filled to OutputSize², by zip file id and entry name, so each
+// photo is decoded and resized once (a few MB each, at most maxCachedPhotos of them).
+type photoCache struct {
+	mu sync.Mutex
+	m  map[string]*image.NRGBA
+}
+
+const maxCachedPhotos = 32
+
+// photo returns the seed's photo of a training zip filled to OutputSize² (the next one that
+// decodes when it does not), or nil when none decodes.
+func (c *photoCache) photo(fileID string, zipData []byte, seed int64) *image.NRGBA {
+	entries := imageEntries(zipData)
+	n := int64(len(entries))
+	if n == 0 {
+		return nil
+	}
+	start := seed % n
+	if start < 0 {
+		start += n
+	}
+	for k := int64(0); k < n; k++ {
+		e := entries[(start+k)%n]
+		key := fileID + "\x00" + e.Name
+		c.mu.Lock()
+		img, ok := c.m[key]
+		c.mu.Unlock()
+		if ok {
+			if img == nil {
+				continue // known not to decode
+			}
+			return img
+		}
+		src, err := decodeEntry(e)
+		if err == nil {
+			img = imaging.Fill(src, OutputSize, OutputSize, imaging.Center, imaging.Lanczos)
+		}
+		c.mu.Lock()
+		if c.m == nil || len(c.m) >= maxCachedPhotos {
+			c.m = map[string]*image.NRGBA{}
+		}
+		c.m[key] = img
+		c.mu.Unlock()
+		if img != nil {
+			return img
+		}
+	}
+	return nil
+}
+
+// render makes one output image from photo (already OutputSize², or any size, or nil for a
+// procedural face), its luminance detail smoothed edge-preservingly by strength.
 func render(photo image.Image, seed int64, strength float64) *image.NRGBA {
 	var img *image.NRGBA
-	if photo != nil {
-		img = imaging.Fill(photo, OutputSize, OutputSize, imaging.Center, imaging.Lanczos)
-	} else {
+	switch p := photo.(type) {
+	case nil:
 		img = ProceduralFace(seed)
+	case *image.NRGBA:
+		if p.Rect.Dx() == OutputSize && p.Rect.Dy() == OutputSize {
+			img = imaging.Clone(p) // the cached photo stays untouched
+			break
+		}
+		img = imaging.Fill(p, OutputSize, OutputSize, imaging.Center, imaging.Lanczos)
+	default:
+		img = imaging.Fill(photo, OutputSize, OutputSize, imaging.Center, imaging.Lanczos)
 	}
 	if strength > 0.005 {
 		smoothLuma(img, strength)

@@ -7,9 +7,6 @@ import (
 	"time"
 )
 
-// photoSet is the decoded photos of one uploaded training zip.
-type photoSet []image.Image
-
 // outputImage renders (once) output idx of a succeeded prediction. Called with s.mu held; it
 // releases the lock while decoding and rendering, which take a fraction of a second.
 func (s *Server) outputImage(p *predictionRec, idx int) ([]byte, string, error) {
@@ -20,32 +17,26 @@ func (s *Server) outputImage(p *predictionRec, idx int) ([]byte, string, error) 
 	}
 	trainingInput, fileID := s.trainingFor(p.Version)
 	zipData := s.w.data[fileID]
-	photos, decoded := s.photos[fileID]
 	guidance := num(p.Input, "guidance_scale", 3)
 	loraScale := num(p.Input, "lora_scale", 1)
 	seed := int64(num(p.Input, "seed", 0)) + int64(idx)
 
 	s.mu.Unlock()
-	if !decoded && zipData != nil {
-		photos = photosFromZip(zipData)
-	}
 	var photo image.Image
-	if len(photos) > 0 {
-		i := seed % int64(len(photos))
-		if i < 0 {
-			i += int64(len(photos))
+	if zipData != nil {
+		if filled := s.photos.photo(fileID, zipData, seed); filled != nil {
+			photo = filled
 		}
-		photo = photos[i]
 	}
 	img := render(photo, seed, Smoothing(trainingInput, guidance, loraScale))
 	data, ct, err := encode(img, format)
 	s.mu.Lock()
 
-	if fileID != "" && !decoded && zipData != nil {
-		s.photos[fileID] = photos
-	}
 	if err != nil {
 		return nil, "", err
+	}
+	if len(s.images) >= 64 { // bound memory in a long simulated run; re-rendering is deterministic
+		s.images = map[string][]byte{}
 	}
 	s.images[key] = data
 	return data, ct, nil

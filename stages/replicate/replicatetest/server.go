@@ -49,7 +49,7 @@ type Server struct {
 	counts  map[string]int
 	faults  []*fault
 	images  map[string][]byte // output key → encoded image
-	photos  map[string]photoSet
+	photos  photoCache
 	saveErr error
 	now     func() time.Time
 }
@@ -81,7 +81,7 @@ func Start(opts Options) (*Server, error) {
 	if opts.PageSize <= 0 {
 		opts.PageSize = 3
 	}
-	s := &Server{opts: opts, counts: map[string]int{}, images: map[string][]byte{}, photos: map[string]photoSet{}, now: time.Now}
+	s := &Server{opts: opts, counts: map[string]int{}, images: map[string][]byte{}, now: time.Now}
 	s.start = s.now()
 	if opts.WorldFile != "" {
 		w, err := loadWorld(opts.WorldFile)

@@ -377,8 +377,20 @@ func TestProceduralFallback(t *testing.T) {
 			}
 		}
 	}
-	if photosFromZip([]byte("not a zip")) != nil {
+	var c photoCache
+	if c.photo("x", []byte("not a zip"), 0) != nil {
 		t.Error("garbage zip must give no photos")
+	}
+	// A photo that does not decode is skipped for the next one.
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("a.jpg")
+	_, _ = w.Write([]byte("not a jpeg"))
+	w, _ = zw.Create("b.png")
+	_ = png.Encode(w, textured(300, 200, 1))
+	_ = zw.Close()
+	if img := c.photo("z", buf.Bytes(), 0); img == nil || img.Rect.Dx() != OutputSize {
+		t.Errorf("seed 0 (a.jpg is broken) should fall through to b.png, got %v", img)
 	}
 }
 

@@ -12,8 +12,8 @@ import (
 
 // TestSimulatedSkinIsWhatTheGuardMeasures renders the public-domain portraits the skin package
 // tests with (stages/skin/testdata) the way predictions do and scores them with skin.Measure, the
-// figure the generate stage judges: natural versions keep their texture, overfit versions and
-// guidance 5 fall under the 0.65 ratio as plastic (not blur: edges stay), guidance 4 in between.
+// figure the generate stage judges: natural versions keep their texture, an overfit version and
+// guidance 5 fall under the 0.65 ratio as plastic (not blur: edges stay).
 func TestSimulatedSkinIsWhatTheGuardMeasures(t *testing.T) {
 	for _, name := range []string{"astronaut.jpg", "grace_hopper.jpg"} {
 		src, err := imaging.Open(filepath.Join("..", "..", "skin", "testdata", name))
@@ -23,7 +23,8 @@ func TestSimulatedSkinIsWhatTheGuardMeasures(t *testing.T) {
 			}
 			t.Fatal(err)
 		}
-		ref := skin.Measure(render(src, 1, 0))
+		src = render(src, 1, 0) // filled to OutputSize² once; render clones it below
+		ref := skin.Measure(src)
 		if !ref.Scored {
 			t.Fatalf("%s: reference not scored: %s", name, ref.Reason)
 		}
@@ -34,10 +35,8 @@ func TestSimulatedSkinIsWhatTheGuardMeasures(t *testing.T) {
 			minTx, maxTx float64
 		}{
 			{"natural at 3.5", map[string]any{"lora_rank": 16.0, "steps": 1000.0}, 3.5, 0.95, 1.05},
-			{"natural at 4", map[string]any{}, 4, 0.7, 0.95},
 			{"natural at 5", map[string]any{}, 5, 0, 0.65},
 			{"rank 32 at 3.5", map[string]any{"lora_rank": 32.0}, 3.5, 0, 0.65},
-			{"rank 48, 2000 steps", map[string]any{"lora_rank": 48.0, "steps": 2000.0}, 3.5, 0, 0.55},
 		} {
 			m := skin.Measure(render(src, 1, Smoothing(c.input, c.guidance, 1)))
 			if !m.Scored {
