@@ -31,5 +31,12 @@
 //		prog := replicate.ParseLogs(t.Logs) // prog.Step, prog.Total, prog.Losses
 //	}
 //
+// Beyond the shared contract (/work/team/REPLICATE_API.md) the package offers: Install (put a
+// client into an Env, for tests and the simulator), IsUnauthorized, MaybeCreatedError /
+// IsMaybeCreated, SecretMarker (the API shows secret inputs as "**********"; FindTraining and
+// FindPrediction let such keys match any value), ClockSkew (how much earlier than `after` a
+// created_at may be and still match), SplitVersion, and the options WithSleep / WithClock so
+// tests never really wait on a Retry-After.
+//
 // The test server and offline simulator live in package replicatetest.
 package replicate
