@@ -343,6 +343,12 @@ func TestVariableErrors(t *testing.T) {
 	if diags.HasErrors() || len(diags) != 1 || diags[0].Severity != hcl.DiagWarning || diags[0].Subject.Start.Line != 2 {
 		t.Errorf("want one warning on line 2, got:\n%s", describe(diags))
 	}
+	// The var file's source is available for snippets.
+	var buf strings.Builder
+	hcl.NewDiagnosticTextWriter(&buf, m.Files(), 100, false).WriteDiagnostics(diags)
+	if !strings.Contains(buf.String(), "2: step = 3") {
+		t.Errorf("no snippet of the var file:\n%s", buf.String())
+	}
 }
 
 // Sensitive values: marked in Variables, stripped by EvalStage and reported as paths, together

@@ -118,7 +118,8 @@ func schemaOf(k pipeline.Kind) *pipeline.Schema {
 // Config returns the parsed configuration.
 func (m *Module) Config() *config.Config { return m.cfg }
 
-// Files returns the parsed files for hcl's diagnostic writer.
+// Files returns the parsed files for hcl's diagnostic writer (the configuration, and the var files
+// Variables has read).
 func (m *Module) Files() map[string]*hcl.File { return m.cfg.Files }
 
 // Graph returns the stage graph.

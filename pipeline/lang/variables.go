@@ -164,6 +164,14 @@ func (m *Module) readVarFile(path string, raw map[string]rawValue) hcl.Diagnosti
 	} else {
 		f, diags = p.ParseHCL(src, path)
 	}
+	if f != nil {
+		// So the diagnostic writer can show snippets of the var file too.
+		m.mu.Lock()
+		if _, ok := m.cfg.Files[path]; !ok {
+			m.cfg.Files[path] = f
+		}
+		m.mu.Unlock()
+	}
 	if diags.HasErrors() || f == nil {
 		return diags
 	}
