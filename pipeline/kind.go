@@ -116,6 +116,10 @@ type Request struct {
 	// far as known now (references to this stage's outputs are unknown). A train stage uses this to find
 	// a loss_gate with cancel_early.
 	Dependents []Dependent
+	// Upstream lists the stages this one depends on, directly or through others, that this run
+	// will run or re-run (their outputs are unknown during plan). A prune stage learns from it that
+	// train.lora adds a version before it runs, so its plan can list exactly what apply deletes.
+	Upstream []Upstream
 	// Recorder persists private data and reports progress. In plan it is a no-op recorder.
 	Recorder Recorder
 	// Env is the process environment the command runs in.
@@ -193,6 +197,12 @@ type StageRecord struct {
 type Dependent struct {
 	Kind, Name string
 	Inputs     cty.Value
+}
+
+// Upstream is an upstream stage that will run in this apply.
+type Upstream struct {
+	Kind, Name string
+	Action     Action
 }
 
 // Recorder is how a kind reports progress and persists what it must remember.

@@ -221,6 +221,12 @@ func TestChangedInputReRunsWithOldToNewReasonAndDownstream(t *testing.T) {
 	if len(train.Reasons) != 1 || train.Reasons[0] != "input.rank: 1 → 2" {
 		t.Errorf("reasons = %q, want [input.rank: 1 → 2]", train.Reasons)
 	}
+	if up := f.work.upstream["work.gen"]; len(up) != 2 || up[0].Name != "gate" || up[1].Name != "train" || up[1].Action != pipeline.ActionRerun {
+		t.Errorf("work.gen's Upstream = %+v, want gate and train re-running", up)
+	}
+	if up := f.work.upstream["work.train"]; len(up) != 0 {
+		t.Errorf("work.train's Upstream = %+v, want none (check.c is read-only)", up)
+	}
 	gen := findStage(plan, "work.gen")
 	if len(gen.Reasons) == 0 || !strings.Contains(gen.Reasons[0], "upstream work.gate re-runs") {
 		t.Errorf("gen reasons = %q, want an upstream reason", gen.Reasons)

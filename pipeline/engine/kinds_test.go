@@ -65,9 +65,13 @@ type workKind struct {
 	// remote, when set, is a directory standing in for the remote service: jobs are files there,
 	// so a job created by a process that then crashed can be found again (reconcile).
 	remote string
+	// upstream records Request.Upstream as Plan saw it, by address.
+	upstream map[string][]pipeline.Upstream
 }
 
-func newWork() *workKind { return &workKind{creates: map[string]int{}, fail: map[string]bool{}} }
+func newWork() *workKind {
+	return &workKind{creates: map[string]int{}, fail: map[string]bool{}, upstream: map[string][]pipeline.Upstream{}}
+}
 
 func (*workKind) Name() string { return "work" }
 func (*workKind) Schema() *pipeline.Schema {
@@ -83,6 +87,9 @@ func (*workKind) Schema() *pipeline.Schema {
 }
 
 func (k *workKind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
+	k.mu.Lock()
+	k.upstream[req.Address] = req.Upstream
+	k.mu.Unlock()
 	return &pipeline.Result{Notes: []string{"would start a job"}}, nil
 }
 

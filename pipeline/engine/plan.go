@@ -498,6 +498,7 @@ func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pip
 		Env:       e.Env,
 		Planning:  planning,
 	}
+	req.Upstream = upstreamRuns(ip, st)
 	if p := sp.prior; p != nil {
 		prior := &pipeline.Prior{Status: p.Status, InputDigest: p.InputDigest, Data: p.Data}
 		prior.SameInputs = sp.Digest != "" && p.InputDigest == sp.Digest
@@ -519,6 +520,34 @@ func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pip
 		req.Dependents = append(req.Dependents, pipeline.Dependent{Kind: dst.Kind, Name: dst.Name, Inputs: in})
 	}
 	return req
+}
+
+// upstreamRuns lists the non-read-only stages st depends on (transitively) that will run.
+func upstreamRuns(ip *InstancePlan, st *lang.Stage) []pipeline.Upstream {
+	var out []pipeline.Upstream
+	seen := map[string]bool{}
+	var walk func(s *lang.Stage)
+	walk = func(s *lang.Stage) {
+		for _, d := range s.Deps {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			dp := ip.byAddr[d]
+			if dp == nil {
+				continue
+			}
+			if !dp.ReadOnly {
+				switch dp.Action {
+				case pipeline.ActionRun, pipeline.ActionRerun, pipeline.ActionDelete:
+					out = append(out, pipeline.Upstream{Kind: dp.Stage.Kind, Name: dp.Stage.Name, Action: dp.Action})
+				}
+			}
+			walk(dp.Stage)
+		}
+	}
+	walk(st)
+	return out
 }
 
 type nopRecorder struct{}
