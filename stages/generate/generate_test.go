@@ -496,3 +496,31 @@ func hasColor(img image.Image, c interface{ RGBA() (r, g, b, a uint32) }) bool {
 	}
 	return false
 }
+
+// Guidance above 3.5 stays allowed, with a warning naming the research's advice; the guard then
+// shows what it does to the skin of the same version.
+func TestHighGuidanceIsAllowedAndMeasured(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	ratio := func(g float64) (float64, *pipeline.Result) {
+		res, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+			"seeds": numList(1, 2, 3), "reference": h.ref, "guidance_scale": cty.NumberFloatVal(g)}, nil, &recorder{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return number(res.Outputs["texture_ratio"]), res
+	}
+	safe, res := ratio(3.5)
+	if len(res.Warnings) != 0 {
+		t.Errorf("warnings at 3.5: %q", res.Warnings)
+	}
+	high, res := ratio(6)
+	t.Logf("texture ratio at guidance 3.5: %.2f, at 6: %.2f (%s)", safe, high, str(res.Outputs["verdict"]))
+	if !(high < safe*0.85) {
+		t.Errorf("guidance 6 ratio %.2f not clearly below %.2f at 3.5", high, safe)
+	}
+	if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "guidance_scale = 6 is above 3.5") }) {
+		t.Errorf("warnings %q", res.Warnings)
+	}
+}

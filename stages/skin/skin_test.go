@@ -371,3 +371,25 @@ func BenchmarkMeasure(b *testing.B) {
 		})
 	}
 }
+
+// image_check measures photos from several goroutines: the shared cascade must be safe for that.
+func TestMeasureConcurrently(t *testing.T) {
+	img := portraits(t)["hopper"]
+	want := Measure(img)
+	var wg sync.WaitGroup
+	errs := make(chan string, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if f := Measure(img); f != want {
+				errs <- "concurrent Measure differs"
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}

@@ -1,0 +1,117 @@
+package generate
+
+import (
+	"image"
+	"image/color"
+	"strings"
+	"testing"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/skin"
+)
+
+func stat(accepted bool, texture, sharp float64) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{
+		"accepted": cty.BoolVal(accepted), "texture": cty.NumberFloatVal(texture), "face_sharpness": cty.NumberFloatVal(sharp),
+	})
+}
+
+func TestReferenceOf(t *testing.T) {
+	stats := cty.MapVal(map[string]cty.Value{
+		"a.jpg": stat(true, 5, 2),
+		"b.jpg": stat(true, -1, -1), // accepted, no face large enough
+		"c.jpg": stat(false, 9, 3),  // rejected: not a reference
+		"d.jpg": stat(true, 7, 2.5),
+	})
+	whole := cty.ObjectVal(map[string]cty.Value{"accepted": strList("a.jpg", "b.jpg", "d.jpg"), "stats": stats})
+	r := referenceOf(whole)
+	if !r.known || r.missing || r.invalid != "" || r.photos != 3 || len(r.texture) != 2 || r.texture[0] != 5 || r.texture[1] != 7 {
+		t.Errorf("whole stage: %+v", r)
+	}
+	// Without an accepted list, each stat's own accepted flag decides.
+	r = referenceOf(cty.ObjectVal(map[string]cty.Value{"stats": stats}))
+	if r.photos != 3 || len(r.texture) != 2 {
+		t.Errorf("stats only: %+v", r)
+	}
+	if r := referenceOf(cty.NullVal(cty.DynamicPseudoType)); !r.missing {
+		t.Errorf("null: %+v", r)
+	}
+	if r := referenceOf(cty.UnknownVal(cty.DynamicPseudoType)); r.known {
+		t.Errorf("unknown: %+v", r)
+	}
+	if r := referenceOf(strList("a.jpg")); !strings.Contains(r.invalid, "not an image_check stage") {
+		t.Errorf("a list: %+v", r)
+	}
+	// One of the stage's outputs instead of the stage: a hint names the fix.
+	if r := referenceOf(stats); !strings.Contains(r.invalid, "reference = image_check.photos") {
+		t.Errorf("stats map: %+v", r)
+	}
+}
+
+func TestLossesFor(t *testing.T) {
+	rec := trainRecord("acme/m:v2")
+	other := pipeline.StageRecord{Kind: "train", Name: "other", Outputs: cty.ObjectVal(map[string]cty.Value{
+		"version": cty.StringVal("acme/m:v1"),
+		"losses":  cty.MapVal(map[string]cty.Value{"10": cty.NumberFloatVal(0.5), "x": cty.NumberFloatVal(1)}),
+	})}
+	pts := lossesFor(stateView{other, rec}, "acme/m:v2")
+	if len(pts) != 21 || pts[0].Step != 0 || pts[20].Step != 1000 || pts[0].Loss <= pts[20].Loss {
+		t.Errorf("matching version: %v", pts)
+	}
+	if pts := lossesFor(stateView{other, rec}, "acme/m:v9"); pts != nil {
+		t.Errorf("no matching record among two: %v", pts)
+	}
+	// A single train stage is taken even when its version differs (a version passed by hand).
+	if pts := lossesFor(stateView{other}, "acme/m:v9"); len(pts) != 1 || pts[0].Step != 10 {
+		t.Errorf("single record: %v", pts)
+	}
+	if pts := lossesFor(nil, "x"); pts != nil {
+		t.Errorf("no state: %v", pts)
+	}
+	v := lossCurve(nil)
+	if v.Points != 0 || v.Path != "" {
+		t.Errorf("empty curve %+v", v)
+	}
+	v = lossCurve([]lossPoint{{0, 0.8}, {500, 0.4}, {1000, 0.3}})
+	if !strings.HasPrefix(v.Path, "M48.0,12.0 ") || !strings.HasSuffix(v.Path, "L628.0,190.0") || v.Final != "0.300" {
+		t.Errorf("curve %+v", v)
+	}
+}
+
+func TestSheetShowsVerdictsAndMissingImages(t *testing.T) {
+	face := image.NewNRGBA(image.Rect(0, 0, 64, 64))
+	o := &outcome{
+		Address: `generate.check["ana"]`, Version: "acme/m:newversion123456", Previous: "acme/m:oldversion123456", HasPrev: true,
+		Prompts: []string{"a photo of TOK – with a dash ×"}, Seeds: []int64{1}, MinRatio: 0.65,
+		RefTexture: 5, Ref: reference{known: true, photos: 4, texture: []float64{5, 5, 5}},
+		New: skin.Judgement{Verdict: skin.Plastic, Ratio: 0.5}, Prev: skin.Judgement{Verdict: skin.Natural, Ratio: 1},
+		Images: []*scoredImage{{
+			run: &run{Side: sideNew, Prompt: 0, Seed: 1, File: "generated/new-p1-s1.png"}, img: face,
+			fig: skin.Figures{Scored: true, Texture: 2.5}, j: skin.Judgement{Verdict: skin.Plastic, Ratio: 0.5},
+		}}, // the previous version's image is missing (its prediction failed)
+		Gate: "refused",
+	}
+	img := renderSheet(o)
+	if img.Bounds().Dx() != sheetPad+2*(thumbSide+sheetPad) {
+		t.Errorf("width %d", img.Bounds().Dx())
+	}
+	// The new image is framed in the plastic colour; the missing one is a grey box.
+	x0, y0 := sheetPad, headerH+captionH
+	if got := img.NRGBAAt(x0-2, y0+thumbSide/2); got != colPlastic {
+		t.Errorf("frame colour %v, want plastic red", got)
+	}
+	if got := img.NRGBAAt(x0+thumbSide+sheetPad+5, y0+5); got != colEmpty {
+		t.Errorf("missing image cell %v, want grey", got)
+	}
+	if !hasColor(img, colNatural) || hasColor(img, colSim) {
+		t.Error("footer verdict colours wrong, or a SIMULATED label on a real run")
+	}
+	if s := asciiOnly("TOK × 2 – “x”\n"); s != `TOK x 2 - "x" ` {
+		t.Errorf("asciiOnly: %q", s)
+	}
+	dst := image.NewNRGBA(image.Rect(0, 0, 100, 20))
+	text(dst, 0, 12, strings.Repeat("w", 100), color.Black, 100) // cut, no panic
+	text(dst, 90, 12, "abc", color.Black, 100)                    // no room: nothing drawn
+}
