@@ -113,5 +113,5 @@ func TestSheetShowsVerdictsAndMissingImages(t *testing.T) {
 	}
 	dst := image.NewNRGBA(image.Rect(0, 0, 100, 20))
 	text(dst, 0, 12, strings.Repeat("w", 100), color.Black, 100) // cut, no panic
-	text(dst, 90, 12, "abc", color.Black, 100)                    // no room: nothing drawn
+	text(dst, 90, 12, "abc", color.Black, 100)                   // no room: nothing drawn
 }
