@@ -248,6 +248,10 @@ variable "loose" {
 variable "required" {
   type = number
 }
+variable "anyval" {
+  type    = any
+  default = null
+}
 `
 
 // Precedence, later wins: default < PIPELINE_VAR_x < -var-file (in order) < -var (in order).
@@ -285,6 +289,12 @@ func TestVariablePrecedence(t *testing.T) {
 		}},
 		{"string and untyped variables take -var literally", VarInputs{Vars: []string{`subject=["not", "a", "list"]`, "loose=[1]", "required=3"}}, map[string]cty.Value{
 			"subject": cty.StringVal(`["not", "a", "list"]`), "loose": cty.StringVal("[1]"),
+		}},
+		{"type any parses HCL and falls back to a string", VarInputs{Vars: []string{"required=1", "anyval=hello"}}, map[string]cty.Value{
+			"anyval": cty.StringVal("hello"),
+		}},
+		{"type any keeps HCL values", VarInputs{Vars: []string{"required=1", "anyval={ a = 1 }"}}, map[string]cty.Value{
+			"anyval": cty.ObjectVal(map[string]cty.Value{"a": cty.NumberIntVal(1)}),
 		}},
 		{"AllowUnset makes a required variable unknown", VarInputs{AllowUnset: true}, map[string]cty.Value{
 			"required": cty.UnknownVal(cty.Number),

@@ -150,7 +150,7 @@ func (m *Module) functionsFor(rng hcl.Range) map[string]function.Function {
 	return m.functions(m.cfg.BaseDirOf(rng.Filename))
 }
 
-// stageKinds lists the roots that name stage kinds: registered kinds and the kinds of declared
+// stageKindRoots lists the roots that name stage kinds: registered kinds and the kinds of declared
 // stages (an unknown kind is reported once, at its declaration).
 func (m *Module) stageKindRoots() map[string]bool {
 	roots := map[string]bool{}

@@ -39,7 +39,8 @@ type rawValue struct {
 
 // Variables resolves every declared variable. Precedence, later wins: default < PIPELINE_VAR_x <
 // -var-file (in order) < -var (in order). Values from the environment and -var are taken
-// literally for string (and untyped) variables and parsed as HCL expressions otherwise. Values
+// literally for string (and untyped) variables and parsed as HCL expressions otherwise (for
+// `type = any`, a value that does not parse, such as a bare word, is a string). Values
 // are converted to the declared type and checked by the validation blocks; sensitive variables'
 // values carry SensitiveMark.
 func (m *Module) Variables(in VarInputs) (map[string]cty.Value, hcl.Diagnostics) {
@@ -122,8 +123,9 @@ func parseCLIValue(v *config.Variable, s, source string) (cty.Value, hcl.Diagnos
 		}
 		diags = d
 	}
-	if v.Type.IsPrimitiveType() {
-		// "abc" for a number: let the conversion say what is wrong.
+	if v.Type.IsPrimitiveType() || v.Type == cty.DynamicPseudoType {
+		// "abc" for a number: let the conversion say what is wrong; for `any`, a bare word is a
+		// string.
 		return cty.StringVal(s), nil
 	}
 	return cty.NilVal, hcl.Diagnostics{{
