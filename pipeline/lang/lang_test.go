@@ -662,11 +662,29 @@ output "all" {
 	check("abs", cty.StringVal(filepath.Join(dir, "cfg", "data")))
 	check("base", cty.StringVal("b.jpg"))
 
-	_, diags = LoadSources(map[string][]byte{filepath.Join(dir, "cfg", "bad.hcl"): []byte(`locals {
-  t = templatefile("prompt.tpl", {})
+	writeFile(t, dir, "cfg/bin.dat", "\xff\xfe")
+	for _, tt := range []struct{ expr, want string }{
+		{`templatefile("prompt.tpl", {})`, `uses "word", which is not in the vars`},
+		{`file("missing.txt")`, "reading missing.txt: no such file or directory (relative paths resolve against the directory of the configuration file)"},
+		{`file("bin.dat")`, "bin.dat is not valid UTF-8 text; use filebase64"},
+		{`fileexists("data")`, "data is not a regular file"},
+		{`fileset("data", "[")`, `invalid pattern "["`},
+	} {
+		_, diags = LoadSources(map[string][]byte{filepath.Join(dir, "cfg", "bad.hcl"): []byte("locals {\n  t = " + tt.expr + "\n}\n")}, testKinds())
+		if !strings.Contains(describe(diags), tt.want) {
+			t.Errorf("%s: want an error containing %q, got:\n%s", tt.expr, tt.want, describe(diags))
+		}
+	}
+	m, diags = LoadSources(map[string][]byte{filepath.Join(dir, "cfg", "b.hcl"): []byte(`output "b" {
+  value = [filebase64("bin.dat"), filesha256("prompt.tpl")]
 }`)}, testKinds())
-	if !strings.Contains(describe(diags), `uses "word", which is not in the vars`) {
-		t.Errorf("templatefile with a missing var: %s", describe(diags))
+	if diags.HasErrors() {
+		t.Fatal(describe(diags))
+	}
+	outs, _ = scope(t, m, Instance{}).EvalOutputs()
+	want := cty.TupleVal([]cty.Value{cty.StringVal("//4="), cty.StringVal("936625f5b3bb8e354dc52b316a708859bb806a356655b98d41dcbd661a4e951e")})
+	if got := outs["b"]; !got.RawEquals(want) {
+		t.Errorf("filebase64/filesha256 = %#v, want %#v", got, want)
 	}
 }
 
