@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/bmatcuk/doublestar/v4"
@@ -21,8 +22,12 @@ import (
 )
 
 // Functions returns the functions available in expressions: go-cty's standard library under
-// Terraform's familiar names, try/can, and file helpers whose relative paths resolve against
-// baseDir (the directory of the file being evaluated).
+// Terraform's familiar names (length also counts string characters and object attributes),
+// try/can, startswith/endswith/strcontains, alltrue/anytrue/sum, sha256 and base64, and file
+// helpers (file, filebase64, filesha256, fileexists, fileset with **, templatefile, abspath,
+// basename, dirname) whose relative paths resolve against baseDir, the directory of the file
+// being evaluated. Nothing time- or randomness-dependent (timestamp, uuid) is offered: a stage's
+// inputs must be the same on every run or it would re-run every time.
 func Functions(baseDir string) map[string]function.Function {
 	fns := map[string]function.Function{
 		"abs":             stdlib.AbsoluteFunc,
@@ -90,6 +95,12 @@ func Functions(baseDir string) map[string]function.Function {
 		"values":          stdlib.ValuesFunc,
 		"zipmap":          stdlib.ZipmapFunc,
 
+		"alltrue":      boolFoldFunc(true),
+		"anytrue":      boolFoldFunc(false),
+		"endswith":     stringPredFunc(strings.HasSuffix),
+		"startswith":   stringPredFunc(strings.HasPrefix),
+		"strcontains":  stringPredFunc(strings.Contains),
+		"sum":          sumFunc,
 		"base64decode": base64DecodeFunc,
 		"base64encode": base64EncodeFunc,
 		"sha256":       sha256Func,
@@ -330,5 +341,59 @@ var lengthFunc = function.New(&function.Spec{
 			return cty.NumberIntVal(int64(len(ty.AttributeTypes()))), nil
 		}
 		return stdlib.Length(args[0])
+	},
+})
+
+// stringPredFunc makes startswith/endswith/strcontains: (str, part) -> bool.
+func stringPredFunc(pred func(s, part string) bool) function.Function {
+	return function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "str", Type: cty.String}, {Name: "part", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.Bool),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			return cty.BoolVal(pred(args[0].AsString(), args[1].AsString())), nil
+		},
+	})
+}
+
+// boolFoldFunc makes alltrue (all = true) and anytrue (all = false) over a list of bools.
+func boolFoldFunc(all bool) function.Function {
+	return function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "list", Type: cty.List(cty.Bool)}},
+		Type:   function.StaticReturnType(cty.Bool),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			if !args[0].IsWhollyKnown() {
+				return cty.UnknownVal(cty.Bool), nil
+			}
+			for it := args[0].ElementIterator(); it.Next(); {
+				_, v := it.Element()
+				if v.IsNull() {
+					return cty.UnknownVal(cty.Bool), fmt.Errorf("the list must not contain null")
+				}
+				if v.True() != all {
+					return cty.BoolVal(!all), nil
+				}
+			}
+			return cty.BoolVal(all), nil
+		},
+	})
+}
+
+// sumFunc adds a list of numbers.
+var sumFunc = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "list", Type: cty.List(cty.Number)}},
+	Type:   function.StaticReturnType(cty.Number),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		if !args[0].IsWhollyKnown() {
+			return cty.UnknownVal(cty.Number), nil
+		}
+		total := cty.Zero
+		for it := args[0].ElementIterator(); it.Next(); {
+			_, v := it.Element()
+			if v.IsNull() {
+				return cty.UnknownVal(cty.Number), fmt.Errorf("the list must not contain null")
+			}
+			total = total.Add(v)
+		}
+		return total, nil
 	},
 })

@@ -39,6 +39,9 @@ func TestFunctions(t *testing.T) {
 		{`dirname("a/b/c.jpg")`, cty.StringVal("a/b")},
 		{`keys(tomap(zipmap(["k"], ["v"])))`, cty.ListVal([]cty.Value{cty.StringVal("k")})},
 		{`csvdecode("a,b\n1,2")[0].b`, cty.StringVal("2")},
+		{`[startswith("flux-dev", "flux"), endswith("a.jpg", ".png"), strcontains("abc", "b")]`, cty.TupleVal([]cty.Value{cty.True, cty.False, cty.True})},
+		{`[alltrue([true, 1 < 2]), alltrue([true, false]), anytrue([false, true]), anytrue([])]`, cty.TupleVal([]cty.Value{cty.True, cty.False, cty.True, cty.False})},
+		{`sum([1, 2.5, 3])`, cty.NumberFloatVal(6.5)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
