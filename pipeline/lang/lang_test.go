@@ -828,3 +828,34 @@ func TestTypeErrors(t *testing.T) {
 		})
 	}
 }
+
+// A configuration may span files: references cross them, names are unique across them, and
+// each stage resolves relative paths against its own file's directory.
+func TestMultipleFiles(t *testing.T) {
+	files := map[string][]byte{
+		"a/one.hcl": []byte("stage \"check\" \"photos\" {\n  dir = abspath(\"data\")\n}\n"),
+		"b/two.hcl": []byte("stage \"work\" \"lora\" {\n  images = check.photos.accepted\n  label  = abspath(\"x\")\n}\n"),
+	}
+	m, diags := LoadSources(files, testKinds())
+	if diags.HasErrors() {
+		t.Fatal(describe(diags))
+	}
+	if got := strings.Join(m.Stage("work.lora").Deps, ","); got != "check.photos" {
+		t.Errorf("cross-file deps = %q", got)
+	}
+	s := scope(t, m, Instance{})
+	wantA, _ := filepath.Abs("a/data")
+	wantB, _ := filepath.Abs("b/x")
+	if got := evalStage(t, s, "check.photos").GetAttr("dir").AsString(); got != wantA {
+		t.Errorf("dir = %q, want %q", got, wantA)
+	}
+	if got := evalStage(t, s, "work.lora").GetAttr("label").AsString(); got != wantB {
+		t.Errorf("label = %q, want %q", got, wantB)
+	}
+
+	files["b/two.hcl"] = append(files["b/two.hcl"], []byte("stage \"check\" \"photos\" {\n  dir = \"y\"\n}\n")...)
+	_, diags = LoadSources(files, testKinds())
+	if len(diags) != 1 || diags[0].Subject.Filename != "b/two.hcl" || !strings.Contains(diags[0].Detail, "already declared at a/one.hcl:1,1") {
+		t.Errorf("want one duplicate error in b/two.hcl naming a/one.hcl, got:\n%s", describe(diags))
+	}
+}
