@@ -643,3 +643,33 @@ func TestRateLimitBeyondRetriesFailsWithoutRealSleep(t *testing.T) {
 		t.Fatalf("really slept %v (replicate-go must not sleep on Retry-After itself)", real)
 	}
 }
+
+func TestBaseURLForms(t *testing.T) {
+	srv := newServer(t)
+	for _, base := range []string{srv.URL(), srv.URL() + "/", srv.URL() + "/v1", srv.URL() + "/v1/"} {
+		c, err := replicate.New(base, srv.Token())
+		if err != nil {
+			t.Fatalf("%q: %v", base, err)
+		}
+		if _, err := c.GetModel(context.Background(), "ostris", "flux-dev-lora-trainer"); err != nil {
+			t.Errorf("base %q: %v", base, err)
+		}
+	}
+	if _, err := replicate.New("api.replicate.com", "tok"); err == nil || !strings.Contains(err.Error(), "REPLICATE_BASE_URL") {
+		t.Errorf("a base URL without scheme: %v", err)
+	}
+	if _, err := replicate.New(srv.URL(), " "); err == nil {
+		t.Error("an empty token must be refused")
+	}
+}
+
+func TestInstall(t *testing.T) {
+	srv := newServer(t)
+	c, _ := newClient(t, srv)
+	env := &pipeline.Env{Getenv: func(string) string { return "" }}
+	replicate.Install(env, c)
+	got, err := replicate.FromEnv(env)
+	if err != nil || got != c || !replicate.HasToken(env) {
+		t.Fatalf("FromEnv after Install = %p, %v", got, err)
+	}
+}

@@ -257,7 +257,26 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/", s.wrap("unknown", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "Not found", "No route for "+r.Method+" "+r.URL.Path)
 	}, nil, false))
-	return mux
+	return jsonErrors{mux}
+}
+
+// jsonErrors answers the mux's own 405 (a known path, another method) as a JSON API error.
+type jsonErrors struct{ mux *http.ServeMux }
+
+func (j jsonErrors) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := j.mux.Handler(r); pattern == "/" {
+		// Only the catch-all matched: an unknown path (404 below) or a known one with another method.
+		probe := r.Clone(r.Context())
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			probe.Method = m
+			if _, p := j.mux.Handler(probe); p != "" && p != "/" {
+				w.Header().Set("Allow", m)
+				apiError(w, http.StatusMethodNotAllowed, "Method not allowed", r.Method+" is not allowed on "+r.URL.Path)
+				return
+			}
+		}
+	}
+	j.mux.ServeHTTP(w, r)
 }
 
 func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.Handler {

@@ -494,3 +494,16 @@ func TestSimulate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUnknownRoutesAnswerJSON(t *testing.T) {
+	s := NewServer(Options{})
+	defer s.Close()
+	code, _, body := call(t, s, "PATCH", "/v1/trainings", s.Token(), nil)
+	if code != 405 || !strings.Contains(string(body), `"status":405`) {
+		t.Fatalf("PATCH /v1/trainings = %d %s", code, body)
+	}
+	code, _, body = call(t, s, "GET", "/v1/nothing", s.Token(), nil)
+	if code != 404 || !strings.Contains(string(body), `"status":404`) {
+		t.Fatalf("GET /v1/nothing = %d %s", code, body)
+	}
+}
