@@ -56,6 +56,8 @@ type Event struct {
 	Deletes []string
 	// Warnings of the stage instance (stage_outputs, stage_complete, planned_change).
 	Warnings []string
+	// Unknown names the inputs not known until apply (planned_change): shown "(known after apply)".
+	Unknown []string
 	// Outputs as plain JSON-able values (redacted); unknown values are the string "(known after apply)".
 	Outputs map[string]any
 

@@ -179,6 +179,7 @@ func (e *Engine) emitInstancePlan(ip *InstancePlan) {
 			Type: pipeline.EventPlannedChange, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key,
 			ReadOnly: sp.ReadOnly, Remote: sp.Stage.Schema.Remote, Simulated: e.Env != nil && e.Env.Simulated && sp.Stage.Schema.Remote,
 			Action: sp.Action, Reasons: sp.Reasons, Notes: sp.Notes, Deletes: sp.Deletes, Warnings: sp.Warnings,
+			Unknown: unknownInputs(sp),
 		}
 		if sp.Err != nil {
 			ev.Message = sp.Err.Error()
@@ -198,6 +199,20 @@ func (e *Engine) emitInstancePlan(ip *InstancePlan) {
 			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, Message: sp.Err.Error(), Operation: "plan"})
 		}
 	}
+}
+
+// unknownInputs names the top-level inputs of a stage that will run but are not known yet.
+func unknownInputs(sp *StagePlan) []string {
+	if sp.Action == pipeline.ActionNoop || sp.Action == pipeline.ActionSkip || sp.Inputs == cty.NilVal || !sp.Inputs.Type().IsObjectType() {
+		return nil
+	}
+	var out []string
+	for _, name := range sortedKeys(sp.Inputs.Type().AttributeTypes()) {
+		if !sp.Inputs.GetAttr(name).IsWhollyKnown() {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // plainMap renders an output object as a map for events.

@@ -252,6 +252,9 @@ func (h *Human) plannedChange(e pipeline.Event) {
 	for _, r := range e.Reasons {
 		h.printf("      %s\n", r)
 	}
+	for _, u := range e.Unknown {
+		h.printf("      %s = %s\n", u, h.c(cDim, "(known after apply)"))
+	}
 	for _, n := range e.Notes {
 		h.printf("      %s%s\n", sim(e), n)
 	}

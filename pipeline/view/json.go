@@ -63,6 +63,7 @@ func EventObject(e pipeline.Event) map[string]any {
 	} else {
 		set("reasons", e.Reasons, len(e.Reasons) > 0)
 	}
+	set("unknown", e.Unknown, len(e.Unknown) > 0)
 	set("notes", e.Notes, len(e.Notes) > 0)
 	set("deletes", e.Deletes, len(e.Deletes) > 0)
 	set("warnings", e.Warnings, len(e.Warnings) > 0)
