@@ -64,6 +64,9 @@ type Variable struct {
 	// TypeSet reports whether `type` was written; an untyped variable takes -var and environment
 	// values literally as strings.
 	TypeSet bool
+	// TypeDefaults holds the defaults of optional(TYPE, DEFAULT) object attributes (nil when there
+	// are none); apply them to a value before converting it to Type.
+	TypeDefaults *typeexpr.Defaults
 	// Default is the default converted to Type; cty.NilVal when there is none.
 	Default     cty.Value
 	Sensitive   bool
@@ -455,11 +458,12 @@ func decodeVariable(blk *hcl.Block) (*Variable, hcl.Diagnostics) {
 	content, d := blk.Body.Content(variableSchema)
 	diags = append(diags, d...)
 	if a, ok := content.Attributes["type"]; ok {
-		ty, d := typeexpr.TypeConstraint(a.Expr)
+		ty, defaults, d := typeexpr.TypeConstraintWithDefaults(a.Expr)
 		diags = append(diags, d...)
 		if !d.HasErrors() {
 			v.Type = ty
 			v.TypeSet = true
+			v.TypeDefaults = defaults
 		}
 	}
 	if a, ok := content.Attributes["description"]; ok {
@@ -476,6 +480,9 @@ func decodeVariable(blk *hcl.Block) (*Variable, hcl.Diagnostics) {
 		val, d := a.Expr.Value(nil)
 		diags = append(diags, d...)
 		if !d.HasErrors() {
+			if v.TypeDefaults != nil {
+				val = v.TypeDefaults.Apply(val)
+			}
 			conv, err := convert.Convert(val, v.Type)
 			if err != nil {
 				diags = append(diags, &hcl.Diagnostic{

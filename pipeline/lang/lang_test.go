@@ -252,6 +252,10 @@ variable "anyval" {
   type    = any
   default = null
 }
+variable "opts" {
+  type    = object({ rank = optional(number, 16), steps = number })
+  default = { steps = 1000 }
+}
 `
 
 // Precedence, later wins: default < PIPELINE_VAR_x < -var-file (in order) < -var (in order).
@@ -295,6 +299,12 @@ func TestVariablePrecedence(t *testing.T) {
 		}},
 		{"type any keeps HCL values", VarInputs{Vars: []string{"required=1", "anyval={ a = 1 }"}}, map[string]cty.Value{
 			"anyval": cty.ObjectVal(map[string]cty.Value{"a": cty.NumberIntVal(1)}),
+		}},
+		{"optional attributes take their defaults", VarInputs{Vars: []string{"required=1"}}, map[string]cty.Value{
+			"opts": cty.ObjectVal(map[string]cty.Value{"rank": cty.NumberIntVal(16), "steps": cty.NumberIntVal(1000)}),
+		}},
+		{"optional attributes from -var", VarInputs{Vars: []string{"required=1", "opts={ steps = 5 }"}}, map[string]cty.Value{
+			"opts": cty.ObjectVal(map[string]cty.Value{"rank": cty.NumberIntVal(16), "steps": cty.NumberIntVal(5)}),
 		}},
 		{"AllowUnset makes a required variable unknown", VarInputs{AllowUnset: true}, map[string]cty.Value{
 			"required": cty.UnknownVal(cty.Number),

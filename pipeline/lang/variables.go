@@ -229,7 +229,11 @@ func (m *Module) finalValue(v *config.Variable, raw map[string]rawValue, allowUn
 			}}
 		}
 	}
-	val, err := convert.Convert(r.val, v.Type)
+	given := r.val
+	if v.TypeDefaults != nil {
+		given = v.TypeDefaults.Apply(given)
+	}
+	val, err := convert.Convert(given, v.Type)
 	if err != nil {
 		subject := r.rng
 		if subject == nil {
