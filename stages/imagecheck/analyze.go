@@ -115,8 +115,7 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 		return analysis{}, err
 	}
 	data := buf.Bytes()
-	sum := sha256.Sum256(data)
-	a.SHA256 = hex.EncodeToString(sum[:])
+	a.SHA256 = sha256sum(data)
 	switch a.Format {
 	case "jpeg":
 		a.Orientation = jpegOrientation(data)
@@ -144,6 +143,11 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 	a.Face = measureFace(small)
 	a.Decoded = true
 	return a, nil
+}
+
+func sha256sum(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 func decodeConfig(format string, r io.Reader) (image.Config, error) {
@@ -225,26 +229,20 @@ func orient(img *image.NRGBA, o int) *image.NRGBA {
 	return img
 }
 
-// shrink returns a copy whose long side is at most side. JPEGs (YCbCr) are first averaged down by
-// a whole factor straight from their planes, which costs a fraction of what a full-size filtered
-// resize does; imaging then finishes with a proper filter on the few-megapixel remainder.
+// shrink returns a copy whose long side is at most side. A JPEG (YCbCr) is averaged straight from
+// its planes onto the target grid: every output pixel's luma is the mean of the 3–4 px wide block
+// it covers (a proper anti-aliasing filter at these ratios), its chroma the sample at the block's
+// centre; that costs a small fraction of a filtered resize of the full-size image (see
+// BenchmarkStages: shrink vs shrink-imaging). Other images go through imaging.
 func shrink(img image.Image, side int) *image.NRGBA {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
-	long := max(w, h)
-	if long <= side {
+	if max(w, h) <= side {
 		return imaging.Clone(img)
-	}
-	if yc, ok := img.(*image.YCbCr); ok {
-		if k := long / side; k >= 2 {
-			img = boxYCbCr(yc, k)
-			b = img.Bounds()
-			w, h = b.Dx(), b.Dy()
-		}
 	}
 	tw, th := fitSize(w, h, side)
-	if tw == w && th == h {
-		return imaging.Clone(img)
+	if yc, ok := img.(*image.YCbCr); ok && max(w, h) >= 2*side {
+		return boxYCbCr(yc, tw, th)
 	}
 	return imaging.Resize(img, tw, th, imaging.Linear)
 }
@@ -257,11 +255,10 @@ func fitSize(w, h, side int) (int, int) {
 	return max(1, int(math.Round(float64(w)*float64(side)/float64(h)))), side
 }
 
-// boxYCbCr averages k×k blocks of a YCbCr image into an NRGBA image of size (w/k, h/k).
-func boxYCbCr(m *image.YCbCr, k int) *image.NRGBA {
+// boxYCbCr shrinks a YCbCr image onto an ow×oh NRGBA grid (luma block means, chroma samples).
+func boxYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	b := m.Rect
 	w, h := b.Dx(), b.Dy()
-	ow, oh := w/k, h/k
 	// Chroma planes are subsampled; work out their size from the ratio.
 	cw, ch := w, h
 	switch m.SubsampleRatio {
@@ -278,11 +275,9 @@ func boxYCbCr(m *image.YCbCr, k int) *image.NRGBA {
 	}
 	yOff := m.YOffset(b.Min.X, b.Min.Y)
 	cOff := m.COffset(b.Min.X, b.Min.Y)
-	ys := boxPlane(m.Y[yOff:], m.YStride, ow*k, oh*k, ow, oh)
-	// Chroma covers the same area: map the used luma area onto the chroma grid.
-	ucw, uch := max(1, cw*ow*k/w), max(1, ch*oh*k/h)
-	cbs := boxPlane(m.Cb[cOff:], m.CStride, ucw, uch, ow, oh)
-	crs := boxPlane(m.Cr[cOff:], m.CStride, ucw, uch, ow, oh)
+	ys := boxPlane(m.Y[yOff:], m.YStride, w, h, ow, oh)
+	cbs := samplePlane(m.Cb[cOff:], m.CStride, cw, ch, ow, oh)
+	crs := samplePlane(m.Cr[cOff:], m.CStride, cw, ch, ow, oh)
 	out := image.NewNRGBA(image.Rect(0, 0, ow, oh))
 	for i := range ys {
 		r, g, bl := ycbcrToRGB(ys[i], cbs[i], crs[i])
@@ -293,37 +288,63 @@ func boxYCbCr(m *image.YCbCr, k int) *image.NRGBA {
 }
 
 // boxPlane averages an 8-bit plane (the area sw×sh at its start) onto ow×oh cells; cells cover
-// whole source rows and columns, split as evenly as integers allow.
+// whole source rows and columns, split as evenly as integers allow. Column sums are kept in uint16
+// (a cell spans at most 257 rows before that could overflow; shrink never goes near it).
 func boxPlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
 	out := make([]uint8, ow*oh)
-	cols := make([]uint32, sw)
+	cols := make([]uint16, sw)
 	x0 := make([]int, ow+1)
 	for i := 0; i <= ow; i++ {
 		x0[i] = i * sw / ow
 	}
 	for oy := 0; oy < oh; oy++ {
-		ya, yb := oy*sh/oh, (oy+1)*sh/oh
-		if yb <= ya {
-			yb = ya + 1
+		ya, yb := oy*sh/oh, max((oy+1)*sh/oh, oy*sh/oh+1)
+		copyRow(cols, pix[ya*stride:ya*stride+sw])
+		for y := ya + 1; y < yb; y++ {
+			addRow(cols, pix[y*stride:y*stride+sw])
 		}
-		clear(cols)
-		for y := ya; y < yb; y++ {
-			row := pix[y*stride : y*stride+sw]
-			for x, v := range row {
-				cols[x] += uint32(v)
-			}
-		}
-		for ox := 0; ox < ow; ox++ {
-			xa, xb := x0[ox], x0[ox+1]
-			if xb <= xa {
-				xb = xa + 1
-			}
+		rows := uint32(yb - ya)
+		dst := out[oy*ow : oy*ow+ow]
+		for ox := range dst {
+			xa, xb := x0[ox], max(x0[ox+1], x0[ox]+1)
 			var s uint32
 			for _, v := range cols[xa:xb] {
-				s += v
+				s += uint32(v)
 			}
-			n := uint32((xb - xa) * (yb - ya))
-			out[oy*ow+ox] = uint8((s + n/2) / n)
+			n := uint32(xb-xa) * rows
+			dst[ox] = uint8((s + n/2) / n)
+		}
+	}
+	return out
+}
+
+func copyRow(dst []uint16, src []uint8) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = uint16(v)
+	}
+}
+
+func addRow(dst []uint16, src []uint8) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] += uint16(v)
+	}
+}
+
+// samplePlane picks, for each of ow×oh cells, the sample at the cell's centre: used for chroma,
+// whose means matter here but whose fine detail does not.
+func samplePlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
+	out := make([]uint8, ow*oh)
+	xs := make([]int, ow)
+	for i := range xs {
+		xs[i] = min(sw-1, (2*i+1)*sw/(2*ow))
+	}
+	for oy := 0; oy < oh; oy++ {
+		row := pix[min(sh-1, (2*oy+1)*sh/(2*oh))*stride:]
+		dst := out[oy*ow : oy*ow+ow]
+		for ox, x := range xs {
+			dst[ox] = row[x]
 		}
 	}
 	return out
