@@ -673,3 +673,47 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("FromEnv after Install = %p, %v", got, err)
 	}
 }
+
+// A Retry-After pauses every request of the client, not only the one that was throttled.
+func TestRetryAfterPausesTheWholeClient(t *testing.T) {
+	srv := newServer(t)
+	srv.AddModel("acme", "ana-lora", 1)
+	srv.RateLimit("GET", "/v1/models/acme", 5, 1)
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := start
+	waits := make(chan time.Duration)
+	release := make(chan struct{})
+	sleep := func(ctx context.Context, d time.Duration) error {
+		waits <- d
+		<-release
+		return ctx.Err()
+	}
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithSleep(sleep), replicate.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { _, err := c.GetModel(context.Background(), "acme", "ana-lora"); errs <- err }()
+	if d := <-waits; d != 5*time.Second {
+		t.Fatalf("throttled request waits %v, want Retry-After 5s", d)
+	}
+	go func() { _, err := c.GetTraining(context.Background(), "abc"); errs <- err }()
+	if d := <-waits; d != 5*time.Second {
+		t.Fatalf("second request waits %v, want the same pause", d)
+	}
+	if n := srv.Count("GET /v1/trainings/{id}"); n != 0 {
+		t.Fatalf("the second request reached the API during the pause (%d)", n)
+	}
+	mu.Lock()
+	now = now.Add(5 * time.Second)
+	mu.Unlock()
+	close(release)
+	if err := <-errs; err != nil && !replicate.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil && !replicate.IsNotFound(err) {
+		t.Fatal(err)
+	}
+}
