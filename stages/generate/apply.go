@@ -133,6 +133,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", req.Address, err)
 	}
+	cfg.OutDir = outDirFor(cfg.OutDir, req.Key)
 	outAbs := cfg.OutDir
 	if !filepath.IsAbs(outAbs) {
 		outAbs = filepath.Join(req.BaseDir, outAbs)
@@ -195,28 +196,38 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 
 // resolvePrevious finds the destination's newest version older than the new one.
 func (g *generator) resolvePrevious(ctx context.Context, owner, name string) error {
-	_, _, vid, _ := replicate.SplitVersion(g.cfg.Version)
-	versions, err := g.c.ListVersions(ctx, owner, name)
+	prev, note, err := previousOf(ctx, g.c, g.cfg.Version)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return fmt.Errorf("%s: listing the versions of %s/%s to find the previous one: %w; hint: set compare_previous = false to skip the comparison", g.req.Address, owner, name, err)
 	}
-	g.rec.PreviousResolved = true
+	g.rec.Previous, g.rec.PreviousNote, g.rec.PreviousResolved = prev, note, true
+	return nil
+}
+
+// previousOf returns the newest version of version's model older than it ("owner/name:id"), or ""
+// and a note saying why there is none.
+func previousOf(ctx context.Context, c *replicate.Client, version string) (prev, note string, err error) {
+	owner, name, vid, err := replicate.SplitVersion(version)
+	if err != nil {
+		return "", "", err
+	}
+	versions, err := c.ListVersions(ctx, owner, name)
+	if err != nil {
+		return "", "", err
+	}
 	for i, v := range versions { // newest first
 		if v.ID != vid {
 			continue
 		}
 		if i+1 < len(versions) {
-			g.rec.Previous = fmt.Sprintf("%s/%s:%s", owner, name, versions[i+1].ID)
-			return nil
+			return fmt.Sprintf("%s/%s:%s", owner, name, versions[i+1].ID), "", nil
 		}
-		g.rec.PreviousNote = fmt.Sprintf("compare_previous: skipped, %s/%s has no version older than %s", owner, name, shortID(vid))
-		return nil
+		return "", fmt.Sprintf("compare_previous: skipped, %s/%s has no version older than %s", owner, name, shortID(vid)), nil
 	}
-	g.rec.PreviousNote = fmt.Sprintf("compare_previous: skipped, version %s is not among the %d versions of %s/%s", shortID(vid), len(versions), owner, name)
-	return nil
+	return "", fmt.Sprintf("compare_previous: skipped, version %s is not among the %d versions of %s/%s", shortID(vid), len(versions), owner, name), nil
 }
 
 // planRuns lists every prompt × seed for both sides, reusing the prior record's runs with the same

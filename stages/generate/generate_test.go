@@ -390,7 +390,7 @@ func TestFailedPredictionIsAnErrorAndRetried(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, 0)
+	h := newHarness(t, 2)
 	res, err := Kind{}.Plan(context.Background(), h.request(map[string]cty.Value{
 		"version":        cty.UnknownVal(cty.String),
 		"prompts":        strList("a photo of TOK", "TOK at the beach"),
@@ -424,6 +424,45 @@ func TestPlan(t *testing.T) {
 	if err != nil || len(res.Warnings) != 0 {
 		t.Errorf("default plan: %v %q", err, res.Warnings)
 	}
+	if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "version abc is not among the 2 versions") }) {
+		t.Errorf("notes %q", res.Notes)
+	}
+	// With a known version and API access, plan names the version it will compare with.
+	ids := h.srv.VersionIDs("acme", "ana-lora")
+	res, err = Kind{}.Plan(context.Background(), h.request(map[string]cty.Value{
+		"version": cty.StringVal("acme/ana-lora:" + ids[0]), "prompts": strList("a photo of TOK")}, nil, &recorder{}))
+	if err != nil || !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "previous version acme/ana-lora:"+ids[1]) }) {
+		t.Errorf("plan with a known version: %v %q", err, res.Notes)
+	}
+}
+
+func TestBatchInstancesWriteApart(t *testing.T) {
+	for _, c := range []struct{ dir, key, want string }{
+		{"generated", "", "generated"},
+		{"generated", "ana", filepath.Join("generated", "ana")},
+		{"generated/ana", "ana", "generated/ana"},
+		{"out/ana/x", "ana", "out/ana/x"},
+		{"generated", "../evil", filepath.Join("generated", ".._evil")},
+		{"generated", "..", filepath.Join("generated", "_..")},
+	} {
+		if got := outDirFor(c.dir, c.key); got != c.want {
+			t.Errorf("outDirFor(%q, %q) = %q, want %q", c.dir, c.key, got, c.want)
+		}
+	}
+	t.Parallel()
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	req := h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2, 3), "reference": h.ref}, nil, &recorder{})
+	req.Key, req.Address = "ana", `generate.check["ana"]`
+	res, err := h.apply(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := str(res.Outputs["report"]); got != filepath.Join("generated", "ana", "report.html") {
+		t.Errorf("report %s", got)
+	}
+	fileExists(t, filepath.Join(h.dir, "generated", "ana", "new-p1-s3.png"))
 }
 
 func TestConfigErrors(t *testing.T) {

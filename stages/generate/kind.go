@@ -25,12 +25,14 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/replicate"
 	"github.com/pipeline-dev/pipeline/stages/skin"
 )
 
@@ -66,7 +68,7 @@ var schema = &pipeline.Schema{
 		"compare_previous": {Type: cty.Bool, Default: cty.True,
 			Description: "also run the prompts on the model's previous version (skipped with a note when there is none)"},
 		"out_dir": {Type: cty.String, Default: cty.StringVal("generated"),
-			Description: "where images, contact sheet and report are written (relative to the config file)"},
+			Description: "where images, contact sheet and report are written (relative to the config file); in a batch, a subdirectory per key unless out_dir already names the key"},
 		"reference": {Type: cty.DynamicPseudoType,
 			Description: "an image_check stage (e.g. image_check.photos): the subject's photos and their texture figures"},
 		"min_texture_ratio": {Type: cty.Number, Default: cty.NumberFloatVal(skin.DefaultMinTextureRatio),
@@ -245,6 +247,31 @@ func parseConfig(in cty.Value, planning bool) (*config, error) {
 	return c, nil
 }
 
+// outDirFor keeps the batch instances of one stage apart: in a batch (key != ""), images go to
+// out_dir/KEY unless out_dir already has the key as a path element (out_dir = "gen/${each.key}").
+// Otherwise every subject would overwrite the others' new-p1-s1.png.
+func outDirFor(outDir, key string) string {
+	if key == "" {
+		return outDir
+	}
+	for _, el := range strings.Split(filepath.ToSlash(filepath.Clean(outDir)), "/") {
+		if el == key {
+			return outDir
+		}
+	}
+	safe := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.', r == '@', r == '+':
+			return r
+		}
+		return '_'
+	}, key)
+	if strings.Trim(safe, ".") == "" {
+		safe = "_" + safe
+	}
+	return filepath.Join(outDir, safe)
+}
+
 // input is the prediction input for one prompt × seed: the same map on both versions.
 func (c *config) input(prompt string, seed int64) map[string]any {
 	return map[string]any{
@@ -256,6 +283,27 @@ func (c *config) input(prompt string, seed int64) map[string]any {
 		"output_format":       "png", // JPEG re-encoding raises the texture index and could hide plastic skin
 		"num_outputs":         1,
 	}
+}
+
+// previousNote says which version plan expects to compare with: read from the API when the new
+// version is known and a token (or the simulator) is available, a general sentence otherwise.
+func previousNote(ctx context.Context, req *pipeline.Request, c *config) string {
+	general := "and the same on the model's previous version, to compare (skipped with a note if there is none)"
+	if !c.versionKnown || !replicate.HasToken(req.Env) {
+		return general
+	}
+	cl, err := replicate.FromEnv(req.Env)
+	if err != nil {
+		return general
+	}
+	prev, note, err := previousOf(ctx, cl, c.Version)
+	switch {
+	case err != nil:
+		return general + "; the versions could not be listed now: " + err.Error()
+	case prev != "":
+		return "and the same on the previous version " + prev + ", to compare"
+	}
+	return note
 }
 
 // guidanceWarning is the plan warning for guidance above the research's advice.
@@ -270,6 +318,7 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if err != nil {
 		return nil, fmt.Errorf("%s (%s): %w", req.Address, req.DeclRange, err)
 	}
+	c.OutDir = outDirFor(c.OutDir, req.Key)
 	res := &pipeline.Result{}
 	version := c.Version
 	if !c.versionKnown {
@@ -288,7 +337,7 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		runs, version, c.Guidance, c.Steps, c.LoraScale)
 	notes := []string{head}
 	if c.ComparePrevious {
-		notes = append(notes, "and the same on the model's previous version, to compare (skipped with a note if there is none)")
+		notes = append(notes, previousNote(ctx, req, c))
 	}
 	ref := referenceOf(c.Reference)
 	switch {
