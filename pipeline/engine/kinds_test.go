@@ -173,7 +173,12 @@ func (k *workKind) create(addr string) string {
 	if k.remote != "" {
 		n := len(k.remoteJobs(addr)) + 1
 		job = fmt.Sprintf("job-%s-%d", addr, n)
-		if err := os.WriteFile(filepath.Join(k.remote, fileName(addr)+"."+strconv.Itoa(n)), []byte(job), 0o644); err != nil {
+		// A remote create is atomic: write aside, then rename into place.
+		final := filepath.Join(k.remote, fileName(addr)+"."+strconv.Itoa(n))
+		if err := os.WriteFile(final+".tmp", []byte(job), 0o644); err != nil {
+			panic(err)
+		}
+		if err := os.Rename(final+".tmp", final); err != nil {
 			panic(err)
 		}
 	}
@@ -185,8 +190,14 @@ func fileName(addr string) string {
 }
 
 func (k *workKind) remoteJobs(addr string) []string {
-	m, _ := filepath.Glob(filepath.Join(k.remote, fileName(addr)+".*"))
-	return m
+	m, _ := filepath.Glob(filepath.Join(k.remote, fileName(addr)+".[0-9]*"))
+	var out []string
+	for _, f := range m {
+		if !strings.HasSuffix(f, ".tmp") {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func (k *workKind) find(addr string) string {
@@ -215,7 +226,13 @@ func (k *workKind) totalCreated() int {
 	defer k.mu.Unlock()
 	if k.remote != "" {
 		m, _ := filepath.Glob(filepath.Join(k.remote, "*"))
-		return len(m)
+		n := 0
+		for _, f := range m {
+			if !strings.HasSuffix(f, ".tmp") {
+				n++
+			}
+		}
+		return n
 	}
 	n := 0
 	for _, c := range k.creates {
