@@ -47,12 +47,18 @@ func (r records) Records(kind string) []pipeline.StageRecord {
 // the train stage's whole output object), against the simulator in auto mode.
 func runChain(t *testing.T, srv *replicatetest.Server, env *pipeline.Env, dir string, in cty.Value, state records) (trainOut, gate *pipeline.Result, pruned *pipeline.Result) {
 	t.Helper()
-	ctx := context.Background()
-	gateIn := map[string]cty.Value{
-		"min_loss": cty.NumberFloatVal(0.2), "max_loss": cty.NullVal(cty.Number), "smoothing": cty.NullVal(cty.Number),
-		"cancel_early": cty.False, "on_fail": cty.StringVal("delete_version"),
-	}
-	treq := &pipeline.Request{
+	return applyChain(t, env, dir, in, state, chainOpts{keepLast: 2})
+}
+
+// chainOpts vary a chain run: prune's keep_last, and the train stage's prior record (a resume).
+type chainOpts struct {
+	keepLast   int64
+	trainPrior *pipeline.Prior
+}
+
+// trainRequest is the train stage's request in the chain.
+func trainRequest(env *pipeline.Env, dir string, in cty.Value, state records, rec pipeline.Recorder, gateIn map[string]cty.Value) *pipeline.Request {
+	return &pipeline.Request{
 		Address: "train.lora", Kind: "train", Name: "lora",
 		Inputs: cty.ObjectVal(map[string]cty.Value{
 			"images":        cty.ListVal([]cty.Value{cty.StringVal("a.jpg"), cty.StringVal("b.jpg")}),
@@ -61,18 +67,49 @@ func runChain(t *testing.T, srv *replicatetest.Server, env *pipeline.Env, dir st
 			"input":         in,
 			"poll_interval": cty.StringVal("5s"),
 		}),
-		Settings: map[string]cty.Value{"replicate": cty.ObjectVal(map[string]cty.Value{
-			"trainer": cty.StringVal(replicatetest.Trainer), "destination": cty.StringVal("acme/ana-lora"),
-		})},
-		BaseDir: dir, Recorder: &memRecorder{}, Env: env, State: state,
+		Settings: map[string]cty.Value{"replicate": replicateSettings},
+		BaseDir:  dir, Recorder: rec, Env: env, State: state,
 		Dependents: []pipeline.Dependent{{Kind: "loss_gate", Name: "fit", Inputs: cty.ObjectVal(gateIn)}},
+	}
+}
+
+// replicateSettings is the chain's `replicate` block.
+var replicateSettings = cty.ObjectVal(map[string]cty.Value{
+	"trainer": cty.StringVal(replicatetest.Trainer), "destination": cty.StringVal("acme/ana-lora"),
+})
+
+// pruneRequest is the prune stage's request in the chain.
+func pruneRequest(env *pipeline.Env, state records, keepLast int64) *pipeline.Request {
+	return &pipeline.Request{Address: "prune.old", Kind: "prune", Name: "old",
+		Inputs: cty.ObjectVal(map[string]cty.Value{
+			"model": cty.StringVal("acme/ana-lora"), "keep_last": cty.NumberIntVal(keepLast), "keep": cty.ListValEmpty(cty.String),
+		}),
+		Settings: map[string]cty.Value{"replicate": replicateSettings},
+		Recorder: &memRecorder{}, Env: env, State: state}
+}
+
+func gateInputs() map[string]cty.Value {
+	return map[string]cty.Value{
+		"min_loss": cty.NumberFloatVal(0.2), "max_loss": cty.NullVal(cty.Number), "smoothing": cty.NullVal(cty.Number),
+		"cancel_early": cty.False, "on_fail": cty.StringVal("delete_version"),
+	}
+}
+
+func applyChain(t *testing.T, env *pipeline.Env, dir string, in cty.Value, state records, o chainOpts) (trainOut, gate *pipeline.Result, pruned *pipeline.Result) {
+	t.Helper()
+	ctx := context.Background()
+	gateIn := gateInputs()
+	trec := &memRecorder{}
+	treq := trainRequest(env, dir, in, state, trec, gateIn)
+	if treq.Prior = o.trainPrior; treq.Prior != nil {
+		trec.data = treq.Prior.Data
 	}
 	tres, err := train.Kind{}.Apply(ctx, treq)
 	if err != nil {
 		t.Fatal(err)
 	}
 	trainObj := cty.ObjectVal(tres.Outputs)
-	state["train"] = []pipeline.StageRecord{{Kind: "train", Name: "lora", Status: pipeline.StatusComplete, Outputs: trainObj}}
+	state["train"] = []pipeline.StageRecord{{Kind: "train", Name: "lora", Status: pipeline.StatusComplete, Outputs: trainObj, Data: trec.data}}
 
 	gateIn["training"] = trainObj
 	var prior *pipeline.Prior
@@ -91,10 +128,7 @@ func runChain(t *testing.T, srv *replicatetest.Server, env *pipeline.Env, dir st
 	}
 	state["loss_gate"] = []pipeline.StageRecord{{Kind: "loss_gate", Name: "fit", Status: status, Data: grec.data, Outputs: cty.ObjectVal(gres.Outputs)}}
 
-	pres, err := prune.Kind{}.Apply(ctx, &pipeline.Request{Address: "prune.old", Kind: "prune", Name: "old",
-		Inputs: cty.ObjectVal(map[string]cty.Value{
-			"model": cty.StringVal("acme/ana-lora"), "keep_last": cty.NumberIntVal(2), "keep": cty.ListValEmpty(cty.String),
-		}), Recorder: &memRecorder{}, Env: env, State: state})
+	pres, err := prune.Kind{}.Apply(ctx, pruneRequest(env, state, o.keepLast))
 	if err != nil {
 		t.Fatal(err)
 	}

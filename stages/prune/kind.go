@@ -9,10 +9,13 @@
 //	  depends_on = [generate.check]
 //	}
 //
-// Plan (with a token) lists exactly the ids it would delete; without a token that list is known
-// after apply. A version the API refuses to delete (others ran predictions on it, it is a training
-// base, a deployment uses it) is a warning with the API's reason, not a failure. It never runs
-// while a train or loss_gate record of the same instance is failed, refused or unfinished.
+// Plan (with a token) lists exactly the ids apply deletes: when a train stage upstream runs in the
+// same apply (pipeline.Request.Upstream), the version it will add counts as the newest of
+// keep_last, pushing one more old version out (a training an interrupted run left behind that has
+// finished since counts as that version, not as another). Without a token that list is known after
+// apply. A version the API refuses to delete (others ran predictions on it, it is a training base,
+// a deployment uses it) is a warning with the API's reason, not a failure. It never runs while a
+// train or loss_gate record of the same instance is failed, refused or unfinished.
 package prune
 
 import (
@@ -131,19 +134,24 @@ func pins(req *pipeline.Request, s settings) map[string]string {
 	for _, r := range req.State.Records("train") {
 		if v := outputString(r.Outputs, "version"); v != "" {
 			if id, same := versionID(v, s.Model); same && id != "" {
-				p[id] = "produced by train." + r.Name
+				if _, ok := p[id]; !ok {
+					p[id] = "produced by train." + r.Name
+				}
 			}
 		}
 	}
 	if a := lossgate.LastAccepted(req.State); a != nil && a.Version != "" {
 		if id, same := versionID(a.Version, s.Model); same && id != "" {
 			if _, ok := p[id]; !ok {
-				p[id] = "the version a loss gate accepted last"
+				p[id] = gateReason
 			}
 		}
 	}
 	return p
 }
+
+// gateReason is why the version a loss gate accepted last is kept.
+const gateReason = "the version a loss gate accepted last"
 
 // outputString reads a string output from a record's outputs ("" when absent).
 func outputString(out cty.Value, name string) string {
@@ -186,8 +194,9 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		res.Notes = append(res.Notes, "deletes old versions beyond keep_last (model known after apply)")
 		return res, nil
 	}
-	p := pins(req, s)
-	res.Notes = append(res.Notes, fmt.Sprintf("keeps the newest %d versions of %s%s", s.KeepLast, s.Model, describePins(p)))
+	up := planUpstream(req, s)
+	p := planPins(req, s, up)
+	res.Notes = append(res.Notes, fmt.Sprintf("keeps the newest %s of %s%s", plural(s.KeepLast, "version"), s.Model, describePins(p)))
 	if !replicate.HasToken(req.Env) {
 		res.Notes = append(res.Notes, "no REPLICATE_API_TOKEN: which versions it deletes is known after apply")
 		return res, nil
@@ -204,16 +213,23 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
 	}
-	sel := choose(versions, policy{KeepLast: s.KeepLast, Pinned: p})
-	res.Deletes = sel.Delete
-	if len(sel.Delete) == 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("%s, none beyond the policy", plural(len(versions), "version")))
+	as, err := arrivals(ctx, c, req, s, up, versions)
+	if err != nil {
+		return nil, err
+	}
+	res.Notes = append(res.Notes, arrivalNotes(s, up, as)...)
+	// The versions apply will list: a version trained upstream in this apply counts toward
+	// keep_last, so the plan deletes exactly what apply deletes.
+	sel := choose(withArrivals(versions, as, p), policy{KeepLast: s.KeepLast, Pinned: p})
+	res.Deletes = realIDs(sel.Delete)
+	listed := plural(len(versions), "version")
+	if n := len(as) - countFound(as); n > 0 {
+		listed += fmt.Sprintf(" (+%d added first)", n)
+	}
+	if len(res.Deletes) == 0 {
+		res.Notes = append(res.Notes, listed+", none beyond the policy")
 	} else {
-		res.Notes = append(res.Notes, fmt.Sprintf("%s: deletes %d (%s), keeps %d", plural(len(versions), "version"), len(sel.Delete), strings.Join(sel.Delete, ", "), len(sel.Keep)))
-		// A version trained in this same apply counts toward keep_last, pushing one more out.
-		if next := nextOut(versions, s.KeepLast, p); next != "" {
-			res.Notes = append(res.Notes, fmt.Sprintf("if this apply trains a new version of %s first, %s is deleted too (keep_last counts the new version)", s.Model, next))
-		}
+		res.Notes = append(res.Notes, fmt.Sprintf("%s: deletes %d (%s), keeps %d", listed, len(res.Deletes), strings.Join(res.Deletes, ", "), len(sel.Keep)))
 	}
 	if b := blocked(req); b != "" {
 		res.Notes = append(res.Notes, "apply prunes only once these have run successfully again: "+b)
@@ -221,21 +237,15 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	return res, nil
 }
 
-// nextOut is the version that a new version would push out of the newest keep_last.
-func nextOut(versions []replicate.Version, keepLast int, p map[string]string) string {
-	with := append([]replicate.Version{{ID: "\x00new", CreatedAt: time.Now().Add(24 * time.Hour)}}, versions...)
-	before := choose(versions, policy{KeepLast: keepLast, Pinned: p})
-	after := choose(with, policy{KeepLast: keepLast, Pinned: p})
-	gone := map[string]bool{}
-	for _, id := range before.Delete {
-		gone[id] = true
-	}
-	for _, id := range after.Delete {
-		if !gone[id] {
-			return id
+// countFound counts arrivals whose version exists already.
+func countFound(as []arrival) int {
+	n := 0
+	for _, a := range as {
+		if a.ID != "" {
+			n++
 		}
 	}
-	return ""
+	return n
 }
 
 // describePins renders the pinned versions for a note.
@@ -250,6 +260,10 @@ func describePins(p map[string]string) string {
 	sort.Strings(ids)
 	parts := make([]string, 0, len(ids))
 	for _, id := range ids {
+		if strings.HasPrefix(id, newPrefix) {
+			parts = append(parts, p[id]) // not created yet: it has no id
+			continue
+		}
 		parts = append(parts, id+" ("+p[id]+")")
 	}
 	return ", and always " + strings.Join(parts, ", ")
