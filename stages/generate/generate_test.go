@@ -320,7 +320,7 @@ func TestPlasticKeepAndRefusedDelete(t *testing.T) {
 	h := newHarness(t, 1)
 	version := h.train(overfit)
 	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
-		"seeds": numList(1, 2, 3), "reference": h.ref, "on_plastic": cty.StringVal("fail")}
+		"seeds": numList(1, 2, 3), "reference": h.ref, "on_plastic": cty.StringVal("fail"), "compare_previous": cty.False}
 	_, _, id, _ := replicate.SplitVersion(version)
 	h.srv.ForbidDelete(id, "Cannot delete version: it is used by a deployment")
 	rec := &recorder{}
@@ -341,8 +341,8 @@ func TestPlasticKeepAndRefusedDelete(t *testing.T) {
 		!slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, `is kept (on_fail = "keep")`) }) {
 		t.Errorf("keep: refused %q deletes %v delete calls %d warnings %q", res.Refused, res.Deletes, h.srv.Count("DELETE version"), res.Warnings)
 	}
-	if n := h.srv.Count("created prediction"); n != 6 {
-		t.Errorf("%d predictions, want 6 (the second apply reuses them)", n)
+	if n := h.srv.Count("created prediction"); n != 3 {
+		t.Errorf("%d predictions, want 3 (the second apply reuses them)", n)
 	}
 }
 

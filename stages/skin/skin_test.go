@@ -31,12 +31,14 @@ func variants(t testing.TB) map[string]*variantSet {
 		var wg sync.WaitGroup
 		for name, img := range portraits(t) {
 			vs := &variantSet{base: img, smoothed: map[string]image.Image{}}
+			face := Measure(img).Face
+			area := face.Inset(-face.Dx() / 3) // the face, and room for the detector's context
 			variantsMap[name] = vs
 			for _, s := range smoothing {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					out := bilateral(img, s.sigmaS, s.sigmaR)
+					out := bilateral(img, area, s.sigmaS, s.sigmaR)
 					mu.Lock()
 					vs.smoothed[s.name] = out
 					mu.Unlock()
@@ -46,7 +48,7 @@ func variants(t testing.TB) map[string]*variantSet {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					out := bilateral(src, 3, 18)
+					out := bilateral(src, area, 3, 18)
 					mu.Lock()
 					vs.extra = append(vs.extra, out)
 					mu.Unlock()
