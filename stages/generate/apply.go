@@ -94,12 +94,10 @@ func (r *run) fileName(ext string) string {
 
 // generator carries one Apply.
 type generator struct {
-	req *pipeline.Request
-	cfg *config
-	c   *replicate.Client
-	rec *record
-	// outAbs is out_dir resolved against the config's directory.
-	outAbs   string
+	req      *pipeline.Request
+	cfg      *config
+	c        *replicate.Client
+	rec      *record
 	warnings []string
 }
 
@@ -138,7 +136,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if !filepath.IsAbs(outAbs) {
 		outAbs = filepath.Join(req.BaseDir, outAbs)
 	}
-	g := &generator{req: req, cfg: cfg, c: c, rec: &record{Version: cfg.Version}, outAbs: outAbs}
+	g := &generator{req: req, cfg: cfg, c: c, rec: &record{Version: cfg.Version}}
 
 	var prior record
 	if _, err := req.Prior.Decode(&prior); err != nil {

@@ -6,10 +6,14 @@ import (
 	"errors"
 	"image"
 	"image/png"
+	"io"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
@@ -561,5 +565,56 @@ func TestHighGuidanceIsAllowedAndMeasured(t *testing.T) {
 	}
 	if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "guidance_scale = 6 is above 3.5") }) {
 		t.Errorf("warnings %q", res.Warnings)
+	}
+}
+
+// expireFirst answers 404 to the first download of each listed prediction output, as Replicate does
+// once an API prediction's output has expired (an hour after it finished).
+type expireFirst struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	seen map[string]bool
+	n    int
+}
+
+func (e *expireFirst) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.Contains(r.URL.Path, "/delivery/predictions/") && strings.HasSuffix(r.URL.Path, "/out-0.png") {
+		e.mu.Lock()
+		first := !e.seen[r.URL.Path] && e.n < 1
+		if first {
+			e.seen[r.URL.Path] = true
+			e.n++
+		}
+		e.mu.Unlock()
+		if first {
+			body := `{"title":"Not found","detail":"No such file","status":404}`
+			return &http.Response{StatusCode: 404, Status: "404 Not Found", Header: http.Header{"Content-Type": {"application/json"}},
+				Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: r}, nil
+		}
+	}
+	return e.base.RoundTrip(r)
+}
+
+func TestExpiredOutputIsRunAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	c, err := replicate.New(h.srv.URL(), h.srv.Token(), replicate.WithRetry(2, time.Millisecond),
+		replicate.WithHTTPClient(&http.Client{Transport: &expireFirst{base: http.DefaultTransport, seen: map[string]bool{}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicate.Install(h.env, c)
+	res, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2, 3), "reference": h.ref}, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.srv.Count("created prediction"); n != 4 {
+		t.Errorf("%d predictions, want 4 (one run again after its output expired)", n)
+	}
+	if len(res.Outputs["images"].AsValueSlice()) != 3 ||
+		!slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "has expired: running it again") }) {
+		t.Errorf("images %s warnings %q", res.Outputs["images"].GoString(), res.Warnings)
 	}
 }
