@@ -12,9 +12,12 @@
 //	  on_plastic        = "fail"                    # exit 3 and delete the version when plastic
 //	}
 //
-// Outputs: images, report, contact_sheet, texture (path → index), texture_ratio, verdict
-// (natural | plastic | blur | unscored), previous_version, previous_texture_ratio,
-// previous_verdict, reason.
+// Outputs: images (paths under out_dir, relative to the config's directory like out_dir itself),
+// report, contact_sheet, texture (image path → texture index; -1 when the image has no face large
+// enough to score, as in image_check's stats), texture_ratio (median of the new version's images ÷
+// median of the photos; null when unscored), verdict (natural | plastic | blur | unscored),
+// previous_version, previous_texture_ratio, previous_verdict (null without a previous version),
+// reason. In a batch the files go to out_dir/KEY unless out_dir already names the key.
 //
 // Predictions are paid for: each one's intent and id are recorded through the Recorder before it is
 // waited on, and a later apply re-attaches to it (or finds it by version + input) instead of
