@@ -296,7 +296,8 @@ func (s *RemoteStore) Lock(ctx context.Context, key string, info LockInfo, timeo
 	obj := s.lockObj(key)
 	deadline := time.Now().Add(timeout)
 	var note string
-	for attempt := 0; ; attempt++ {
+	vanished := 0
+	for {
 		if s.isClosed() {
 			return nil, fmt.Errorf("state %s: store is closed", s.describe)
 		}
@@ -317,7 +318,15 @@ func (s *RemoteStore) Lock(ctx context.Context, key string, info LockInfo, timeo
 		}
 		held, ver, rerr := s.readLock(ctx, obj)
 		if errors.Is(rerr, errNotFound) {
-			continue // released between our create and read: try again at once
+			// Released between our create and our read: try again at once, but not forever (a
+			// store whose conditional create and read disagree must not spin).
+			if vanished++; vanished > 20 {
+				return nil, fmt.Errorf("state: the lock %s exists for a conditional create but cannot be read (%v); check the store's consistency and permissions", s.objURL(obj), rerr)
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if rerr != nil {
 			return nil, rerr
