@@ -422,6 +422,17 @@ func TestPlan(t *testing.T) {
 	if h.srv.Count("created prediction") != 0 {
 		t.Error("plan created predictions")
 	}
+	// A reference that is not a stage, or without enough scored photos, warns already in plan.
+	for ref, want := range map[string]cty.Value{
+		"not an image_check stage":  strList("a.jpg"),
+		"only 1 of the 1 reference": cty.ObjectVal(map[string]cty.Value{"stats": cty.MapVal(map[string]cty.Value{"a.jpg": stat(true, 5, 2)})}),
+	} {
+		res, err := Kind{}.Plan(context.Background(), h.request(map[string]cty.Value{
+			"version": cty.UnknownVal(cty.String), "prompts": strList("a photo of TOK"), "reference": want}, nil, &recorder{}))
+		if err != nil || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], ref) {
+			t.Errorf("reference %s: %v %q", want.GoString(), err, res.Warnings)
+		}
+	}
 	// Defaults: no warning at 3.5.
 	res, err = Kind{}.Plan(context.Background(), h.request(map[string]cty.Value{
 		"version": cty.StringVal("acme/ana-lora:abc"), "prompts": strList("a photo of TOK")}, nil, &recorder{}))

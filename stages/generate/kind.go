@@ -348,6 +348,11 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		notes = append(notes, fmt.Sprintf("plastic-skin guard: texture vs the reference photos (known after their check), min ratio %.2f, on_plastic = %q", c.MinRatio, c.OnPlastic))
 	case ref.missing:
 		notes = append(notes, "plastic-skin guard: no reference photos (set reference = image_check.NAME): the verdict will be \"unscored\"")
+	case ref.invalid != "":
+		res.Warnings = append(res.Warnings, "plastic-skin guard: "+ref.invalid+"; the verdict will be \"unscored\"")
+	case len(ref.texture) < skin.DefaultMinScored:
+		res.Warnings = append(res.Warnings, fmt.Sprintf("plastic-skin guard: only %d of the %d reference photos have a face large enough to score (need %d); the verdict will be \"unscored\"",
+			len(ref.texture), ref.photos, skin.DefaultMinScored))
 	default:
 		notes = append(notes, fmt.Sprintf("plastic-skin guard: texture vs %d scored reference photo(s), median %.2f; min ratio %.2f, on_plastic = %q",
 			len(ref.texture), skin.Median(ref.texture), c.MinRatio, c.OnPlastic))
