@@ -174,6 +174,7 @@ func (h *Human) Emit(e pipeline.Event) {
 		h.progress(e)
 	case pipeline.EventStageComplete:
 		h.printf("%s %s%s complete%s\n", h.c(cGreen, "✓"), sim(e), e.Address, brief(e.Outputs))
+		h.deleted(e)
 	case pipeline.EventStageFailed:
 		h.failed(e)
 	case pipeline.EventStageSkipped:
@@ -375,8 +376,16 @@ func (h *Human) failed(e pipeline.Event) {
 		sym = h.c(cRed, "!")
 	}
 	h.printf("%s %s%s %s: %s\n", sym, sim(e), e.Address, label, e.Message)
+	h.deleted(e)
 	if h.opt.CI {
 		fmt.Fprintf(h.w, "::error title=%s %s::%s\n", escapeProp(e.Address), label, escapeData(sim(e)+e.Message))
+	}
+}
+
+// deleted lists what a stage deleted remotely.
+func (h *Human) deleted(e pipeline.Event) {
+	for _, d := range e.Deletes {
+		h.printf("    %s %sdeleted %s\n", h.c(cRed, "-"), sim(e), d)
 	}
 }
 
