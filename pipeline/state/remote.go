@@ -46,7 +46,8 @@ type RemoteOptions struct {
 // service itself (see conds.go): S3 If-None-Match/If-Match, GCS generation preconditions, Azure
 // ETags, and for file:// and mem:// a read-compare-write under an OS file lock or a mutex.
 type RemoteStore struct {
-	location string // as given, for the force-unlock hint
+	location string // as given
+	dirURL   string // the URL of this config's directory (query kept), for the force-unlock hint
 	describe string
 	dir      string // object name prefix ending in "/" (or "")
 	bucket   *blob.Bucket
@@ -95,10 +96,7 @@ func OpenRemoteWith(ctx context.Context, location, stem string, opts RemoteOptio
 	if opts.RetryEvery <= 0 {
 		opts.RetryEvery = time.Second
 	}
-	if stem == "" {
-		return nil, errors.New("state: remote state needs the config file name to name its objects")
-	}
-
+	rawQuery := u.RawQuery
 	s := &RemoteStore{
 		location: location,
 		opts:     opts,
@@ -137,6 +135,8 @@ func OpenRemoteWith(ctx context.Context, location, stem string, opts RemoteOptio
 		s.bucket = b
 		s.c = newFileConds(b, filepath.Join(casDir, ".state-cas.lock"), &s.calls)
 		prefix = ""
+		// The directory that holds this config's objects, as a URL that needs no config file.
+		s.dirURL = "file://" + filepath.ToSlash(casDir)
 	case "s3", "gs", "azblob":
 		if q.Get("prefix") != "" || q.Get("key") != "" {
 			return nil, fmt.Errorf("state URL %s: put the prefix into the path (%s://%s/PREFIX), not a prefix= parameter", location, u.Scheme, u.Host)
@@ -151,17 +151,18 @@ func OpenRemoteWith(ctx context.Context, location, stem string, opts RemoteOptio
 	default:
 		return nil, fmt.Errorf("state: unsupported state URL scheme %q in %s\n  hint: use s3://bucket/prefix, gs://bucket/prefix, azblob://container/prefix, file:///dir, mem://name or a plain file path", u.Scheme, location)
 	}
-	if prefix != "" {
-		s.dir = prefix + "/" + stem + "/"
-	} else {
-		s.dir = stem + "/"
+	// <prefix>/<stem>/; with no config file (stem "") the URL path is that directory itself, which
+	// is how the force-unlock hint names it.
+	s.dir = strings.Trim(prefix+"/"+stem, "/")
+	if s.dir != "" {
+		s.dir += "/"
 	}
-	root := u.Scheme + "://" + u.Host
-	if u.Scheme == "file" {
-		root = "file://" + strings.TrimRight(u.Path, "/")
-		s.describe = root + "/" + s.dir
-	} else {
-		s.describe = root + "/" + s.dir
+	if s.dirURL == "" {
+		s.dirURL = u.Scheme + "://" + u.Host + "/" + strings.TrimSuffix(s.dir, "/")
+	}
+	s.describe = strings.TrimSuffix(s.dirURL, "/") + "/"
+	if rawQuery != "" {
+		s.dirURL += "?" + rawQuery
 	}
 	return s, nil
 }
@@ -237,11 +238,13 @@ func (s *RemoteStore) lockObj(key string) string   { return s.dir + escKey(key) 
 
 // objURL names an object for messages.
 func (s *RemoteStore) objURL(obj string) string {
-	return strings.TrimSuffix(s.describe, s.dir) + "/" + obj
+	return s.describe + strings.TrimPrefix(obj, s.dir)
 }
 
+// unlockCommand is the exact command that removes lock id; it names the state directory, so it
+// works without the config file.
 func (s *RemoteStore) unlockCommand(id string) string {
-	return "pipeline force-unlock -state " + shellQuote(s.location) + " " + id
+	return "pipeline force-unlock -state " + shellQuote(s.dirURL) + " " + id
 }
 
 func shellQuote(v string) string {
@@ -486,14 +489,20 @@ func (l *remoteLock) Unlock() error {
 	return err
 }
 
-// ForceUnlock implements Store: it removes the lock object whose ID is id. Without force it
-// refuses a lock that is still being refreshed (its holder is alive).
+// ForceUnlock implements Store: it removes every lock object whose ID is id (a run takes one lock
+// per batch instance, all with its ID). Without force it refuses when any of them is still being
+// refreshed (its holder is alive), and then removes none.
 func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) error {
-	var ids []string
 	objs, err := s.list(ctx)
 	if err != nil {
 		return err
 	}
+	type match struct {
+		obj, ver string
+		le       *LockedError
+	}
+	var found []match
+	var others []string
 	for _, obj := range objs {
 		if !strings.HasSuffix(obj, lockSuffix) {
 			continue
@@ -506,33 +515,40 @@ func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) er
 			return err
 		}
 		if held.ID != id {
-			ids = append(ids, fmt.Sprintf("%s (pid %d on host %s)", held.ID, held.PID, held.Host))
+			others = append(others, fmt.Sprintf("%s (pid %d on host %s)", held.ID, held.PID, held.Host))
 			continue
 		}
 		key, _ := unescKey(strings.TrimSuffix(obj[len(s.dir):], lockSuffix))
 		le := s.lockedErr(key, obj, held)
 		if !force && !le.Stale {
-			return fmt.Errorf("state: lock %s on %s is live: pid %d on host %s refreshed it %s ago (stale after %s)\n  hint: if you are sure that run is gone, pass -force",
+			return fmt.Errorf("state: lock %s on %s is live: pid %d on host %s refreshed it %s ago (stale after %s); nothing removed\n  hint: if you are sure that run is gone, pass -force",
 				id, s.objURL(obj), held.PID, held.Host, le.Age.Round(time.Second), s.opts.TTL)
 		}
-		if err := s.c.remove(ctx, obj, ver); err != nil {
-			if errors.Is(err, errPrecondition) {
-				return fmt.Errorf("state: lock %s on %s changed while removing it (its holder refreshed it); nothing removed", id, s.objURL(obj))
-			}
-			if errors.Is(err, errNotFound) {
-				return nil
-			}
-			return fmt.Errorf("state: removing lock %s: %w", s.objURL(obj), err)
+		found = append(found, match{obj, ver, le})
+	}
+	if len(found) == 0 {
+		msg := fmt.Sprintf("state: no lock with ID %s in %s", id, s.describe)
+		if len(others) > 0 {
+			sort.Strings(others)
+			msg += "; locks present: " + strings.Join(others, ", ")
+		} else {
+			msg += " (no locks are held there)"
 		}
-		return nil
+		return errors.New(msg)
 	}
-	msg := fmt.Sprintf("state: no lock with ID %s in %s", id, s.describe)
-	if len(ids) > 0 {
-		msg += "; locks present: " + strings.Join(ids, ", ")
-	} else {
-		msg += " (no locks are held)"
+	var errs []error
+	for _, m := range found {
+		// Conditional on the version read: a refresh or a new holder in between wins.
+		err := s.c.remove(ctx, m.obj, m.ver)
+		switch {
+		case err == nil, errors.Is(err, errNotFound):
+		case errors.Is(err, errPrecondition):
+			errs = append(errs, fmt.Errorf("state: lock %s on %s changed while removing it (refreshed or taken again); left it", id, s.objURL(m.obj)))
+		default:
+			errs = append(errs, fmt.Errorf("state: removing lock %s: %w", s.objURL(m.obj), err))
+		}
 	}
-	return errors.New(msg)
+	return errors.Join(errs...)
 }
 
 // ---- state objects ----

@@ -324,6 +324,9 @@ func DefaultPath(configPath string) string {
 
 // ConfigStem is the config file's base name without its extension ("retrain" for retrain.hcl).
 func ConfigStem(configPath string) string {
+	if configPath == "" {
+		return ""
+	}
 	base := filepath.Base(configPath)
 	if stem := strings.TrimSuffix(base, filepath.Ext(base)); stem != "" && stem != "." {
 		return stem
@@ -333,7 +336,8 @@ func ConfigStem(configPath string) string {
 
 // Open opens the state for the config at configPath. location "" is DefaultPath(configPath); a
 // plain path is a local file; a URL (s3://, gs://, azblob://, file:///dir, mem://) is remote state
-// on that bucket and prefix, with objects under <prefix>/<config stem>/.
+// on that bucket and prefix, with objects under <prefix>/<config stem>/. Without a config file
+// (configPath "") a URL names that directory itself, as Describe and the force-unlock hint print it.
 func Open(ctx context.Context, location, configPath string) (Store, error) {
 	if IsURL(location) {
 		rs, err := OpenRemote(ctx, location, ConfigStem(configPath))
