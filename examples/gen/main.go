@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"image/color"
-	"math"
 	"os"
 	"path/filepath"
 
@@ -31,8 +30,8 @@ type subject struct {
 }
 
 var subjects = []subject{
-	{name: "ana", skin: color.NRGBA{226, 182, 150, 255}, hair: color.NRGBA{70, 40, 25, 255}, seed: 100, photos: 16},
-	{name: "ben", skin: color.NRGBA{175, 125, 92, 255}, hair: color.NRGBA{25, 20, 18, 255}, seed: 200, photos: 15, smoothed: true},
+	{name: "ana", skin: color.NRGBA{226, 182, 150, 255}, hair: color.NRGBA{70, 40, 25, 255}, seed: 900, photos: 16},
+	{name: "ben", skin: color.NRGBA{175, 125, 92, 255}, hair: color.NRGBA{25, 20, 18, 255}, seed: 400, photos: 15, smoothed: true},
 }
 
 const quality = 80
@@ -48,8 +47,6 @@ func main() {
 	}
 }
 
-func frac(v float64) float64 { return v - math.Floor(v) }
-
 func write(out string, s subject) error {
 	dir := filepath.Join(out, s.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -60,12 +57,13 @@ func write(out string, s subject) error {
 		o := imagechecktest.Options{
 			Seed: seed, Skin: s.skin, Hair: s.hair, Width: 1024, Height: 1280,
 			// Light from either side, brighter and darker days, warm and cool white balance.
-			Light:  []float64{-1, -0.5, 0, 0.5, 1}[i%5],
+			Light:  []float64{-0.6, -0.3, 0, 0.3, 0.6}[i%5],
 			Gain:   []float64{0.75, 0.9, 1, 1.1, 1.2, 0.85}[i%6],
 			Warmth: []float64{-0.6, -0.2, 0, 0.3, 0.7}[(i/2)%5],
-			// Framing spread by the golden ratio, so no two photos share a composition.
-			FaceX:     0.32 + 0.36*frac(float64(i)*0.618),
-			FaceScale: 0.28 + 0.2*frac(float64(i)*0.382+0.5),
+			// Framing: each of the 16 combinations of position and size occurs once.
+			FaceX:     []float64{0.3, 0.43, 0.57, 0.7}[(i-1)%4],
+			FaceScale: []float64{0.28, 0.34, 0.4, 0.46}[((i-1)/4)%4],
+			FaceY:     []float64{0.36, 0.42, 0.39}[i%3],
 		}
 		if i%4 == 3 { // some landscape shots
 			o.Width, o.Height = 1280, 1024
@@ -88,13 +86,16 @@ func write(out string, s subject) error {
 		return err
 	}
 	// A blurry photo (missed focus).
-	blurry := imaging.Blur(imagechecktest.Portrait(opts(40)), 5)
+	ob := opts(40)
+	ob.FaceX, ob.FaceScale, ob.FaceY = 0.5, 0.37, 0.45 // a framing of its own
+	blurry := imaging.Blur(imagechecktest.Portrait(ob), 5)
 	if err := imagechecktest.WriteJPEG(filepath.Join(dir, s.name+"-blurry.jpg"), blurry, quality); err != nil {
 		return err
 	}
 	n += 2
 	if s.smoothed {
 		o := opts(41)
+		o.FaceX, o.FaceScale, o.FaceY = 0.62, 0.31, 0.44
 		o.Texture = -1 // a beauty filter's waxy skin
 		if err := imagechecktest.WriteJPEG(filepath.Join(dir, s.name+"-filtered.jpg"), imagechecktest.Portrait(o), quality); err != nil {
 			return err

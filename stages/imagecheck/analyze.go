@@ -13,6 +13,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"sync/atomic"
 
 	"github.com/disintegration/imaging"
@@ -30,6 +31,14 @@ const (
 	// EXIF of any JPEG, PNG or WebP we accept, small enough that a "bomb" costs nothing.
 	headSize = 64 << 10
 )
+
+// slot bounds the full-size images held at once by every check of the process together (a batch
+// runs several image_check instances in parallel): memory stays at a few decoded photos.
+var slot = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+// maxFileBytes is the largest file an image of that many pixels can honestly be: 4 bytes a pixel
+// (an uncompressed RGBA PNG) plus room for metadata.
+func maxFileBytes(pixels float64) int64 { return int64(4*pixels) + 16<<20 }
 
 // decodes counts full image decodes (not header reads), so tests and benchmarks can tell whether a
 // check was answered from the cache.
@@ -105,6 +114,14 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 	if a.pixels() > maxPixels {
 		return a, nil
 	}
+	// A small header on a huge file (a photo with hundreds of MB appended) must not be read whole.
+	if limit := maxFileBytes(a.pixels()); size > limit {
+		a.Unreadable = fmt.Sprintf("file is %.0f MB, more than a %d×%d %s can need (%.0f MB): re-export the photo", float64(size)/1e6, a.Width, a.Height, formatName(a.Format), float64(limit)/1e6)
+		return a, nil
+	}
+
+	slot <- struct{}{} // bound full-size decodes process-wide, whatever the number of checks
+	defer func() { <-slot }()
 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return analysis{}, err

@@ -462,3 +462,16 @@ func TestMissingDir(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestOversizedFileIsNotRead(t *testing.T) {
+	root := t.TempDir()
+	data := jpegBytes(t, image.NewGray(image.Rect(0, 0, 16, 16)), 90)
+	writeFile(t, filepath.Join(root, "padded.jpg"), append(data, make([]byte, 20<<20)...))
+	cfg := testConfig(root)
+	cfg.MinSide = 1
+	before := Decodes()
+	rep := mustCheck(t, cfg)
+	if r := rep.Rejected[filepath.Join(root, "padded.jpg")]; !strings.Contains(r, "more than a 16×16 JPEG can need") || Decodes() != before {
+		t.Errorf("reason %q, decodes %d", r, Decodes()-before)
+	}
+}

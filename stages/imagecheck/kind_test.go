@@ -70,6 +70,17 @@ func TestKindOnExampleDataset(t *testing.T) {
 			t.Errorf("output %s: %s, want %s", name, out[name].Type().FriendlyName(), typ.FriendlyName())
 		}
 	}
+	// ben's set has a beauty-filtered photo: accepted, with the texture warning.
+	reqBen := *req
+	reqBen.Inputs = inputs(t, map[string]cty.Value{"dir": cty.StringVal("data/ben")})
+	resBen, err := Kind{}.Apply(context.Background(), &reqBen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := resBen.Outputs["count"].AsBigFloat().Int64(); n != 16 || len(resBen.Warnings) != 1 ||
+		!strings.HasPrefix(resBen.Warnings[0], "data/ben/ben-filtered.jpg: skin texture") {
+		t.Errorf("ben: count %d, warnings %q", n, resBen.Warnings)
+	}
 	// Planning again reads everything from the cache.
 	before := Decodes()
 	if _, err := (Kind{}).Apply(context.Background(), req); err != nil || Decodes() != before {

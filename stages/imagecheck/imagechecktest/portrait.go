@@ -84,7 +84,19 @@ func Portrait(o Options) *image.NRGBA {
 			(0.05 + rng.Float64()*0.25) * float64(w), (0.05 + rng.Float64()*0.25) * float64(h),
 			rgb{rng.Float64() * 255, rng.Float64() * 255, rng.Float64() * 255}})
 	}
-	gradAngle := rng.Float64() * math.Pi
+	// Hard-edged shapes (a window, a door, a shelf) make the backgrounds, and so the perceptual
+	// hashes, of different photos differ the way real rooms do.
+	type rect struct {
+		x0, y0, x1, y1 float64
+		c              rgb
+	}
+	var rects []rect
+	for i := 0; i < 2+rng.IntN(3); i++ {
+		x0, y0 := rng.Float64()*float64(w), rng.Float64()*float64(h)*0.8
+		rects = append(rects, rect{x0, y0, x0 + (0.1+rng.Float64()*0.35)*float64(w), y0 + (0.1+rng.Float64()*0.4)*float64(h),
+			rgb{rng.Float64() * 255, rng.Float64() * 255, rng.Float64() * 255}})
+	}
+	gradAngle := rng.Float64() * 2 * math.Pi
 
 	n := max(1, o.Faces)
 	type head struct{ cx, cy, fh, fw float64 }
@@ -100,6 +112,9 @@ func Portrait(o Options) *image.NRGBA {
 
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))
 	noise := rand.New(rand.NewPCG(o.Seed+17, 99))
+	// Skin texture is drawn at a scale relative to the face (pores do not shrink when the camera
+	// comes closer), so the texture index of one subject stays put across framings.
+	pore := pores(noise, w, h, heads[0].fw/220)
 	ca, sa := math.Cos(gradAngle), math.Sin(gradAngle)
 	for y := 0; y < h; y++ {
 		fy := float64(y)
@@ -108,6 +123,11 @@ func Portrait(o Options) *image.NRGBA {
 			// Background: a two-colour gradient with soft blobs.
 			t := 0.5 + 0.5*((fx/float64(w)-0.5)*ca+(fy/float64(h)-0.5)*sa)
 			c := mix(bgA, bgB, t)
+			for _, r := range rects {
+				if fx >= r.x0 && fx < r.x1 && fy >= r.y0 && fy < r.y1 {
+					c = mix(c, r.c, 0.85)
+				}
+			}
 			for _, b := range blobs {
 				if d := sq((fx-b.x)/b.rx) + sq((fy-b.y)/b.ry); d < 1 {
 					c = mix(c, b.c, 0.6*(1-d))
@@ -123,7 +143,7 @@ func Portrait(o Options) *image.NRGBA {
 				c = cloth
 			}
 			if isSkin && o.Texture > 0 {
-				d := noise.NormFloat64() * o.Texture
+				d := pore(fx, fy) * o.Texture
 				c = rgb{c.r + d, c.g + d*0.9, c.b + d*0.8}
 			} else {
 				d := noise.NormFloat64() * 2.5 // sensor noise everywhere
@@ -141,14 +161,18 @@ func Portrait(o Options) *image.NRGBA {
 func drawHead(c rgb, shade float64, isSkin bool, x, y, cx, cy, fw, fh float64, skin, hair, cloth rgb, light, h float64) (rgb, float64, bool) {
 	rx, ry := fw/2, fh/2
 	u, v := (x-cx)/rx, (y-cy)/ry // face coordinates: the oval is u²+v² < 1
-	// Shoulders and neck.
+	// Neck, then rounded shoulders (an ellipse below the head).
 	if y > cy+ry*0.7 {
-		if math.Abs(x-cx) < rx*0.42 && y < cy+ry*1.35 {
-			return mix(skin, rgb{}, 0.18), shade, true
+		bu, bv := (x-cx)/(rx*3.2), (y-(cy+ry*3.6))/(ry*2.4)
+		if bu*bu*bu*bu+bv*bv < 1 { // flat-topped: shoulders, not a balloon
+			// A V-neckline shows some skin.
+			if y < cy+ry*1.55 && math.Abs(x-cx) < (cy+ry*1.55-y)*0.6 {
+				return mix(skin, rgb{}, 0.12), shade, true
+			}
+			return cloth, shade * (1 - 0.12*bu*bu), false
 		}
-		sw := rx * (1.1 + 2.2*math.Min(1, (y-cy-ry*1.2)/(ry*0.8)))
-		if y > cy+ry*1.2 && math.Abs(x-cx) < sw {
-			return cloth, shade, false
+		if math.Abs(x-cx) < rx*0.42 && y < cy+ry*1.4 {
+			return mix(skin, rgb{}, 0.18), shade, true
 		}
 	}
 	// Hair behind the head.
@@ -217,6 +241,27 @@ func drawHead(c rgb, shade float64, isSkin bool, x, y, cx, cy, fw, fh float64, s
 	}
 	_ = h
 	return col, s, true
+}
+
+// pores returns a smooth random field (unit variance) with features about cell pixels wide:
+// Gaussian values on a grid, interpolated bilinearly.
+func pores(rng *rand.Rand, w, h int, cell float64) func(x, y float64) float64 {
+	cell = math.Max(1, cell)
+	gw, gh := int(float64(w)/cell)+2, int(float64(h)/cell)+2
+	g := make([]float64, gw*gh)
+	for i := range g {
+		g[i] = rng.NormFloat64()
+	}
+	// Bilinear interpolation averages and so lowers the variance; this puts it back to about 1.
+	const gain = 1.5
+	return func(x, y float64) float64 {
+		gx, gy := x/cell, y/cell
+		x0, y0 := int(gx), int(gy)
+		tx, ty := gx-float64(x0), gy-float64(y0)
+		a := g[y0*gw+x0]*(1-tx) + g[y0*gw+x0+1]*tx
+		b := g[(y0+1)*gw+x0]*(1-tx) + g[(y0+1)*gw+x0+1]*tx
+		return gain * (a*(1-ty) + b*ty)
+	}
 }
 
 func rgbOf(c color.NRGBA, def rgb) rgb {
