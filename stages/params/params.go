@@ -217,7 +217,7 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 		c := chosen[k]
 		line := fmt.Sprintf("%s = %s: %s", k, show(c.val), c.source)
 		if c.why != "" {
-			line += " (" + c.why + ")"
+			line += ": " + c.why
 		}
 		switch {
 		case inputs[k]:
@@ -359,7 +359,7 @@ func builtins(n int, diversity float64) map[string]*choice {
 	if n < 10 {
 		c["lora_rank"] = &choice{val: cty.NumberIntVal(8), source: "built-in", why: fmt.Sprintf("rank 8 for a set under 10 photos (%d): a small set is memorised at higher ranks", n)}
 	} else {
-		c["lora_rank"] = &choice{val: cty.NumberIntVal(16), source: "built-in", why: "rank 16 learns a face; 32+ memorises the photos (plastic skin)"}
+		c["lora_rank"] = &choice{val: cty.NumberIntVal(16), source: "built-in", why: "rank 16 learns a face; rank 32 and up memorises the photos (plastic skin)"}
 	}
 	c["network_alpha"] = &choice{source: "built-in"}
 	repeats := int(math.Round(10 - float64(n-10)*5/30))
