@@ -56,6 +56,10 @@ type Schema struct {
 	// Settings names the top-level settings blocks this kind reads (e.g. "replicate"); their evaluated
 	// attributes arrive in Request.Settings and are part of the input digest.
 	Settings []string
+	// SettingsAttributes declares, per settings block, the attributes this kind reads there (with
+	// their types). validate rejects an attribute no registered kind declares, so a typo such as
+	// `trainr` in the replicate block is caught before anything runs.
+	SettingsAttributes map[string]map[string]*Attribute
 }
 
 // Attribute is one attribute of a stage block or nested block.

@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/pipeline/config"
 	"github.com/pipeline-dev/pipeline/pipeline/dag"
 )
@@ -346,6 +347,7 @@ func (c *checker) checkAll(stages []*Stage) hcl.Diagnostics {
 			return ok
 		})
 		c.add(d...)
+		c.checkSettingsAttributes(name, set)
 	}
 
 	if st := cfg.State; st != nil {
@@ -420,5 +422,36 @@ func (c *checker) checkDependsOn(st *Stage, tr hcl.Traversal) {
 		})
 	default:
 		c.m.graph.AddEdge(dag.Edge{From: st.Addr, To: addr, Label: "depends_on", Origin: rng})
+	}
+}
+
+// checkSettingsAttributes rejects attributes of a settings block that no registered kind reads.
+func (c *checker) checkSettingsAttributes(name string, set *config.Settings) {
+	declared := map[string]*pipeline.Attribute{}
+	for _, k := range sortedKinds(c.m.kinds) {
+		s := schemaOf(c.m.kinds[k])
+		if s == nil {
+			continue
+		}
+		for attr, a := range s.SettingsAttributes[name] {
+			declared[attr] = a
+		}
+	}
+	if len(declared) == 0 {
+		return // no kind describes this block: nothing to hold it against
+	}
+	attrs, _ := set.Body.JustAttributes()
+	names := sortedKeys(declared)
+	for _, an := range sortedKeys(attrs) {
+		attr := attrs[an]
+		if _, ok := declared[an]; !ok {
+			c.add(&hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Unsupported argument",
+				Detail:   fmt.Sprintf("An argument named %q is not expected in the %s block.%s Its arguments are: %s.", an, name, didYouMean(an, names), strings.Join(names, ", ")),
+				Subject:  attr.NameRange.Ptr(),
+				Context:  attr.Range.Ptr(),
+			})
+		}
 	}
 }

@@ -45,6 +45,9 @@ func testKinds() map[string]pipeline.Kind {
 	work := fakeKind{name: "work", schema: &pipeline.Schema{
 		Remote:   true,
 		Settings: []string{"replicate"},
+		SettingsAttributes: map[string]map[string]*pipeline.Attribute{"replicate": {
+			"trainer": {Type: cty.String}, "destination": {Type: cty.String}, "hardware": {Type: cty.String},
+		}},
 		Attributes: map[string]*pipeline.Attribute{
 			"images":   {Type: cty.List(cty.String), Required: true},
 			"input":    {Type: cty.DynamicPseudoType},

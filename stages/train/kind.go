@@ -64,6 +64,11 @@ var schema = &pipeline.Schema{
 	},
 	Remote:   true,
 	Settings: []string{"replicate"},
+	SettingsAttributes: map[string]map[string]*pipeline.Attribute{"replicate": {
+		"trainer":     {Type: cty.String, Description: `trainer version "owner/name:version"`},
+		"destination": {Type: cty.String, Description: `model "owner/name" that receives new versions`},
+		"hardware":    {Type: cty.String, Description: `hardware a missing destination is created on ["gpu-t4"]`},
+	}},
 }
 
 // Name implements pipeline.Kind.
