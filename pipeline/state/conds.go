@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -110,7 +111,7 @@ func (c *nativeConds) create(ctx context.Context, obj string, data []byte) error
 	c.calls.Add(1)
 	// IfNotExist is the service's own conditional create for s3 (If-None-Match: *), gs
 	// (DoesNotExist precondition) and azblob (If-None-Match: *).
-	return mapErr(c.b.WriteAll(ctx, obj, data, &blob.WriterOptions{IfNotExist: true, ContentType: "application/json"}))
+	return mapErr(c.upload(ctx, obj, data, &blob.WriterOptions{IfNotExist: true, ContentType: "application/json"}))
 }
 
 func (c *nativeConds) replace(ctx context.Context, obj string, data []byte, version string) error {
@@ -118,7 +119,14 @@ func (c *nativeConds) replace(ctx context.Context, obj string, data []byte, vers
 	opts := &blob.WriterOptions{ContentType: "application/json", BeforeWrite: func(as func(any) bool) error {
 		return c.ifMatchWrite(as, version)
 	}}
-	return mapErr(c.b.WriteAll(ctx, obj, data, opts))
+	return mapErr(c.upload(ctx, obj, data, opts))
+}
+
+// upload writes through Bucket.Upload rather than WriteAll: gocloud.dev v0.47.0's azureblob
+// writer panics in Close (a nil pipe reader) when an upload that went through Write fails, which
+// is exactly what a refused conditional write does; the Upload path does not touch that pipe.
+func (c *nativeConds) upload(ctx context.Context, obj string, data []byte, opts *blob.WriterOptions) error {
+	return c.b.Upload(ctx, obj, bytes.NewReader(data), opts)
 }
 
 // ifMatchWrite sets "write only if the object is still at version" on the service's request.
@@ -203,7 +211,7 @@ func (c *nativeConds) ifMatchDelete(as func(any) bool, version string) error {
 
 func (c *nativeConds) write(ctx context.Context, obj string, data []byte) error {
 	c.calls.Add(1)
-	return mapErr(c.b.WriteAll(ctx, obj, data, &blob.WriterOptions{ContentType: "application/json"}))
+	return mapErr(c.upload(ctx, obj, data, &blob.WriterOptions{ContentType: "application/json"}))
 }
 
 // serialConds makes a store without preconditions conditional by doing every conditional

@@ -79,7 +79,7 @@ func testBackends(t *testing.T) []backend {
 	mem := backend{name: "mem", url: memName + "ci", at: func(p string) string { return memName + p }}
 	file := backend{name: "file", url: "file://" + filepath.ToSlash(t.TempDir()), procs: true,
 		at: func(string) string { return "file://" + filepath.ToSlash(t.TempDir()) }}
-	return []backend{mem, file, s3Backend(t), gcsBackend(t)}
+	return []backend{mem, file, s3Backend(t), gcsBackend(t), azureBackend(t)}
 }
 
 // gcsBackend starts fake-gcs-server (in-memory) on loopback; gcsblob and the storage client reach
