@@ -154,7 +154,7 @@ func (e *Engine) emitRootOutputs(plan *Plan, out *Outcome) {
 		}
 	}
 	if len(all) > 0 {
-		e.emit(pipeline.Event{Type: pipeline.EventOutputs, Outputs: all})
+		e.emit(pipeline.Event{Type: pipeline.EventOutputs, Outputs: all, Simulated: e.Env != nil && e.Env.Simulated})
 	}
 }
 

@@ -391,3 +391,31 @@ func equalMaps(a, b map[string]string) bool {
 }
 
 var _ = cty.NilVal
+
+func TestSimulatedResultsNeverPassForRealOnes(t *testing.T) {
+	f := newFixture(t, chain)
+	e, _ := f.engine()
+	e.Env.Simulated = true
+	f.apply(context.Background(), e)
+	sim, _ := f.engine()
+	sim.Env.Simulated = true
+	plan, err := sim.Plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Changes() != 0 {
+		t.Errorf("a second simulated plan has %d changes, want 0", plan.Changes())
+	}
+	real, _ := f.engine()
+	plan, err = real.Plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	train := findStage(plan, "work.train")
+	if train.Action != pipeline.ActionRerun || len(train.Reasons) != 1 || !strings.Contains(train.Reasons[0], "recorded run was simulated") {
+		t.Errorf("real plan after a simulated apply: %s %q, want a re-run because the record is simulated", train.Action, train.Reasons)
+	}
+	if c := findStage(plan, "check.c"); c.Action != pipeline.ActionNoop {
+		t.Errorf("read-only stages do not depend on the simulator: %s", c.Action)
+	}
+}

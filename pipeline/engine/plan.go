@@ -312,8 +312,16 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 	sens = sensitiveByName(inputs, nil, sens)
 	sp.Inputs, sp.Blocks, sp.Settings, sp.Sensitive = inputs, blocks, settings, sens
 	sp.Parts, sp.Display = digestParts(inputs, blocks, settings, sens)
+	if st.Schema.Remote && e.Env != nil && e.Env.Simulated {
+		// Simulated results must never pass for real ones (nor the other way round): the
+		// simulator is part of a remote stage's inputs.
+		sp.Parts[simulatedPart] = hashString("simulated")
+	}
 	return nil
 }
+
+// simulatedPart is the digest component present only for remote stages run under -simulate.
+const simulatedPart = "+simulated"
 
 func (e *Engine) planStage(ctx context.Context, ip *InstancePlan, st *lang.Stage) *StagePlan {
 	sp := &StagePlan{Stage: st, Address: Address(st.Addr, ip.Key, ip.Batch), ReadOnly: st.Schema.ReadOnly}
@@ -663,6 +671,10 @@ func changeReasons(prior *state.Record, parts map[string]string, display map[str
 		switch {
 		case had && has && old == cur:
 			continue
+		case name == simulatedPart && had:
+			out = append(out, "the recorded run was simulated (-simulate); this run is real")
+		case name == simulatedPart:
+			out = append(out, "this run is simulated (-simulate); the recorded run was real")
 		case !had:
 			out = append(out, label+": added")
 		case !has:

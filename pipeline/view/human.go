@@ -188,7 +188,7 @@ func (h *Human) Emit(e pipeline.Event) {
 			fmt.Fprintf(h.w, "::warning title=%s::%s\n", escapeProp(e.Address), escapeData(e.Message))
 		}
 	case pipeline.EventOutputs:
-		h.outputs(e.Outputs)
+		h.outputs(e)
 	case pipeline.EventLog:
 		h.printf("%s\n", e.Message)
 	case pipeline.EventDiagnostic:
@@ -439,10 +439,10 @@ func sortedMetricKeys(m map[string]float64) []string {
 	return out
 }
 
-func (h *Human) outputs(o map[string]any) {
-	h.printf("\nOutputs:\n")
-	for _, k := range sortedAnyKeys(o) {
-		h.printf("  %s = %s\n", k, render(o[k]))
+func (h *Human) outputs(e pipeline.Event) {
+	h.printf("\n%sOutputs:\n", sim(e))
+	for _, k := range sortedAnyKeys(e.Outputs) {
+		h.printf("  %s%s = %s\n", sim(e), k, render(e.Outputs[k]))
 	}
 }
 
