@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/jpeg"
 	"image/png"
 	"io"
@@ -157,7 +158,7 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 	small := orient(shrink(img, workSide), a.Orientation)
 	img = nil // the full-size image is garbage from here on; only the small copy is kept
 	measure(&a, small)
-	a.Face = measureFace(small)
+	a.Face = faceMeasure(small)
 	a.Decoded = true
 	return a, nil
 }
@@ -258,7 +259,8 @@ func shrink(img image.Image, side int) *image.NRGBA {
 		return imaging.Clone(img)
 	}
 	tw, th := fitSize(w, h, side)
-	if yc, ok := img.(*image.YCbCr); ok && max(w, h) >= 2*side {
+	// boxPlane's 16-bit lanes hold 257 rows per cell: far beyond any photo, but checked all the same.
+	if yc, ok := img.(*image.YCbCr); ok && max(w, h) >= 2*side && max(w, h) < 200*side {
 		return boxYCbCr(yc, tw, th)
 	}
 	return imaging.Resize(img, tw, th, imaging.Linear)
@@ -296,29 +298,54 @@ func boxYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	cbs := samplePlane(m.Cb[cOff:], m.CStride, cw, ch, ow, oh)
 	crs := samplePlane(m.Cr[cOff:], m.CStride, cw, ch, ow, oh)
 	out := image.NewNRGBA(image.Rect(0, 0, ow, oh))
-	for i := range ys {
-		r, g, bl := ycbcrToRGB(ys[i], cbs[i], crs[i])
-		p := out.Pix[4*i : 4*i+4 : 4*i+4]
-		p[0], p[1], p[2], p[3] = r, g, bl, 255
+	pix := out.Pix[:4*len(ys)]
+	cbs, crs = cbs[:len(ys)], crs[:len(ys)]
+	for i, y := range ys {
+		r, g, bl := color.YCbCrToRGB(y, cbs[i], crs[i])
+		binary.LittleEndian.PutUint32(pix[4*i:], uint32(r)|uint32(g)<<8|uint32(bl)<<16|0xFF<<24)
 	}
 	return out
 }
 
 // boxPlane averages an 8-bit plane (the area sw×sh at its start) onto ow×oh cells; cells cover
-// whole source rows and columns, split as evenly as integers allow. Column sums are kept in uint16
-// (a cell spans at most 257 rows before that could overflow; shrink never goes near it).
+// whole source rows and columns, split as evenly as integers allow.
+//
+// It is the hottest loop of a check after the JPEG decoder, so rows are summed eight bytes at a
+// time: the even and the odd bytes of a 64-bit word go into four 16-bit lanes each (a lane holds up
+// to 257 rows of 255, and a cell spans a handful).
 func boxPlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
+	const lanes = 0x00FF00FF00FF00FF
 	out := make([]uint8, ow*oh)
-	cols := make([]uint16, sw)
+	cols := make([]uint32, sw)
+	words := sw / 8
+	even, odd := make([]uint64, words), make([]uint64, words)
 	x0 := make([]int, ow+1)
 	for i := 0; i <= ow; i++ {
 		x0[i] = i * sw / ow
 	}
 	for oy := 0; oy < oh; oy++ {
 		ya, yb := oy*sh/oh, max((oy+1)*sh/oh, oy*sh/oh+1)
-		copyRow(cols, pix[ya*stride:ya*stride+sw])
-		for y := ya + 1; y < yb; y++ {
-			addRow(cols, pix[y*stride:y*stride+sw])
+		clear(even)
+		clear(odd)
+		clear(cols[8*words:])
+		for y := ya; y < yb; y++ {
+			row := pix[y*stride : y*stride+sw]
+			for j := range even {
+				v := binary.LittleEndian.Uint64(row[8*j:])
+				even[j] += v & lanes
+				odd[j] += (v >> 8) & lanes
+			}
+			for x := 8 * words; x < sw; x++ {
+				cols[x] += uint32(row[x])
+			}
+		}
+		for j := range even {
+			e, o := even[j], odd[j]
+			c := cols[8*j : 8*j+8 : 8*j+8]
+			c[0], c[1] = uint32(e&0xFFFF), uint32(o&0xFFFF)
+			c[2], c[3] = uint32(e>>16&0xFFFF), uint32(o>>16&0xFFFF)
+			c[4], c[5] = uint32(e>>32&0xFFFF), uint32(o>>32&0xFFFF)
+			c[6], c[7] = uint32(e>>48), uint32(o>>48)
 		}
 		rows := uint32(yb - ya)
 		dst := out[oy*ow : oy*ow+ow]
@@ -326,27 +353,13 @@ func boxPlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
 			xa, xb := x0[ox], max(x0[ox+1], x0[ox]+1)
 			var s uint32
 			for _, v := range cols[xa:xb] {
-				s += uint32(v)
+				s += v
 			}
 			n := uint32(xb-xa) * rows
 			dst[ox] = uint8((s + n/2) / n)
 		}
 	}
 	return out
-}
-
-func copyRow(dst []uint16, src []uint8) {
-	dst = dst[:len(src)]
-	for i, v := range src {
-		dst[i] = uint16(v)
-	}
-}
-
-func addRow(dst []uint16, src []uint8) {
-	dst = dst[:len(src)]
-	for i, v := range src {
-		dst[i] += uint16(v)
-	}
 }
 
 // samplePlane picks, for each of ow×oh cells, the sample at the cell's centre: used for chroma,
@@ -367,58 +380,56 @@ func samplePlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
 	return out
 }
 
-// ycbcrToRGB is the JFIF conversion (the one image/color uses), on 8-bit values.
-func ycbcrToRGB(y, cb, cr uint8) (uint8, uint8, uint8) {
-	fy := float32(y)
-	fcb := float32(cb) - 128
-	fcr := float32(cr) - 128
-	return clamp8(fy + 1.402*fcr), clamp8(fy - 0.344136*fcb - 0.714136*fcr), clamp8(fy + 1.772*fcb)
-}
-
-func clamp8(v float32) uint8 {
-	if v <= 0 {
-		return 0
-	}
-	if v >= 255 {
-		return 255
-	}
-	return uint8(v + 0.5)
-}
-
 // measure computes exposure, colour, sharpness and the perceptual hashes from the small copy.
 func measure(a *analysis, img *image.NRGBA) {
 	w, h := img.Rect.Dx(), img.Rect.Dy()
-	luma := make([]float32, w*h)
-	var sum, sum2, sumCb, sumCr float64
-	var dark, bright int
+	// One integer pass: an 8-bit luma plane (Rec. 601, as JPEG stores it), a luma histogram for
+	// exposure and contrast, and channel sums (mean chroma is a linear function of mean RGB).
+	luma := make([]uint8, w*h)
+	var hist [256]int
+	var sumR, sumG, sumB int
 	for y := 0; y < h; y++ {
 		row := img.Pix[y*img.Stride : y*img.Stride+4*w]
-		for x := 0; x < w; x++ {
-			r, g, b := float32(row[4*x]), float32(row[4*x+1]), float32(row[4*x+2])
-			l := 0.299*r + 0.587*g + 0.114*b
-			luma[y*w+x] = l
-			if l <= 10 {
-				dark++
-			} else if l >= 250 {
-				bright++
-			}
-			sum += float64(l)
-			sum2 += float64(l) * float64(l)
-			sumCb += float64(-0.168736*r - 0.331264*g + 0.5*b)
-			sumCr += float64(0.5*r - 0.418688*g - 0.081312*b)
+		dst := luma[y*w : y*w+w]
+		for x := range dst {
+			p := row[4*x : 4*x+3 : 4*x+3]
+			r, g, b := int(p[0]), int(p[1]), int(p[2])
+			l := (19595*r + 38470*g + 7471*b + 1<<15) >> 16
+			dst[x] = uint8(l)
+			hist[l]++
+			sumR += r
+			sumG += g
+			sumB += b
 		}
 	}
 	n := float64(w * h)
+	var sum, sum2 float64
+	dark, bright := 0, 0
+	for l, c := range hist {
+		sum += float64(l * c)
+		sum2 += float64(l * l * c)
+		if l <= 10 {
+			dark += c
+		} else if l >= 250 {
+			bright += c
+		}
+	}
 	a.Dark, a.Bright = float64(dark)/n, float64(bright)/n
 	a.Luma = sum / n
 	a.Contrast = math.Sqrt(math.Max(0, sum2/n-a.Luma*a.Luma))
-	a.Cb, a.Cr = sumCb/n, sumCr/n
+	mr, mg, mb := float64(sumR)/n, float64(sumG)/n, float64(sumB)/n
+	a.Cb = -0.168736*mr - 0.331264*mg + 0.5*mb
+	a.Cr = 0.5*mr - 0.418688*mg - 0.081312*mb
 
 	sw, sh := fitSize(w, h, sharpSide)
 	if max(w, h) < sharpSide {
 		sw, sh = w, h
 	}
-	grey := boxFloat(luma, w, h, sw, sh)
+	small := boxPlane(luma, w, w, h, sw, sh)
+	grey := make([]float32, len(small))
+	for i, v := range small {
+		grey[i] = float32(v)
+	}
 	a.Sharpness = laplacianVariance(grey, sw, sh)
 	a.Hash, a.Mirror = dhash(areaResize(grey, sw, sh, 9, 8))
 }
@@ -463,25 +474,6 @@ func areaWeights(src, n int) [][]weight {
 			if w > 1e-9 {
 				out[o] = append(out[o], weight{i, w})
 			}
-		}
-	}
-	return out
-}
-
-// boxFloat averages a float plane onto ow×oh cells (as boxPlane).
-func boxFloat(pix []float32, sw, sh, ow, oh int) []float32 {
-	out := make([]float32, ow*oh)
-	for oy := 0; oy < oh; oy++ {
-		ya, yb := oy*sh/oh, max((oy+1)*sh/oh, oy*sh/oh+1)
-		for ox := 0; ox < ow; ox++ {
-			xa, xb := ox*sw/ow, max((ox+1)*sw/ow, ox*sw/ow+1)
-			var s float32
-			for y := ya; y < yb; y++ {
-				for _, v := range pix[y*sw+xa : y*sw+xb] {
-					s += v
-				}
-			}
-			out[oy*ow+ox] = s / float32((xb-xa)*(yb-ya))
 		}
 	}
 	return out

@@ -13,7 +13,7 @@ import (
 
 // cacheVersion changes whenever analysis figures are computed differently, so old entries are
 // recomputed rather than mixed with new ones.
-const cacheVersion = 4
+const cacheVersion = 5
 
 // fileKey identifies one version of a file without reading it: a touched, replaced or rewritten
 // file gets a new key.
