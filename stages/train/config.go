@@ -334,7 +334,7 @@ func checkInputs(trainer string, specs map[string]replicate.InputSpec, in map[st
 		spec, ok := specs[name]
 		if !ok {
 			msg := fmt.Sprintf("input %q is not an input of trainer %s", name, trainer)
-			if s := closest(name, accepted); s != "" {
+			if s := pipeline.Suggest(name, accepted); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			} else {
 				msg += " (it accepts: " + strings.Join(accepted, ", ") + ")"
@@ -428,41 +428,3 @@ func toFloat(v any) (float64, bool) {
 	return 0, false
 }
 
-// closest returns the accepted name nearest to name (edit distance at most a third of its length,
-// at least 2), "" when none is close.
-func closest(name string, accepted []string) string {
-	best, bestD := "", 0
-	limit := len(name) / 3
-	if limit < 2 {
-		limit = 2
-	}
-	for _, a := range accepted {
-		d := editDistance(strings.ToLower(name), strings.ToLower(a))
-		if d <= limit && (best == "" || d < bestD) {
-			best, bestD = a, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
-}
