@@ -139,6 +139,8 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 		a.Orientation = jpegOrientation(data)
 	case "webp":
 		a.Orientation = webpOrientation(data)
+	case "png":
+		a.Orientation = pngOrientation(data)
 	}
 	if a.Orientation >= 5 { // 5–8 turn the picture by 90°
 		a.Width, a.Height = a.Height, a.Width

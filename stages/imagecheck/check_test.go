@@ -279,6 +279,21 @@ func TestOrientationParsing(t *testing.T) {
 	if got := webpOrientation(w.Bytes()); got != 8 {
 		t.Errorf("webp orientation: got %d", got)
 	}
+	// PNG: an eXIf chunk after IHDR.
+	png := mustPNG(t, image.NewGray(image.Rect(0, 0, 4, 4)))
+	var p bytes.Buffer
+	p.Write(png[:8+25]) // signature + IHDR chunk
+	binary.Write(&p, binary.BigEndian, uint32(len(tiff)))
+	p.WriteString("eXIf")
+	p.Write(tiff)
+	binary.Write(&p, binary.BigEndian, crc32.ChecksumIEEE(append([]byte("eXIf"), tiff...)))
+	p.Write(png[8+25:])
+	if got := pngOrientation(p.Bytes()); got != 8 {
+		t.Errorf("png orientation: got %d", got)
+	}
+	if got := pngOrientation(png); got != 1 {
+		t.Errorf("png without eXIf: got %d", got)
+	}
 }
 
 func TestCacheSkipsDecoding(t *testing.T) {

@@ -204,3 +204,21 @@ func webpOrientation(data []byte) int {
 	}
 	return 1
 }
+
+// pngOrientation reads the orientation from a PNG's eXIf chunk (1 if none): phones that save
+// screenshots or edits as PNG keep the camera's orientation there.
+func pngOrientation(data []byte) int {
+	i := 8
+	for i+12 <= len(data) {
+		n := int(binary.BigEndian.Uint32(data[i : i+4]))
+		typ := string(data[i+4 : i+8])
+		if n < 0 || i+12+n > len(data) || typ == "IEND" {
+			return 1
+		}
+		if typ == "eXIf" {
+			return tiffOrientation(data[i+8 : i+8+n])
+		}
+		i += 12 + n
+	}
+	return 1
+}
