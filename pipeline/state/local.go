@@ -51,6 +51,7 @@ type FileStore struct {
 	held     map[string]*heldKey
 	lockInfo LockInfo // what the .lock file says while this process holds it
 	closed   bool
+	waits    opDeadlines
 }
 
 type heldKey struct {
@@ -101,6 +102,7 @@ func (s *FileStore) Describe() string { return "local file " + s.path }
 // the last Unlock; within the process each key can be held once.
 func (s *FileStore) Lock(ctx context.Context, key string, info LockInfo, timeout time.Duration) (Lock, error) {
 	fillLockInfo(&info)
+	timeout = s.waits.remaining(info.ID, timeout)
 	var deadline <-chan time.Time
 	if timeout > 0 {
 		t := time.NewTimer(timeout)
@@ -131,7 +133,7 @@ func (s *FileStore) Lock(ctx context.Context, key string, info LockInfo, timeout
 	}
 	defer s.lockMu.Unlock()
 	if s.refs == 0 {
-		if err := s.acquireOSLock(ctx, info, timeout); err != nil {
+		if err := s.acquireOSLock(ctx, info, s.waits.remaining(info.ID, timeout)); err != nil {
 			return nil, err
 		}
 	}

@@ -60,6 +60,7 @@ type RemoteStore struct {
 	keyMu  map[string]*sync.Mutex
 	locks  map[string]*remoteLock
 	closed bool
+	waits  opDeadlines
 
 	calls atomic.Int64 // object-store requests, for the figures in tests and reports
 }
@@ -297,6 +298,7 @@ func (l *remoteLock) lostErr() error {
 func (s *RemoteStore) Lock(ctx context.Context, key string, info LockInfo, timeout time.Duration) (Lock, error) {
 	fillLockInfo(&info)
 	obj := s.lockObj(key)
+	timeout = s.waits.remaining(info.ID, timeout)
 	deadline := time.Now().Add(timeout)
 	var note string
 	vanished := 0

@@ -67,6 +67,8 @@ type backend struct {
 	url      string
 	procs    bool          // other processes can share it (not mem://)
 	requests *atomic.Int64 // HTTP requests seen by the S3 server
+	// deleteIfMatch is the If-Match header of the last DELETE the S3 server saw.
+	deleteIfMatch *atomic.Value
 	// at returns a URL of the same store with another prefix.
 	at func(prefix string) string
 }
@@ -109,9 +111,13 @@ func s3Backend(t *testing.T) backend {
 	}
 	faker := gofakes3.New(mem, gofakes3.WithLogger(gofakes3.DiscardLog()))
 	var n atomic.Int64
+	var ifMatch atomic.Value
 	h := faker.Server()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
+		if r.Method == http.MethodDelete {
+			ifMatch.Store(r.Header.Get("If-Match"))
+		}
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -123,7 +129,7 @@ func s3Backend(t *testing.T) backend {
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
 	q := "?region=us-east-1&use_path_style=true&disable_https=true&endpoint=" + srv.URL
-	return backend{name: "s3", url: "s3://state/ci/runs" + q, procs: true, requests: &n,
+	return backend{name: "s3", url: "s3://state/ci/runs" + q, procs: true, requests: &n, deleteIfMatch: &ifMatch,
 		at: func(p string) string { return "s3://state/" + p + q }}
 }
 
@@ -148,6 +154,7 @@ func TestRemoteConformance(t *testing.T) {
 			t.Run("Backup", func(t *testing.T) { testBackup(t, b) })
 			t.Run("Refresh", func(t *testing.T) { testRefresh(t, b) })
 			t.Run("Keys", func(t *testing.T) { testKeys(t, b) })
+			t.Run("TimeoutPerOperation", func(t *testing.T) { testTimeoutPerOperation(t, b) })
 		})
 	}
 }
@@ -570,5 +577,92 @@ func sortStrings(s []string) {
 				s[i], s[j] = s[j], s[i]
 			}
 		}
+	}
+}
+
+// TestConditionalDelete checks that removing an object at a stale version is refused. Unlock,
+// force-unlock and breaking a dead pid's lock read the lock first and delete on condition that it
+// did not change, so a lock taken meanwhile survives. AWS S3 (general purpose buckets, If-Match on
+// DeleteObject, needing s3:GetObject too), GCS (ifGenerationMatch) and Azure (If-Match) enforce
+// it; the two emulators used here do not (gofakes3 v1.2.0 deleteObject and fake-gcs-server
+// v1.56.1 deleteObject ignore the precondition), so for them the window between that read and the
+// delete is open in these tests, and this test only reports what they did.
+func TestConditionalDelete(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range testBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			st := openRemote(t, b.url, RemoteOptions{})
+			obj := st.dir + "cond-delete.json"
+			if err := st.c.create(ctx, obj, []byte(`{"v":1}`)); err != nil {
+				t.Fatal(err)
+			}
+			_, stale, err := st.c.read(ctx, obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.c.replace(ctx, obj, []byte(`{"v":2}`), stale); err != nil {
+				t.Fatal(err)
+			}
+			err = st.c.remove(ctx, obj, stale)
+			_, _, rerr := st.c.read(ctx, obj)
+			switch b.name {
+			case "s3", "gcs":
+				if b.deleteIfMatch != nil {
+					if sent, _ := b.deleteIfMatch.Load().(string); sent != stale {
+						t.Fatalf("DELETE carried If-Match %q, want %q", sent, stale)
+					}
+				}
+				t.Logf("%s emulator: delete at a stale version returned %v; object still there: %v", b.name, err, rerr == nil)
+			default:
+				if !errors.Is(err, errPrecondition) || rerr != nil {
+					t.Fatalf("delete at a stale version: %v (object still there: %v)", err, rerr == nil)
+				}
+			}
+		})
+	}
+}
+
+// testTimeoutPerOperation: one apply locking many keys that another runner holds waits its
+// -lock-timeout once in all, and a key freed during the wait is taken.
+func testTimeoutPerOperation(t *testing.T, b backend) {
+	ctx := context.Background()
+	holder := openRemote(t, b.url, RemoteOptions{})
+	waiter := openRemote(t, b.url, RemoteOptions{RetryEvery: 20 * time.Millisecond})
+	keys := []string{"t1", "t2", "t3", "t4"}
+	var held []Lock
+	for _, k := range keys {
+		lk, err := holder.Lock(ctx, k, NewLockInfo("apply"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, lk)
+	}
+	op := NewLockInfo("apply")
+	start := time.Now()
+	for _, k := range keys {
+		if _, err := waiter.Lock(ctx, k, op, 200*time.Millisecond); !IsLocked(err) {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	if d := time.Since(start); d < 200*time.Millisecond || d > 700*time.Millisecond {
+		t.Fatalf("4 held keys took %v; want about one 200ms timeout", d)
+	}
+	// A new operation waits afresh, and gets a key released while it waits.
+	got := make(chan error, 1)
+	go func() {
+		lk, err := waiter.Lock(ctx, "t1", NewLockInfo("apply"), 10*time.Second)
+		if err == nil {
+			err = lk.Unlock()
+		}
+		got <- err
+	}()
+	if err := held[0].Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("waiting for a released lock: %v", err)
+	}
+	for _, lk := range held[1:] {
+		lk.Unlock()
 	}
 }

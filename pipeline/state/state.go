@@ -31,6 +31,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -279,6 +280,31 @@ func (e *LockedError) Error() string {
 			" (the OS releases this lock when its process exits, so it cannot be stale)")
 	}
 	return b.String()
+}
+
+// opDeadlines makes -lock-timeout a budget per operation rather than per key: every Lock call
+// that carries the same LockInfo.ID (one apply locking 1,000 batch keys) shares one deadline,
+// counted from its first call, so keys held elsewhere cost one timeout in all, not one each.
+type opDeadlines struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (d *opDeadlines) remaining(id string, timeout time.Duration) time.Duration {
+	if timeout <= 0 || id == "" {
+		return timeout
+	}
+	d.mu.Lock()
+	if d.m == nil {
+		d.m = map[string]time.Time{}
+	}
+	dl, ok := d.m[id]
+	if !ok {
+		dl = time.Now().Add(timeout)
+		d.m[id] = dl
+	}
+	d.mu.Unlock()
+	return max(time.Until(dl), 0)
 }
 
 // IsLocked reports whether err is (or wraps) a *LockedError.
