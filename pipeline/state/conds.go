@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -223,12 +225,16 @@ type serialConds struct {
 	b     *blob.Bucket
 	lock  sync.Locker
 	calls *atomic.Int64
-	// osLock, when set, is taken inside lock for file:// stores.
-	osLock *flock.Flock
+	// root, when set (file://), is the bucket directory: the OS lock guarding an object is
+	// DIR/.state-cas.lock in the object's own directory, so every store that reaches that
+	// directory - through any URL prefix - takes the same lock.
+	root string
+	fmu  sync.Mutex
+	fls  map[string]*flock.Flock
 }
 
-func newFileConds(b *blob.Bucket, lockPath string, calls *atomic.Int64) *serialConds {
-	return &serialConds{b: b, lock: &sync.Mutex{}, calls: calls, osLock: flock.New(lockPath, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o644))}
+func newFileConds(b *blob.Bucket, root string, calls *atomic.Int64) *serialConds {
+	return &serialConds{b: b, lock: &sync.Mutex{}, calls: calls, root: root, fls: map[string]*flock.Flock{}}
 }
 
 func hashVersion(data []byte) string {
@@ -236,15 +242,26 @@ func hashVersion(data []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-func (c *serialConds) critical(ctx context.Context, fn func() error) error {
+func (c *serialConds) critical(ctx context.Context, obj string, fn func() error) error {
 	c.lock.Lock()
 	defer c.lock.Unlock()
-	if c.osLock != nil {
-		ok, err := c.osLock.TryLockContext(ctx, 5*time.Millisecond)
-		if err != nil || !ok {
-			return fmt.Errorf("taking %s: %v", c.osLock.Path(), err)
+	if c.root != "" {
+		p := filepath.Join(c.root, filepath.FromSlash(path.Dir(obj)), ".state-cas.lock")
+		c.fmu.Lock()
+		fl := c.fls[p]
+		if fl == nil {
+			fl = flock.New(p, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o644))
+			c.fls[p] = fl
 		}
-		defer c.osLock.Unlock()
+		c.fmu.Unlock()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		ok, err := fl.TryLockContext(ctx, 5*time.Millisecond)
+		if err != nil || !ok {
+			return fmt.Errorf("taking %s: %v", p, err)
+		}
+		defer fl.Unlock()
 	}
 	return fn()
 }
@@ -259,7 +276,7 @@ func (c *serialConds) read(ctx context.Context, obj string) ([]byte, string, err
 }
 
 func (c *serialConds) create(ctx context.Context, obj string, data []byte) error {
-	return c.critical(ctx, func() error {
+	return c.critical(ctx, obj, func() error {
 		c.calls.Add(1)
 		ok, err := c.b.Exists(ctx, obj)
 		if err != nil {
@@ -289,7 +306,7 @@ func (c *serialConds) check(ctx context.Context, obj, version string) error {
 }
 
 func (c *serialConds) replace(ctx context.Context, obj string, data []byte, version string) error {
-	return c.critical(ctx, func() error {
+	return c.critical(ctx, obj, func() error {
 		if err := c.check(ctx, obj, version); err != nil {
 			return err
 		}
@@ -299,7 +316,7 @@ func (c *serialConds) replace(ctx context.Context, obj string, data []byte, vers
 }
 
 func (c *serialConds) remove(ctx context.Context, obj, version string) error {
-	return c.critical(ctx, func() error {
+	return c.critical(ctx, obj, func() error {
 		if version != "" {
 			if err := c.check(ctx, obj, version); err != nil {
 				return err

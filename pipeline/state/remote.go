@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -54,6 +55,7 @@ type RemoteStore struct {
 	c        conds
 	opts     RemoteOptions
 	shared   bool // a process-wide mem:// bucket: Close leaves it open
+	stemless bool // opened without a config file: the URL names the directory
 
 	mu     sync.Mutex
 	seen   map[string]uint64 // serial this store last read or wrote per key (0: read as absent)
@@ -100,6 +102,7 @@ func OpenRemoteWith(ctx context.Context, location, stem string, opts RemoteOptio
 	rawQuery := u.RawQuery
 	s := &RemoteStore{
 		location: location,
+		stemless: stem == "",
 		opts:     opts,
 		seen:     map[string]uint64{},
 		keyMu:    map[string]*sync.Mutex{},
@@ -134,7 +137,7 @@ func OpenRemoteWith(ctx context.Context, location, stem string, opts RemoteOptio
 			return nil, fmt.Errorf("state: opening %s: %w", location, err)
 		}
 		s.bucket = b
-		s.c = newFileConds(b, filepath.Join(casDir, ".state-cas.lock"), &s.calls)
+		s.c = newFileConds(b, root, &s.calls)
 		prefix = ""
 		// The directory that holds this config's objects, as a URL that needs no config file.
 		s.dirURL = "file://" + filepath.ToSlash(casDir)
@@ -493,9 +496,15 @@ func (l *remoteLock) Unlock() error {
 
 // ForceUnlock implements Store: it removes every lock object whose ID is id (a run takes one lock
 // per batch instance, all with its ID). Without force it refuses when any of them is still being
-// refreshed (its holder is alive), and then removes none.
+// refreshed (its holder is alive), and then removes none. Opened without a config file, it also
+// looks in the configs' directories below the URL, so -state may name the prefix or a config's
+// directory.
 func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) error {
-	objs, err := s.list(ctx)
+	delim := "/"
+	if s.stemless {
+		delim = ""
+	}
+	objs, err := s.listAll(ctx, delim)
 	if err != nil {
 		return err
 	}
@@ -520,7 +529,7 @@ func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) er
 			others = append(others, fmt.Sprintf("%s (pid %d on host %s)", held.ID, held.PID, held.Host))
 			continue
 		}
-		key, _ := unescKey(strings.TrimSuffix(obj[len(s.dir):], lockSuffix))
+		key, _ := unescKey(strings.TrimSuffix(path.Base(obj), lockSuffix))
 		le := s.lockedErr(key, obj, held)
 		if !force && !le.Stale {
 			return fmt.Errorf("state: lock %s on %s is live: pid %d on host %s refreshed it %s ago (stale after %s); nothing removed\n  hint: if you are sure that run is gone, pass -force",
@@ -759,11 +768,16 @@ func (s *RemoteStore) Keys(ctx context.Context) ([]string, error) {
 
 // list returns the object names directly under the store's directory, a page (one request) at a time.
 func (s *RemoteStore) list(ctx context.Context) ([]string, error) {
+	return s.listAll(ctx, "/")
+}
+
+// listAll lists under the store's directory; delimiter "" descends into subdirectories.
+func (s *RemoteStore) listAll(ctx context.Context, delimiter string) ([]string, error) {
 	var names []string
 	token := blob.FirstPageToken
 	for {
 		s.calls.Add(1)
-		page, next, err := s.bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: s.dir, Delimiter: "/"})
+		page, next, err := s.bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: s.dir, Delimiter: delimiter})
 		if err != nil {
 			return nil, fmt.Errorf("state: listing %s: %w", s.describe, err)
 		}

@@ -393,6 +393,23 @@ func testStaleLock(t *testing.T, b backend) {
 			t.Fatalf("lock of %s left after force-unlock: %v", k, err)
 		}
 	}
+	// -state may also name the prefix the configs live under (the URL apply was given).
+	dead.ID = "deadbeef00000002"
+	data, _ = json.Marshal(dead)
+	if err := st.c.write(ctx, st.lockObj("stale"), data); err != nil {
+		t.Fatal(err)
+	}
+	byPrefix, err := Open(ctx, b.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer byPrefix.Close()
+	if err := byPrefix.ForceUnlock(ctx, dead.ID, false); err != nil {
+		t.Fatalf("force-unlock through the prefix URL: %v", err)
+	}
+	if _, _, err := st.readLock(ctx, st.lockObj("stale")); !errors.Is(err, errNotFound) {
+		t.Fatalf("lock left after force-unlock through the prefix: %v", err)
+	}
 	lk, err := st.Lock(ctx, "stale", NewLockInfo("apply"), 0)
 	if err != nil {
 		t.Fatalf("lock after force-unlock: %v", err)
