@@ -101,3 +101,50 @@ func runBounded(keys []string, parallel int, fn func(string)) {
 	}
 	wg.Wait()
 }
+
+// TestScaleLocalGroupCommit measures the local file with a large batch: every instance Put at once
+// (as the engine's flush does) and then one instance changing while the rest stay, which must not
+// re-marshal the others. STATE_SCALE sets the batch size (default 200).
+func TestScaleLocalGroupCommit(t *testing.T) {
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("STATE_SCALE")); err == nil && v > 0 {
+		n = v
+	}
+	ctx := context.Background()
+	st := openFile(t, t.TempDir()+"/big.state.json")
+	lk, err := st.Lock(ctx, "", NewLockInfo("apply"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("subject-%04d", i)
+	}
+	start := time.Now()
+	runBounded(keys, 64, func(k string) {
+		if err := st.Put(ctx, k, inFlight(k)); err != nil {
+			t.Error(err)
+		}
+	})
+	all := time.Since(start)
+	st.mu.Lock()
+	writes := st.writes
+	st.mu.Unlock()
+	one := inFlight(keys[0])
+	start = time.Now()
+	const rounds = 20
+	for range rounds {
+		one.Records["train.lora"].UpdatedAt = time.Now()
+		if err := st.Put(ctx, keys[0], one); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perPut := time.Since(start) / rounds
+	fi, _ := os.Stat(st.Path())
+	t.Logf("local file, %d subjects: %d concurrent Puts in %v with %d file writes; then one Put (whole %d KB file rewritten, fsynced) %v",
+		n, n, all.Round(time.Millisecond), writes, fi.Size()/1024, perPut.Round(time.Microsecond))
+	if writes >= n {
+		t.Errorf("no group commit: %d writes for %d Puts", writes, n)
+	}
+}

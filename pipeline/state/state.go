@@ -1,22 +1,28 @@
-// Package state persists what a pipeline run knows about its stage instances — status, input
-// digest, outputs and the remote ids a stage must not lose — so that a later run can reuse
-// finished work and re-attach to trainings in flight. It has two backends behind one Store
-// interface: a local JSON file guarded by an OS lock (the default), and remote state on object
-// storage through gocloud.dev/blob (one object per batch instance, lock objects, compare-and-swap
-// writes) for CI.
+// Package state persists what a pipeline run knows about its stage instances - status, input
+// digest, outputs and the remote ids a stage must not lose - so that a later run reuses finished
+// work and re-attaches to trainings in flight instead of paying twice.
+//
+// Two backends sit behind one Store interface:
+//   - a local JSON file (the default, .pipeline/<config stem>.state.json): atomic writes with a
+//     .backup, group commit of concurrent Puts, and an OS lock on the sibling .lock file;
+//   - remote state on object storage through gocloud.dev/blob (s3://, gs://, azblob://, file://,
+//     mem://): one object per batch instance, lock objects created only if absent and refreshed
+//     while held, and compare-and-swap writes built from each service's own preconditions.
 //
 // Example:
 //
-//	st, err := state.Open(ctx, "", "examples/retrain.hcl") // .pipeline/retrain.state.json
+//	st, err := state.Open(ctx, "", "examples/retrain.hcl") // or "s3://bucket/ci?region=eu-west-1"
 //	if err != nil { ... }
 //	defer st.Close()
-//	lk, err := st.Lock(ctx, "", state.NewLockInfo("apply"), 0)
+//	lk, err := st.Lock(ctx, "ana", state.NewLockInfo("apply"), 0)
 //	if err != nil { ... } // *state.LockedError: exit 4
 //	defer lk.Unlock()
-//	inst, _ := st.Get(ctx, "")
+//	inst, err := st.Get(ctx, "ana") // nil when the instance never ran
 //	if inst == nil { inst = &state.Instance{} }
 //	inst.SetRecord(&state.Record{Kind: "train", Name: "lora", Status: pipeline.StatusRunning})
-//	err = st.Put(ctx, "", inst) // durable when it returns
+//	err = st.Put(ctx, "ana", inst) // durable when it returns; remote: compare-and-swap
+//
+// Pull, Push and Migrate move whole states (`state pull`, `state push`, local to remote).
 package state
 
 import (
