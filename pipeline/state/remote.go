@@ -304,7 +304,7 @@ func (s *RemoteStore) Lock(ctx context.Context, key string, info LockInfo, timeo
 	timeout = s.waits.remaining(info.ID, timeout)
 	deadline := time.Now().Add(timeout)
 	var note string
-	vanished := 0
+	retries := 0
 	for {
 		if s.isClosed() {
 			return nil, fmt.Errorf("state %s: store is closed", s.describe)
@@ -328,7 +328,7 @@ func (s *RemoteStore) Lock(ctx context.Context, key string, info LockInfo, timeo
 		if errors.Is(rerr, errNotFound) {
 			// Released between our create and our read: try again at once, but not forever (a
 			// store whose conditional create and read disagree must not spin).
-			if vanished++; vanished > 20 {
+			if retries++; retries > 20 {
 				return nil, fmt.Errorf("state: the lock %s exists for a conditional create but cannot be read (%v); check the store's consistency and permissions", s.objURL(obj), rerr)
 			}
 			if err := ctx.Err(); err != nil {
@@ -339,7 +339,8 @@ func (s *RemoteStore) Lock(ctx context.Context, key string, info LockInfo, timeo
 		if rerr != nil {
 			return nil, rerr
 		}
-		if dead, why := deadHolder(held); dead {
+		if dead, why := deadHolder(held); dead && retries < 20 {
+			retries++
 			// Conditional on the version we read, so a lock taken meanwhile is never removed.
 			if err := s.c.remove(ctx, obj, ver); err == nil || errors.Is(err, errNotFound) {
 				note = fmt.Sprintf("broke the lock %s of pid %d on this host (%s), taken %s: %s",

@@ -145,8 +145,8 @@ type LockInfo struct {
 	Created   time.Time `json:"created"`
 	// Refreshed is when a remote lock's holder last proved it is alive (zero for local locks).
 	Refreshed time.Time `json:"refreshed,omitzero"`
-	// BootID identifies the holder's machine boot (Linux), so a dead pid is only believed on the
-	// very machine that took the lock.
+	// BootID identifies the holder's machine boot and pid namespace (Linux), so a dead pid is only
+	// believed on the very machine - and container - that took the lock.
 	BootID string `json:"boot_id,omitempty"`
 }
 
@@ -186,13 +186,18 @@ func fillLockInfo(info *LockInfo) {
 	}
 }
 
-// bootID is the kernel's per-boot random id ("" where there is none).
+// bootID is the kernel's per-boot random id and this process's pid namespace ("" where there is
+// none): containers on one host share the boot id but not their pids.
 func bootID() string {
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(b))
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b)) + "/" + ns
 }
 
 // processAlive reports whether a process with that pid exists on this machine.
