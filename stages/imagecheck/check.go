@@ -108,6 +108,8 @@ type Report struct {
 	MedianSharpness               float64
 	MedianTexture                 float64
 	Decoded, FromCache            int
+	// CacheErr is why the analysis cache could not be written (the next check decodes again).
+	CacheErr error
 	// Refused is set when the set fails a rule that stops the run (count, on_warning).
 	Refused string
 }
@@ -148,7 +150,9 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if len(todo) > 0 || len(c.data.Files) != len(entries) {
 		// A cache that cannot be written only costs time next run; the check itself stands.
-		_ = c.save(entries)
+		if err := c.save(entries); err != nil {
+			rep.CacheErr = err
+		}
 	}
 	applyRules(cfg, rep)
 	return rep, nil

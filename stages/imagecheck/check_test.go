@@ -490,3 +490,20 @@ func TestOversizedFileIsNotRead(t *testing.T) {
 		t.Errorf("reason %q, decodes %d", r, Decodes()-before)
 	}
 }
+
+func TestUnwritableCacheIsANote(t *testing.T) {
+	root := t.TempDir()
+	writeJPEG(t, filepath.Join(root, "a.jpg"), portrait(5, imagechecktest.Options{}), 90)
+	cfg := testConfig(root)
+	cfg.MinCount = 1
+	cfg.CacheDir = filepath.Join(t.TempDir(), "file")
+	writeFile(t, cfg.CacheDir, []byte("a file where the cache dir should be"))
+	rep := mustCheck(t, cfg)
+	if rep.CacheErr == nil || len(rep.Accepted) != 1 {
+		t.Fatalf("cache error %v, accepted %v", rep.CacheErr, rep.Accepted)
+	}
+	notes := strings.Join(Notes(rep), "\n")
+	if !strings.Contains(notes, "analysis cache not written") {
+		t.Errorf("notes: %s", notes)
+	}
+}

@@ -365,5 +365,8 @@ func Notes(rep *Report) []string {
 	}
 	notes = append(notes, figs)
 	notes = append(notes, fmt.Sprintf("analysed %d photo(s), %d unchanged from the cache; digest %s", len(rep.Images)-rep.FromCache, rep.FromCache, rep.Digest))
+	if rep.CacheErr != nil {
+		notes = append(notes, fmt.Sprintf("analysis cache not written (%v): the next check decodes every photo again", rep.CacheErr))
+	}
 	return notes
 }
