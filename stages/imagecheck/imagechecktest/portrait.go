@@ -137,7 +137,7 @@ func Portrait(o Options) *image.NRGBA {
 			isSkin := false
 			if !o.NoFace {
 				for _, hd := range heads {
-					c, shade, isSkin = drawHead(c, shade, isSkin, fx, fy, hd.cx, hd.cy, hd.fw, hd.fh, skin, hair, cloth, light, float64(h))
+					c, shade, isSkin = drawHead(c, shade, isSkin, fx, fy, hd.cx, hd.cy, hd.fw, hd.fh, skin, hair, cloth, light)
 				}
 			} else if fy > float64(h)*0.7 {
 				c = cloth
@@ -158,7 +158,7 @@ func Portrait(o Options) *image.NRGBA {
 }
 
 // drawHead paints one head-and-shoulders figure over colour c at (x, y).
-func drawHead(c rgb, shade float64, isSkin bool, x, y, cx, cy, fw, fh float64, skin, hair, cloth rgb, light, h float64) (rgb, float64, bool) {
+func drawHead(c rgb, shade float64, isSkin bool, x, y, cx, cy, fw, fh float64, skin, hair, cloth rgb, light float64) (rgb, float64, bool) {
 	rx, ry := fw/2, fh/2
 	u, v := (x-cx)/rx, (y-cy)/ry // face coordinates: the oval is u²+v² < 1
 	// Neck, then rounded shoulders (an ellipse below the head).
@@ -239,7 +239,6 @@ func drawHead(c rgb, shade float64, isSkin bool, x, y, cx, cy, fw, fh float64, s
 			col = mix(col, rgb{220, 110, 100}, 0.12*(1-d))
 		}
 	}
-	_ = h
 	return col, s, true
 }
 
