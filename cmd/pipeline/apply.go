@@ -94,6 +94,14 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rel, err := l.engine.Acquire(ctx, "apply")
 	if err != nil {
 		if le := lockedExit(err); le != nil {
+			// Every selected subject is locked by one holder: the job summary still says so.
+			if keys, kerr := l.engine.Keys(); kerr == nil && l.mod.HasBatch() {
+				locked := map[string]error{}
+				for _, k := range keys {
+					locked[k] = err
+				}
+				writeStepSummary(l, &engine.Outcome{Locked: locked})
+			}
 			return le
 		}
 		return exitWith(exitError, err)
@@ -119,7 +127,7 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return exitWith(exitError, err)
 	}
-	writeStepSummary(l, plan, outcome)
+	writeStepSummary(l, outcome)
 	if code := outcome.ExitStatus(); code != 0 {
 		if plan.Errored() && code == 0 {
 			code = exitError

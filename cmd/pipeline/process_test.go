@@ -28,7 +28,8 @@ func TestSecondProcessGetsLockedExitFour(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Unlock()
-	cmd := child(t, nil, "apply", "-auto-approve", w.conf)
+	summary := w.dir + "/summary.md"
+	cmd := child(t, []string{"GITHUB_STEP_SUMMARY=" + summary}, "apply", "-auto-approve", w.conf)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 4 {
@@ -42,6 +43,10 @@ func TestSecondProcessGetsLockedExitFour(t *testing.T) {
 	}
 	if w.srv.Count("created training") != 0 {
 		t.Error("a locked apply started a training")
+	}
+	b, err := os.ReadFile(summary)
+	if err != nil || !strings.Contains(string(b), "| ana | locked elsewhere: state is locked by pid "+itoa(os.Getpid())) {
+		t.Errorf("the job summary should name the subject locked elsewhere (err %v):\n%s", err, b)
 	}
 }
 

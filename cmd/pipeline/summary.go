@@ -12,7 +12,7 @@ import (
 
 // writeStepSummary appends a Markdown table of the run to $GITHUB_STEP_SUMMARY (GitHub Actions):
 // one row per subject with its outcome, photos, chosen rank and steps, loss, version and report.
-func writeStepSummary(l *loaded, plan *engine.Plan, out *engine.Outcome) {
+func writeStepSummary(l *loaded, out *engine.Outcome) {
 	path := os.Getenv("GITHUB_STEP_SUMMARY")
 	if path == "" {
 		return

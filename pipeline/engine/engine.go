@@ -143,6 +143,19 @@ func (e *DiagError) Error() string {
 	return strings.Join(msgs, "; ")
 }
 
+// Keys lists the batch keys this run selects (after -only and -shard); [""] outside a batch.
+func (e *Engine) Keys() ([]string, error) {
+	specs, err := e.instances()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(specs))
+	for i, s := range specs {
+		out[i] = s.key
+	}
+	return out, nil
+}
+
 // instances expands the batch and applies -only and -shard.
 func (e *Engine) instances() ([]instanceSpec, error) {
 	if !e.Module.HasBatch() {
