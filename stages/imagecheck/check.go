@@ -89,6 +89,9 @@ type Image struct {
 	Warnings []string
 	Cached   bool
 	key      fileKey
+	// readErr: the file could not be read (permissions, I/O); never cached, since fixing
+	// permissions does not change the cache key.
+	readErr bool
 }
 
 // Accepted reports whether the image passed every rule.
@@ -143,6 +146,10 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	for _, im := range rep.Images {
+		if im.readErr {
+			delete(entries, im.Name)
+			continue
+		}
 		entries[im.Name].Analysis = im.analysis
 		if !im.Cached && im.Decoded {
 			rep.Decoded++
@@ -208,7 +215,6 @@ func analyzeAll(ctx context.Context, cfg Config, images []*Image, todo []int) er
 	}
 	workers = min(workers, len(todo))
 	next := make(chan int)
-	errs := make([]error, len(images))
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -219,8 +225,9 @@ func analyzeAll(ctx context.Context, cfg Config, images []*Image, todo []int) er
 				im := images[i]
 				a, err := analyzeFile(filepath.Join(cfg.Root, im.Name), im.key.Size, cfg.MaxPixels)
 				if err != nil {
-					errs[i] = fmt.Errorf("%s: %w", im.Path, err)
-					continue
+					// The photo is unusable, not the whole check: reject it and say why.
+					a = analysis{Format: "unknown", Unreadable: fmt.Sprintf("cannot read the file (%v): check its permissions and copy it again", err)}
+					im.readErr = true
 				}
 				im.analysis = a
 				if cfg.Progress != nil {
@@ -241,10 +248,7 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	if cerr != nil {
-		return cerr
-	}
-	return errors.Join(errs...)
+	return cerr
 }
 
 // applyRules turns the analyses into the verdicts: per-image rules, duplicates, count, diversity.

@@ -507,3 +507,40 @@ func TestUnwritableCacheIsANote(t *testing.T) {
 		t.Errorf("notes: %s", notes)
 	}
 }
+
+func TestUnreadableFileIsRejectedNotFatal(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads files whatever their permissions")
+	}
+	root := t.TempDir()
+	p := filepath.Join(root, "locked.jpg")
+	writeJPEG(t, p, portrait(3, imagechecktest.Options{}), 90)
+	if err := os.Chmod(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(root)
+	cfg.CacheDir = t.TempDir()
+	rep := mustCheck(t, cfg)
+	if r := rep.Rejected[p]; !strings.Contains(r, "cannot read the file") {
+		t.Fatalf("rejected %v", rep.Rejected)
+	}
+	// Once readable it is analysed: the failure was not cached.
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if rep = mustCheck(t, cfg); len(rep.Accepted) != 1 {
+		t.Errorf("after chmod: accepted %v rejected %v", rep.Accepted, rep.Rejected)
+	}
+}
+
+func TestVanishedFileIsRejectedNotFatal(t *testing.T) {
+	// A file removed between listing and reading (a sync client at work) is rejected, not fatal.
+	cfg := testConfig(t.TempDir())
+	images := []*Image{{Name: "gone.jpg", Path: "gone.jpg", key: fileKey{Size: 1000}}}
+	if err := analyzeAll(context.Background(), cfg, images, []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	if !images[0].readErr || !strings.Contains(images[0].Unreadable, "cannot read the file") {
+		t.Errorf("%+v", images[0])
+	}
+}
