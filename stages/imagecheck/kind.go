@@ -80,7 +80,7 @@ func patternsVal() cty.Value {
 var schema = &pipeline.Schema{
 	ReadOnly: true,
 	Attributes: map[string]*pipeline.Attribute{
-		"dir":                {Type: cty.String, Required: true, Description: "directory of the subject's photos (relative to the config file)"},
+		"dir":                {Type: cty.String, Required: true, Description: "directory of the subject's photos, relative to the config file (its subdirectories are not searched)"},
 		"patterns":           {Type: cty.List(cty.String), Default: patternsVal(), Description: "file name patterns considered (case-insensitive); names starting with . are ignored"},
 		"min_count":          {Type: cty.Number, Default: cty.NumberIntVal(15), Description: "fewer accepted photos refuse the run"},
 		"max_count":          {Type: cty.Number, Default: cty.NumberIntVal(50), Description: "more accepted photos are a warning"},
