@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/crc32"
+	"math"
 	"image"
 	"image/color"
 	"image/gif"
@@ -444,29 +445,48 @@ func TestSniff(t *testing.T) {
 }
 
 func TestShrinkMatchesFilteredResize(t *testing.T) {
-	// The fast JPEG path (box average, then a filtered resize) must agree with a filtered resize of
-	// the whole image, or figures would depend on the decoder's colour model.
+	// The fast JPEG path (luma block means, chroma samples) must agree with a filtered resize of the
+	// whole image for every chroma layout a JPEG can have, or figures would depend on the encoder.
 	src := portrait(77, imagechecktest.Options{Width: 3000, Height: 2200})
-	yc := image.NewYCbCr(src.Rect, image.YCbCrSubsampleRatio420)
-	for y := 0; y < src.Rect.Dy(); y++ {
-		for x := 0; x < src.Rect.Dx(); x++ {
-			c := src.NRGBAAt(x, y)
-			Y, cb, cr := color.RGBToYCbCr(c.R, c.G, c.B)
-			yc.Y[yc.YOffset(x, y)] = Y
-			ci := yc.COffset(x, y)
-			yc.Cb[ci], yc.Cr[ci] = cb, cr
+	for _, ratio := range []image.YCbCrSubsampleRatio{image.YCbCrSubsampleRatio420, image.YCbCrSubsampleRatio422, image.YCbCrSubsampleRatio444, image.YCbCrSubsampleRatio440} {
+		yc := image.NewYCbCr(src.Rect, ratio)
+		for y := 0; y < src.Rect.Dy(); y++ {
+			for x := 0; x < src.Rect.Dx(); x++ {
+				c := src.NRGBAAt(x, y)
+				Y, cb, cr := color.RGBToYCbCr(c.R, c.G, c.B)
+				yc.Y[yc.YOffset(x, y)] = Y
+				ci := yc.COffset(x, y)
+				yc.Cb[ci], yc.Cr[ci] = cb, cr
+			}
+		}
+		fast := shrink(yc, 1024)
+		slow := imaging.Resize(yc, fast.Rect.Dx(), fast.Rect.Dy(), imaging.Lanczos)
+		var diff float64
+		for i := range fast.Pix {
+			d := float64(fast.Pix[i]) - float64(slow.Pix[i])
+			diff += d * d
+		}
+		if mse := diff / float64(len(fast.Pix)); fast.Rect.Dx() != 1024 || fast.Rect.Dy() != 751 || mse > 25 {
+			t.Errorf("%v: fast shrink %v, mean squared difference %.1f", ratio, fast.Rect, mse)
 		}
 	}
-	fast := shrink(yc, 1024)
-	slow := imaging.Resize(yc, fast.Rect.Dx(), fast.Rect.Dy(), imaging.Lanczos)
-	var diff float64
-	for i := range fast.Pix {
-		d := float64(fast.Pix[i]) - float64(slow.Pix[i])
-		diff += d * d
+}
+
+func TestGreyJPEG(t *testing.T) {
+	root := t.TempDir()
+	grey := image.NewGray(image.Rect(0, 0, 1100, 1500))
+	src := portrait(8, imagechecktest.Options{Width: 1100, Height: 1500})
+	for i := range grey.Pix {
+		p := src.Pix[4*i : 4*i+3]
+		grey.Pix[i] = uint8((int(p[0])*299 + int(p[1])*587 + int(p[2])*114) / 1000)
 	}
-	rmse := diff / float64(len(fast.Pix))
-	if fast.Rect.Dx() != 1024 || rmse > 25 {
-		t.Errorf("fast shrink %v, mean squared difference %.1f", fast.Rect, rmse)
+	writeJPEG(t, filepath.Join(root, "grey.jpg"), grey, 90)
+	cfg := testConfig(root)
+	cfg.MinCount = 1
+	rep := mustCheck(t, cfg)
+	im := findImage(rep, "grey.jpg")
+	if !im.Accepted() || !im.Decoded || im.Width != 1100 || math.Abs(im.Cb) > 1 || math.Abs(im.Cr) > 1 {
+		t.Errorf("grey JPEG: %+v, rejected %v", im.analysis, rep.Rejected)
 	}
 }
 
