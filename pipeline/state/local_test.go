@@ -303,16 +303,17 @@ func TestLockContentionBetweenProcesses(t *testing.T) {
 	if !IsLocked(err) || time.Since(start) < 150*time.Millisecond {
 		t.Fatalf("Lock with timeout: %v after %v", err, time.Since(start))
 	}
-	// One operation locking many keys with one lock ID waits its timeout once, not once per key.
+	// One operation locking many keys with one lock ID waits its timeout once, not once per key
+	// (once per key would be 6 x 200ms).
 	many := NewLockInfo("apply")
 	start = time.Now()
-	for _, k := range []string{"a", "b", "c", "d"} {
-		if _, err := st.Lock(ctx, k, many, 150*time.Millisecond); !IsLocked(err) {
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+		if _, err := st.Lock(ctx, k, many, 200*time.Millisecond); !IsLocked(err) {
 			t.Fatalf("key %s: %v", k, err)
 		}
 	}
-	if d := time.Since(start); d < 150*time.Millisecond || d > 550*time.Millisecond {
-		t.Fatalf("4 keys of one operation took %v; want one 150ms wait", d)
+	if d := time.Since(start); d < 200*time.Millisecond || d > 900*time.Millisecond {
+		t.Fatalf("6 keys of one operation took %v; want one 200ms wait", d)
 	}
 	if err := st.Put(ctx, "x", testInstance("x", pipeline.StatusComplete)); !IsLocked(err) {
 		t.Fatalf("Put while another process holds the lock: %v", err)
