@@ -155,6 +155,9 @@ func TestRemoteConformance(t *testing.T) {
 			t.Run("Refresh", func(t *testing.T) { testRefresh(t, b) })
 			t.Run("Keys", func(t *testing.T) { testKeys(t, b) })
 			t.Run("TimeoutPerOperation", func(t *testing.T) { testTimeoutPerOperation(t, b) })
+			if b.procs {
+				t.Run("KilledHolder", func(t *testing.T) { testKilledHolder(t, b) })
+			}
 		})
 	}
 }
@@ -681,5 +684,41 @@ func testTimeoutPerOperation(t *testing.T, b backend) {
 	}
 	for _, lk := range held[1:] {
 		lk.Unlock()
+	}
+}
+
+// testKilledHolder: a runner killed -9 while holding a lock leaves the lock object behind; a rerun
+// on the same machine sees that the pid is gone, breaks the lock and says so, while a runner on
+// another machine would only be told (see testStaleLock).
+func testKilledHolder(t *testing.T, b backend) {
+	ctx := context.Background()
+	cmd := helperCmd(t, "race-lock", b.url)
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	io.WriteString(stdin, "go\n")
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "won ") {
+		t.Fatalf("holder: %q %v %s", line, err, stderr.String())
+	}
+	st := openRemote(t, b.url, RemoteOptions{})
+	if _, err := st.Lock(ctx, "alice", NewLockInfo("apply"), 0); !IsLocked(err) {
+		t.Fatalf("lock of a live holder: %v", err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	lk, err := st.Lock(ctx, "alice", NewLockInfo("apply"), 0)
+	if err != nil {
+		t.Fatalf("lock of a holder killed -9 on this machine: %v", err)
+	}
+	defer lk.Unlock()
+	want := fmt.Sprintf("broke the lock %s of pid %d on this host", strings.TrimSpace(strings.TrimPrefix(line, "won ")), cmd.Process.Pid)
+	if !strings.Contains(LockNote(lk), want) {
+		t.Fatalf("note %q lacks %q", LockNote(lk), want)
 	}
 }
