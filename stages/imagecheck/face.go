@@ -25,8 +25,13 @@ const textureRatio = 0.6
 // faceMeasure is measureFace; the benchmark swaps it out to show what face scoring adds.
 var faceMeasure = measureFace
 
+// minFaceSearched is the narrowest face (px of the working copy) searched for: half the width worth
+// scoring, so a face a little too small still gets its "too small" warning, while the detector
+// skips the tiny windows that cost most of its time.
+const minFaceSearched = skin.MinFaceWidth / 2
+
 func measureFace(img *image.NRGBA) *faceFigures {
-	f := skin.Measure(img)
+	f := skin.MeasureWith(img, skin.MeasureOptions{MinFace: minFaceSearched})
 	return &faceFigures{Faces: f.Faces, Width: f.FaceWidth, Texture: f.Texture, Sharpness: f.Sharpness, Scored: f.Scored, Reason: f.Reason}
 }
 
@@ -50,7 +55,7 @@ func faceWarnings(rep *Report) {
 		}
 		switch {
 		case f.Faces == 0:
-			im.Warnings = append(im.Warnings, fmt.Sprintf("%s: no face found: a photo without the subject's face teaches the model little about them (the detector finds near-frontal faces; a profile can be fine)", im.Path))
+			im.Warnings = append(im.Warnings, fmt.Sprintf("%s: no face found: a photo without the subject's face teaches the model little about them (the detector finds near-frontal faces at least %d px wide at %d px; a profile can be fine)", im.Path, minFaceSearched, workSide))
 			continue
 		case f.Faces > 1:
 			im.Warnings = append(im.Warnings, fmt.Sprintf("%s: %d faces found: whose model is this? Crop the photo to the subject", im.Path, f.Faces))

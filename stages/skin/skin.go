@@ -100,9 +100,20 @@ type face struct {
 	q            float32
 }
 
+// MeasureOptions tune MeasureWith.
+type MeasureOptions struct {
+	// MinFace is the narrowest face (px of the measured image) searched for; 0 searches down to the
+	// detector's smallest window. Most of the cost is in the smallest windows, so a caller that only
+	// needs faces worth scoring (or warning about) saves most of it.
+	MinFace int
+}
+
 // Measure detects faces in img and measures the skin texture of the largest one. It never fails: an
 // image it cannot score comes back with Scored false and the Reason.
-func Measure(img image.Image) Figures {
+func Measure(img image.Image) Figures { return MeasureWith(img, MeasureOptions{}) }
+
+// MeasureWith is Measure with options.
+func MeasureWith(img image.Image, opt MeasureOptions) Figures {
 	if img == nil {
 		return Figures{Reason: "no image"}
 	}
@@ -110,7 +121,7 @@ func Measure(img image.Image) Figures {
 	if src.w < minDetect || src.h < minDetect {
 		return Figures{Reason: fmt.Sprintf("image %dx%d px is too small to search for faces", src.w, src.h)}
 	}
-	faces, err := detect(src, padFraction)
+	faces, err := detectFrom(src, padFraction, opt.MinFace)
 	if err != nil {
 		return Figures{Reason: err.Error()}
 	}
@@ -152,7 +163,10 @@ func measureFaces(src *lumaSource, faces []face) Figures {
 
 // detect runs the cascade on a grey copy whose long side is at most detectSide, padded by pad × that
 // side with the image's mean luma, and returns the faces in src's coordinates.
-func detect(src *lumaSource, pad float64) ([]face, error) {
+func detect(src *lumaSource, pad float64) ([]face, error) { return detectFrom(src, pad, 0) }
+
+// detectFrom is detect searching only for faces at least minFace px wide in src (0: any size).
+func detectFrom(src *lumaSource, pad float64, minFace int) ([]face, error) {
 	cl, err := classifier()
 	if err != nil {
 		return nil, fmt.Errorf("face detector: unpacking the embedded cascade: %v", err)
@@ -181,7 +195,8 @@ func detect(src *lumaSource, pad float64) ([]face, error) {
 	}
 	img := pigo.ImageParams{Pixels: pix, Rows: rows, Cols: cols, Dim: cols}
 	var faces []face
-	for _, d := range refine(cl, img, scan(cl, img, minDetect, min(cols, rows), 0.1, 0)) {
+	smallest := windowAtLeast(int(math.Floor(float64(minFace) * scale)))
+	for _, d := range refine(cl, img, scan(cl, img, smallest, min(cols, rows), 0.1, 0)) {
 		faces = append(faces, face{
 			cx:   (float64(d.Col-border) + 0.5) / scale,
 			cy:   (float64(d.Row-border) + 0.5) / scale,
@@ -191,6 +206,20 @@ func detect(src *lumaSource, pad float64) ([]face, error) {
 	}
 	return faces, nil
 }
+
+// windowAtLeast returns the first window size of the full scan's sequence (pigo grows the window
+// from minDetect by max(2, 10%) a step, in integers) that is at least px. Starting a scan there
+// runs exactly the larger windows of a full scan, so skipping small faces changes no other figure.
+func windowAtLeast(px int) int {
+	w := minDetect
+	for w < px {
+		w = int(float64(w) + math.Max(2, float64(w)*scanScaleFactor-float64(w)))
+	}
+	return w
+}
+
+// scanScaleFactor is how much the detection window grows per step.
+const scanScaleFactor = 1.1
 
 // scan runs the cascade over the whole of img with windows from minSize to maxSize px, moving them
 // by shift × their size, and returns the clustered detections scoring above minQ.
@@ -202,7 +231,7 @@ func scan(cl *pigo.Pigo, img pigo.ImageParams, minSize, maxSize int, shift float
 		MinSize:     minSize,
 		MaxSize:     maxSize,
 		ShiftFactor: shift,
-		ScaleFactor: 1.1,
+		ScaleFactor: scanScaleFactor,
 		ImageParams: img,
 	}
 	var out []pigo.Detection

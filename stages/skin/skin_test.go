@@ -1,6 +1,7 @@
 package skin
 
 import (
+	"fmt"
 	"image"
 	"image/color"
 	"image/draw"
@@ -393,5 +394,34 @@ func TestMeasureConcurrently(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// MinFace skips faces narrower than asked and leaves the figures of larger ones unchanged.
+func TestMeasureWithMinFace(t *testing.T) {
+	hopper := portraits(t)["hopper"]
+	small := imaging.Resize(hopper, 120, 0, imaging.Lanczos) // face well under 120 px
+	if f := MeasureWith(small, MeasureOptions{MinFace: 140}); f.Faces != 0 || f.Reason != "no face found" {
+		t.Errorf("a face under MinFace was searched for: %+v", f)
+	}
+	if f := MeasureWith(small, MeasureOptions{}); f.Faces != 1 {
+		t.Errorf("without MinFace the small face is found: %+v", f)
+	}
+	full, fast := Measure(hopper), MeasureWith(hopper, MeasureOptions{MinFace: MinFaceWidth / 2})
+	if !fast.Scored || fast.FaceWidth != full.FaceWidth || fast.Texture != full.Texture {
+		t.Errorf("MinFace changed a large face's figures: %+v vs %+v", fast, full)
+	}
+}
+
+func BenchmarkMeasureMinFace(b *testing.B) {
+	img := jpegRoundTrip(b, imaging.Resize(portraits(b)["hopper"], 1024, 0, imaging.Linear), 90)
+	for _, minFace := range []int{0, MinFaceWidth / 2} {
+		b.Run(fmt.Sprintf("min%d", minFace), func(b *testing.B) {
+			for b.Loop() {
+				if f := MeasureWith(img, MeasureOptions{MinFace: minFace}); !f.Scored {
+					b.Fatal(f.Reason)
+				}
+			}
+		})
 	}
 }
