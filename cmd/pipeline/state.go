@@ -25,7 +25,8 @@ const stateUsage = `Usage: pipeline state <subcommand> [flags] ...
   show [-json] ADDR [FILE] show one record (status, digest, outputs, remote ids)
   rm ADDR [FILE]           forget a recorded stage instance (it runs again next apply)
   pull [FILE]              print the whole state as JSON
-  push STATEFILE [FILE]    replace the state with a file written by pull
+  push [-force] STATEFILE [FILE]  write a pulled state (or a local .state.json) into the state
+  migrate -to URL [FILE]   copy the whole state, in-flight trainings included, to another location
 
 FILE is the pipeline config whose state to use (default location beside it); -state PATH|URL picks
 the state directly.
@@ -42,6 +43,8 @@ func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	statePath := fs.String("state", "", "state location: a path or a URL")
 	asJSON := fs.Bool("json", false, "print JSON")
 	lockTimeout := fs.Duration("lock-timeout", 0, "wait this long for the state lock")
+	force := fs.Bool("force", false, "push: replace instances of another lineage or with a newer serial")
+	to := fs.String("to", "", "migrate: the state location to copy to (a URL such as s3://bucket/prefix)")
 	fs.Usage = func() { fmt.Fprint(stderr, stateUsage); fs.PrintDefaults() }
 	if err := fs.Parse(rest); err != nil {
 		return exitWith(exitError, nil)
@@ -102,14 +105,24 @@ func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return statePull(ctx, st, stdout)
 	case "push":
 		if len(pos) < 1 {
-			return exitWith(exitError, errors.New("usage: pipeline state push STATEFILE [FILE]"))
+			return exitWith(exitError, errors.New("usage: pipeline state push [-force] STATEFILE [FILE]"))
 		}
 		st, err := open(arg(1))
 		if err != nil {
 			return exitWith(exitError, err)
 		}
 		defer st.Close()
-		return statePush(ctx, st, pos[0], *lockTimeout, stdout)
+		return statePush(ctx, st, pos[0], *force, *lockTimeout, stdout)
+	case "migrate":
+		if *to == "" {
+			return exitWith(exitError, errors.New("usage: pipeline state migrate -to URL [-state FROM] [FILE]"))
+		}
+		st, err := open(arg(0))
+		if err != nil {
+			return exitWith(exitError, err)
+		}
+		defer st.Close()
+		return stateMigrate(ctx, st, *to, arg(0), *lockTimeout, stdout)
 	}
 	fmt.Fprint(stderr, stateUsage)
 	return exitWith(exitError, fmt.Errorf("unknown state subcommand %q", sub))
@@ -262,64 +275,56 @@ func stateRm(ctx context.Context, st state.Store, addr string, timeout time.Dura
 	return nil
 }
 
-// pulledState is the document `state pull` prints and `state push` reads.
-type pulledState struct {
-	Version   int                        `json:"version"`
-	Instances map[string]*state.Instance `json:"instances"`
-}
-
 func statePull(ctx context.Context, st state.Store, stdout io.Writer) error {
-	keys, err := st.Keys(ctx)
+	snap, err := state.Pull(ctx, st)
 	if err != nil {
 		return exitWith(exitError, err)
 	}
-	doc := pulledState{Version: 1, Instances: map[string]*state.Instance{}}
-	for _, k := range keys {
-		inst, err := st.Get(ctx, k)
-		if err != nil {
-			return exitWith(exitError, err)
-		}
-		if inst != nil {
-			doc.Instances[k] = inst
-		}
-	}
-	b, err := json.MarshalIndent(doc, "", "  ")
+	b, err := state.MarshalSnapshot(snap)
 	if err != nil {
 		return exitWith(exitError, err)
 	}
-	fmt.Fprintln(stdout, string(b))
+	fmt.Fprintln(stdout, strings.TrimRight(string(b), "\n"))
 	return nil
 }
 
-func statePush(ctx context.Context, st state.Store, file string, timeout time.Duration, stdout io.Writer) error {
+// statePush writes a snapshot (pull output or a local .state.json) into the store, refusing to
+// replace another lineage or a newer serial unless -force.
+func statePush(ctx context.Context, st state.Store, file string, force bool, timeout time.Duration, stdout io.Writer) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return exitWith(exitError, err)
 	}
-	var doc pulledState
-	if err := json.Unmarshal(b, &doc); err != nil || doc.Instances == nil {
-		return exitWith(exitError, fmt.Errorf("%s is not a state document written by `pipeline state pull`", file))
+	snap, err := state.ParseSnapshot(b, file)
+	if err != nil {
+		return exitWith(exitError, err)
 	}
-	keys := make([]string, 0, len(doc.Instances))
-	for k := range doc.Instances {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		lock, err := st.Lock(ctx, k, cliLockInfo("state push"), timeout)
-		if err != nil {
-			if le := lockedExit(err); le != nil {
-				return le
-			}
-			return exitWith(exitError, err)
+	written, err := state.Push(ctx, st, snap, state.PushOptions{Force: force, Info: cliLockInfo("state push"), LockTimeout: timeout})
+	if err != nil {
+		if le := lockedExit(err); le != nil {
+			return le
 		}
-		err = st.Put(ctx, k, doc.Instances[k])
-		lock.Unlock()
-		if err != nil {
-			return exitWith(exitError, fmt.Errorf("pushing instance %q: %w", k, err))
-		}
+		return exitWith(exitError, fmt.Errorf("%w\n(%d instance(s) were pushed before this one)", err, len(written)))
 	}
-	fmt.Fprintf(stdout, "Pushed %d instance(s) to %s.\n", len(keys), st.Describe())
+	fmt.Fprintf(stdout, "Pushed %d instance(s) to %s.\n", len(written), st.Describe())
+	return nil
+}
+
+// stateMigrate copies the whole state, in-flight records included, to another location under
+// both sides' locks.
+func stateMigrate(ctx context.Context, from state.Store, to string, config string, timeout time.Duration, stdout io.Writer) error {
+	dst, err := state.Open(ctx, to, config)
+	if err != nil {
+		return exitWith(exitError, fmt.Errorf("opening %s: %w", to, err))
+	}
+	defer dst.Close()
+	if err := state.MigrateWith(ctx, from, dst, cliLockInfo("state migrate"), timeout); err != nil {
+		if le := lockedExit(err); le != nil {
+			return le
+		}
+		return exitWith(exitError, err)
+	}
+	fmt.Fprintf(stdout, "Copied the state of %s to %s. Use -state %s (or a state { url } block) from now on; the old state was left as it was.\n", from.Describe(), dst.Describe(), to)
 	return nil
 }
 
