@@ -29,7 +29,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/agext/levenshtein"
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/replicate"
 	"github.com/zclconf/go-cty/cty"
@@ -516,14 +515,13 @@ func friendly(v cty.Value) string {
 	return v.Type().FriendlyName()
 }
 
+// suggest is pipeline.Suggest over a set of names.
 func suggest(name string, inputs map[string]bool) string {
-	best, bd := "", 4
+	names := make([]string, 0, len(inputs))
 	for k := range inputs {
-		if d := levenshtein.Distance(name, k, nil); d < bd || (d == bd && k < best) {
-			best, bd = k, d
-		}
+		names = append(names, k)
 	}
-	return best
+	return pipeline.Suggest(name, names)
 }
 
 func label(b *pipeline.Block) string {
