@@ -358,7 +358,7 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 		if r, ok := asRefused(err); ok {
 			res.Refused = r
 		} else {
-			sp.Err = fmt.Errorf("%s: %w", sp.Address, err)
+			sp.Err = err // events carry the address
 			sp.Outputs = unknownOutputs(st.Schema.Outputs)
 			return
 		}
@@ -366,7 +366,7 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 	sp.Notes, sp.Warnings, sp.Refused = res.Notes, res.Warnings, res.Refused
 	out, err := outputObject(st.Schema.Outputs, res.Outputs, false)
 	if err != nil {
-		sp.Err = fmt.Errorf("%s: %w", sp.Address, err)
+		sp.Err = err // events carry the address
 		sp.Outputs = unknownOutputs(st.Schema.Outputs)
 		return
 	}
@@ -401,7 +401,7 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 		if r, ok := asRefused(err); ok {
 			res.Refused = r
 		} else {
-			sp.Err = fmt.Errorf("%s: %w", sp.Address, err)
+			sp.Err = err // events carry the address
 			sp.Outputs = unknownOutputs(st.Schema.Outputs)
 			return
 		}
