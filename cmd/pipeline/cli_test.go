@@ -73,6 +73,10 @@ variable "hf_token" {
   default   = "hf_DoNotLeakThisValue"
   sensitive = true
 }
+variable "wandb_api_key" {
+  type    = string
+  default = "wandb_NotMarkedSensitiveButNamedLikeASecret"
+}
 batch { for_each = toset(var.subjects) }
 replicate {
   trainer     = "` + replicatetest.Trainer + `"
@@ -88,7 +92,7 @@ stage "params" "tuned" {
 }
 stage "train" "lora" {
   images        = image_check.photos.accepted
-  input         = merge(params.tuned.values, { trigger_word = "TOK", lora_rank = var.rank, hf_token = var.hf_token })
+  input         = merge(params.tuned.values, { trigger_word = "TOK", lora_rank = var.rank, hf_token = var.hf_token, wandb_api_key = var.wandb_api_key })
   poll_interval = "1s"
 }
 stage "loss_gate" "fit" {
@@ -174,8 +178,8 @@ func TestApplyHappyPathThenNothingToDo(t *testing.T) {
 		}
 	}
 	st, _ := os.ReadFile(w.stateFile())
-	assertNoSecret(t, "state", string(st), w.srv.Token(), "hf_DoNotLeakThisValue")
-	assertNoSecret(t, "output", r.stdout+r.stderr, w.srv.Token(), "hf_DoNotLeakThisValue")
+	assertNoSecret(t, "state", string(st), w.srv.Token(), "hf_DoNotLeakThisValue", "wandb_NotMarked")
+	assertNoSecret(t, "output", r.stdout+r.stderr, w.srv.Token(), "hf_DoNotLeakThisValue", "wandb_NotMarked")
 
 	r = cli(t, "plan", "-detailed-exitcode", w.conf)
 	if r.code != 0 {
@@ -347,7 +351,7 @@ func TestSavedPlanIsRefusedWhenStateMovedOn(t *testing.T) {
 		t.Fatalf("plan -out: %s", r)
 	}
 	b, _ := os.ReadFile(planFile)
-	assertNoSecret(t, "plan file", string(b), "hf_DoNotLeakThisValue", w.srv.Token())
+	assertNoSecret(t, "plan file", string(b), "hf_DoNotLeakThisValue", "wandb_NotMarked", w.srv.Token())
 	if r := cli(t, "apply", "-auto-approve", w.conf); r.code != 0 {
 		t.Fatalf("apply: %s", r)
 	}

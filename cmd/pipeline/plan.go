@@ -70,11 +70,12 @@ func planError(u *ui, l *loaded, err error) error {
 	return exitWith(exitError, err)
 }
 
-// sensitiveVars names the variables declared sensitive: their values never reach a plan file.
+// sensitiveVars names the variables declared sensitive or named like a secret (*token*, *key*,
+// *secret*): their values never reach a plan file.
 func sensitiveVars(l *loaded) map[string]bool {
 	out := map[string]bool{}
 	for _, v := range l.mod.Config().Variables {
-		if v.Sensitive {
+		if v.Sensitive || engine.SensitiveName(v.Name) {
 			out[v.Name] = true
 		}
 	}
