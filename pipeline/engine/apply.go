@@ -293,14 +293,12 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		evalMu.Lock()
 		req := e.request(ip, sp, true, nopRecorder{})
 		evalMu.Unlock()
-		res, err := st.Impl.Plan(ctx, req)
-		if err != nil && !pipeline.IsRefused(err) {
+		res, err := call(ctx, st.Impl.Plan, req)
+		if err != nil {
 			return e.fail(ip, sp, so, err)
 		}
-		if res != nil {
-			for k, v := range res.Digest {
-				sp.Parts["+"+k] = v
-			}
+		for k, v := range res.Digest {
+			sp.Parts["+"+k] = v
 		}
 	}
 	sp.Digest = combineDigest(sp.Parts)
@@ -327,16 +325,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	evalMu.Lock()
 	req := e.request(ip, sp, false, recorder)
 	evalMu.Unlock()
-	res, err := st.Impl.Apply(ctx, req)
-	if res == nil {
-		res = &pipeline.Result{}
-	}
-	if err != nil {
-		if reason, ok := asRefused(err); ok {
-			res.Refused = reason
-			err = nil
-		}
-	}
+	res, err := call(ctx, st.Impl.Apply, req)
 	for _, w := range res.Warnings {
 		e.emit(pipeline.Event{Type: pipeline.EventStageWarning, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: w, Simulated: e.simulated(st.Schema.Remote)})
 	}

@@ -348,20 +348,12 @@ func (e *Engine) planStage(ctx context.Context, ip *InstancePlan, st *lang.Stage
 // planReadOnly runs a read-only stage for real during plan.
 func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePlan) {
 	st := sp.Stage
-	req := e.request(ip, sp, true, nopRecorder{})
-	res, err := st.Impl.Apply(ctx, req)
+	res, err := call(ctx, st.Impl.Apply, e.request(ip, sp, true, nopRecorder{}))
 	sp.ranInPlan = true
-	if res == nil {
-		res = &pipeline.Result{}
-	}
 	if err != nil {
-		if r, ok := asRefused(err); ok {
-			res.Refused = r
-		} else {
-			sp.Err = err // events carry the address
-			sp.Outputs = unknownOutputs(st.Schema.Outputs)
-			return
-		}
+		sp.Err = err // events carry the address
+		sp.Outputs = unknownOutputs(st.Schema.Outputs)
+		return
 	}
 	sp.Notes, sp.Warnings, sp.Refused = res.Notes, res.Warnings, res.Refused
 	out, err := outputObject(st.Schema.Outputs, res.Outputs, false)
@@ -392,19 +384,11 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 // planRemote asks a stage kind what it would do.
 func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan) {
 	st := sp.Stage
-	req := e.request(ip, sp, true, nopRecorder{})
-	res, err := st.Impl.Plan(ctx, req)
-	if res == nil {
-		res = &pipeline.Result{}
-	}
+	res, err := call(ctx, st.Impl.Plan, e.request(ip, sp, true, nopRecorder{}))
 	if err != nil {
-		if r, ok := asRefused(err); ok {
-			res.Refused = r
-		} else {
-			sp.Err = err // events carry the address
-			sp.Outputs = unknownOutputs(st.Schema.Outputs)
-			return
-		}
+		sp.Err = err // events carry the address
+		sp.Outputs = unknownOutputs(st.Schema.Outputs)
+		return
 	}
 	sp.Notes, sp.Warnings, sp.Deletes, sp.Refused = res.Notes, res.Warnings, res.Deletes, res.Refused
 	known := sp.Inputs.IsWhollyKnown()
@@ -496,11 +480,17 @@ func firstLine(s string) string {
 	return s
 }
 
-func asRefused(err error) (string, bool) {
-	if pipeline.IsRefused(err) {
-		return err.Error(), true
+// call runs a kind's Plan or Apply; a *pipeline.RefusedError becomes Result.Refused, so callers
+// handle one shape of refusal.
+func call(ctx context.Context, fn func(context.Context, *pipeline.Request) (*pipeline.Result, error), req *pipeline.Request) (*pipeline.Result, error) {
+	res, err := fn(ctx, req)
+	if res == nil {
+		res = &pipeline.Result{}
 	}
-	return "", false
+	if err != nil && pipeline.IsRefused(err) {
+		res.Refused, err = err.Error(), nil
+	}
+	return res, err
 }
 
 // request builds the Request a kind receives.
