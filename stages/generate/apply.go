@@ -462,12 +462,14 @@ func (g *generator) downloadAll(ctx context.Context) ([]outImage, []*run, error)
 // API no longer serves (expired).
 func (g *generator) fetch(ctx context.Context, r *run) (data []byte, gone bool, err error) {
 	p, err := g.c.GetPrediction(ctx, r.PredictionID)
-	if err == nil && len(p.Output) == 0 {
-		err = fmt.Errorf("the prediction succeeded without an output")
+	if err == nil && p.Gone() {
+		// The API removed its input, output and logs (an hour after it finished): data_removed
+		// or a succeeded prediction with a null output.
+		return nil, true, nil
 	}
 	if err == nil {
 		data, err = g.c.Download(ctx, p.Output[0])
-		if replicate.IsNotFound(err) {
+		if replicate.IsGone(err) {
 			return nil, true, nil
 		}
 	}

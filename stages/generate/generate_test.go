@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -625,6 +626,46 @@ func TestExpiredOutputIsRunAgain(t *testing.T) {
 		t.Errorf("%d predictions, want 4 (one run again after its output expired)", n)
 	}
 	if len(res.Outputs["images"].AsValueSlice()) != 3 ||
+		!slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "has expired: running it again") }) {
+		t.Errorf("images %s warnings %q", res.Outputs["images"].GoString(), res.Warnings)
+	}
+}
+
+// The real API removes an API prediction's input, output and logs an hour after it finished
+// (data_removed: true, output null). An apply resumed later, whose image file is gone, runs that
+// prediction once more instead of failing on the missing output.
+func TestRemovedPredictionDataIsRunAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2), "reference": h.ref}
+	rec := &recorder{}
+	if _, err := h.apply(h.request(set, nil, rec)); err != nil {
+		t.Fatal(err)
+	}
+	runs := rec.record().Runs
+	if len(runs) != 2 || runs[0].PredictionID == "" || runs[0].File == "" {
+		t.Fatalf("recorded runs: %+v", runs)
+	}
+	// An hour later: the API dropped the first prediction's data and its image file is gone here.
+	h.srv.RemovePredictionData(runs[0].PredictionID)
+	if err := os.Remove(filepath.Join(h.dir, runs[0].File)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.c.GetPrediction(context.Background(), runs[0].PredictionID)
+	if err != nil || !p.DataRemoved || !p.Gone() {
+		t.Fatalf("prediction after data removal: %+v, %v", p, err)
+	}
+	prior := rec.prior(pipeline.StatusRunning)
+	res, err := h.apply(h.request(set, prior, &recorder{}))
+	if err != nil {
+		t.Fatalf("resumed apply after data removal: %v", err)
+	}
+	if n := h.srv.Count("created prediction"); n != 3 {
+		t.Errorf("%d predictions, want 3 (the removed one run once more)", n)
+	}
+	if len(res.Outputs["images"].AsValueSlice()) != 2 ||
 		!slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "has expired: running it again") }) {
 		t.Errorf("images %s warnings %q", res.Outputs["images"].GoString(), res.Warnings)
 	}

@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -384,6 +385,16 @@ type Prediction struct {
 	Input                            map[string]any
 	Output                           []string
 	CreatedAt                        time.Time
+	// DataRemoved is set once the API has removed the prediction's input, output and logs (it
+	// does so for API predictions an hour after they finish): the output can never be fetched.
+	DataRemoved bool
+}
+
+// Gone reports whether a succeeded prediction's output can no longer be had: the API removed its
+// data (data_removed, or a succeeded prediction without any output). Running it again is the only
+// way to get the image back.
+func (p *Prediction) Gone() bool {
+	return p.Status == "succeeded" && (p.DataRemoved || len(p.Output) == 0)
 }
 
 // Terminal reports whether the prediction has finished.
@@ -394,6 +405,14 @@ func predictionFrom(p *rg.Prediction) *Prediction {
 		Input: p.Input, CreatedAt: parseTime(p.CreatedAt)}
 	if p.Logs != nil {
 		out.Logs = *p.Logs
+	}
+	if raw := p.RawJSON(); len(raw) > 0 {
+		var extra struct {
+			DataRemoved bool `json:"data_removed"`
+		}
+		if json.Unmarshal(raw, &extra) == nil {
+			out.DataRemoved = extra.DataRemoved
+		}
 	}
 	switch o := p.Output.(type) {
 	case string:
@@ -473,7 +492,15 @@ func (c *Client) FindPrediction(ctx context.Context, version string, input map[s
 	return c.GetPrediction(ctx, found)
 }
 
-// Download fetches an output URL; the token is sent only to the API host.
+// IsGone reports whether err is (or wraps) an answer saying the object is no longer there: 404, 410
+// or 403 (delivery URLs of removed outputs answer 403 on some CDNs).
+func IsGone(err error) bool {
+	var a *APIError
+	return errors.As(err, &a) && (a.Status == http.StatusNotFound || a.Status == http.StatusGone || a.Status == http.StatusForbidden)
+}
+
+// Download fetches an output URL; the token is sent only to the API host. An output that is no
+// longer served answers an *APIError for which IsGone holds.
 func (c *Client) Download(ctx context.Context, rawURL string) ([]byte, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {

@@ -53,7 +53,9 @@
 //   - training input unknown or out of the schema's bounds: 422 "Input validation failed";
 //   - prediction prompt containing "FAIL": fails (NSFW error);
 //   - Fail / RateLimit: 5xx / 429 without processing; FailAfter / Drop: processed, then a 5xx or
-//     a dropped connection (the "maybe created" case); ForbidDelete: version delete refused.
+//     a dropped connection (the "maybe created" case); ForbidDelete: version delete refused;
+//   - RemovePredictionData (and any prediction finished over an hour ago): data_removed true,
+//     input {}, output null, no logs, delivery URLs 404, as the API does for API predictions.
 //
 // Persistence. With Options.WorldFile the world (models, versions, trainings, predictions, file
 // metadata; file bytes in WORLDFILE.blobs/) is loaded at start and saved atomically after every

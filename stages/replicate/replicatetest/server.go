@@ -920,10 +920,51 @@ func (s *Server) fileIDFromURL(u string) string {
 
 // ---- predictions ----
 
+// dataRetention is how long the API keeps an API prediction's input, output and logs after it
+// finished.
+const dataRetention = time.Hour
+
+// dataRemovedLocked reports whether p's data is gone: removed by RemovePredictionData or older than
+// dataRetention.
+func (s *Server) dataRemovedLocked(p *predictionRec) bool {
+	return p.DataRemoved || (p.CompletedAt != nil && s.now().Sub(*p.CompletedAt) > dataRetention)
+}
+
+// RemovePredictionData removes a finished prediction's input, output and logs as the API does an
+// hour after it finished: GET shows "data_removed": true with input {}, output null and no logs,
+// and its delivery URLs answer 404.
+func (s *Server) RemovePredictionData(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.w.prediction(id); p != nil {
+		p.DataRemoved = true
+		s.saveLocked()
+	}
+}
+
+// PredictionIDs lists the predictions' ids, oldest first.
+func (s *Server) PredictionIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.w.Predictions))
+	for _, p := range s.w.Predictions {
+		out = append(out, p.ID)
+	}
+	return out
+}
+
 func (s *Server) predictionJSON(p *predictionRec) map[string]any {
+	if s.dataRemovedLocked(p) && terminal(p.Status) {
+		return map[string]any{
+			"id": p.ID, "model": p.Model, "version": p.Version, "input": map[string]any{}, "status": p.Status,
+			"error": nil, "output": nil, "source": "api", "logs": "", "data_removed": true,
+			"created_at": ts(p.CreatedAt), "started_at": tsPtr(p.StartedAt), "completed_at": tsPtr(p.CompletedAt),
+			"urls": map[string]string{"get": s.base + "/v1/predictions/" + p.ID, "cancel": s.base + "/v1/predictions/" + p.ID + "/cancel"},
+		}
+	}
 	out := map[string]any{
 		"id": p.ID, "model": p.Model, "version": p.Version, "input": p.Input, "status": p.Status,
-		"error": nil, "output": nil, "source": "api", "logs": "",
+		"error": nil, "output": nil, "source": "api", "logs": "", "data_removed": false,
 		"created_at": ts(p.CreatedAt), "started_at": tsPtr(p.StartedAt), "completed_at": tsPtr(p.CompletedAt),
 		"urls": map[string]string{"get": s.base + "/v1/predictions/" + p.ID, "cancel": s.base + "/v1/predictions/" + p.ID + "/cancel"},
 	}
@@ -1106,7 +1147,7 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) {
 		p := s.w.prediction(id)
 		var idx int
 		var ext string
-		if p == nil || p.Status != "succeeded" {
+		if p == nil || p.Status != "succeeded" || s.dataRemovedLocked(p) {
 			apiError(w, http.StatusNotFound, "Not found", "No such file")
 			return
 		}

@@ -92,6 +92,9 @@ type predictionRec struct {
 	CreatedAt   time.Time      `json:"created_at"`
 	StartedAt   *time.Time     `json:"started_at,omitempty"`
 	CompletedAt *time.Time     `json:"completed_at,omitempty"`
+	// DataRemoved: input, output and logs are gone (the API removes them an hour after an API
+	// prediction finishes).
+	DataRemoved bool `json:"data_removed,omitempty"`
 }
 
 func newWorld(now time.Time) *world {
