@@ -248,7 +248,7 @@ func (g *generator) planRuns(prior *record) {
 				if o := old[r.key()]; o != nil {
 					r.IntentAt, r.PredictionID, r.Status, r.Error = o.IntentAt, o.PredictionID, o.Status, o.Error
 					r.File, r.SHA256, r.Format = o.File, o.SHA256, o.Format
-					if r.Status == "failed" || r.Status == "canceled" {
+					if replicate.Unsuccessful(r.Status) {
 						// A failed prediction is tried again: that is what re-running apply asks for.
 						r.IntentAt, r.PredictionID, r.Status, r.Error = time.Time{}, "", "", ""
 					}
@@ -336,7 +336,8 @@ func sum(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-func terminalStatus(s string) bool { return s == "succeeded" || s == "failed" || s == "canceled" }
+// terminalStatus is the client's notion of final (aborted included), so a wait always ends.
+func terminalStatus(s string) bool { return replicate.TerminalStatus(s) }
 
 // waitAll polls the unfinished predictions together (they run in parallel on Replicate) until all
 // are done, recording each status change.
@@ -389,7 +390,7 @@ func (g *generator) waitAll(ctx context.Context) error {
 func (g *generator) failed(side string) []string {
 	var out []string
 	for _, r := range g.rec.Runs {
-		if r.Side == side && (r.Status == "failed" || r.Status == "canceled") && !g.haveFile(r) {
+		if r.Side == side && replicate.Unsuccessful(r.Status) && !g.haveFile(r) {
 			msg := fmt.Sprintf("%s: %s", r.label(g.cfg.Prompts), r.Status)
 			if r.Error != "" {
 				msg += " (" + r.Error + ")"
@@ -424,7 +425,7 @@ func (g *generator) downloadAll(ctx context.Context) ([]outImage, []*run, error)
 			}
 		} else {
 			if r.Status != "succeeded" {
-				if r.Side == sidePrevious && (r.Status == "failed" || r.Status == "canceled") {
+				if r.Side == sidePrevious && replicate.Unsuccessful(r.Status) {
 					msg := fmt.Sprintf("the prediction %s %s", r.label(g.cfg.Prompts), r.Status)
 					if r.Error != "" {
 						msg += ": " + r.Error

@@ -670,3 +670,36 @@ func TestRemovedPredictionDataIsRunAgain(t *testing.T) {
 		t.Errorf("images %s warnings %q", res.Outputs["images"].GoString(), res.Warnings)
 	}
 }
+
+// "aborted" (terminated before it ran) is final like "failed": the wait ends and the stage fails
+// with a hint; the next apply runs the aborted prediction again.
+func TestAbortedPredictionIsAFailure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1, 2), "reference": h.ref}
+	rec := &recorder{}
+	var once sync.Once
+	rec.OnProgress = func(p pipeline.Progress) {
+		if p.Total > 0 {
+			once.Do(func() {
+				if !h.srv.Abort(rec.record().Runs[1].PredictionID) {
+					t.Error("nothing to abort")
+				}
+			})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := Kind{}.Apply(ctx, h.request(set, nil, rec))
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "aborted") || !strings.Contains(err.Error(), "hint:") {
+		t.Fatalf("apply with an aborted prediction: %v, want a failure naming it", err)
+	}
+	if _, err := h.apply(h.request(set, rec.prior(pipeline.StatusFailed), &recorder{})); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if n := h.srv.Count("created prediction"); n != 3 {
+		t.Errorf("%d predictions, want 3 (the aborted one run again)", n)
+	}
+}

@@ -256,7 +256,7 @@ func SplitVersion(ref string) (owner, name, version string, err error) {
 
 // Training is a training on Replicate.
 type Training struct {
-	ID, Status, Logs, Error string // Status: starting|processing|succeeded|failed|canceled
+	ID, Status, Logs, Error string // Status: starting|processing|succeeded|failed|canceled|aborted
 	Version                 string // trainer version id
 	Input                   map[string]any
 	Output                  struct{ Version, Weights string } // Version = "owner/name:id"
@@ -264,8 +264,21 @@ type Training struct {
 	StartedAt, CompletedAt  *time.Time
 }
 
-// Terminal reports whether the training has finished (succeeded, failed or canceled).
-func (t *Training) Terminal() bool { return rg.Status(t.Status).Terminated() }
+// Terminal reports whether the training has finished (succeeded, failed, canceled or aborted).
+func (t *Training) Terminal() bool { return TerminalStatus(t.Status) }
+
+// TerminalStatus reports whether a training or prediction status is final: succeeded, failed,
+// canceled, or aborted (the API's status for one terminated before it started running, e.g. on
+// a deadline; replicate-go v0.26.0 does not know it and would wait forever).
+func TerminalStatus(s string) bool {
+	return s == "succeeded" || s == "canceled" || FailedStatus(s)
+}
+
+// FailedStatus reports whether a status means the work failed: failed or aborted.
+func FailedStatus(s string) bool { return s == "failed" || s == "aborted" }
+
+// Unsuccessful reports whether a status is final but not succeeded (failed, aborted, canceled).
+func Unsuccessful(s string) bool { return TerminalStatus(s) && s != "succeeded" }
 
 func trainingFrom(t *rg.Training) *Training {
 	out := &Training{ID: t.ID, Status: string(t.Status), Version: versionID(t.Version), Input: t.Input,
@@ -397,8 +410,8 @@ func (p *Prediction) Gone() bool {
 	return p.Status == "succeeded" && (p.DataRemoved || len(p.Output) == 0)
 }
 
-// Terminal reports whether the prediction has finished.
-func (p *Prediction) Terminal() bool { return rg.Status(p.Status).Terminated() }
+// Terminal reports whether the prediction has finished (see TerminalStatus).
+func (p *Prediction) Terminal() bool { return TerminalStatus(p.Status) }
 
 func predictionFrom(p *rg.Prediction) *Prediction {
 	out := &Prediction{ID: p.ID, Status: string(p.Status), Version: p.Version, Error: errString(p.Error),

@@ -334,7 +334,7 @@ func (r *run) attach(ctx context.Context) (*replicate.Training, error) {
 	default:
 		return nil, nil
 	}
-	if (t.Status == "failed" || (t.Status == "canceled" && !r.rec.CanceledEarly)) && r.req.Prior != nil && r.req.Prior.Status == pipeline.StatusFailed {
+	if (replicate.FailedStatus(t.Status) || (t.Status == "canceled" && !r.rec.CanceledEarly)) && r.req.Prior != nil && r.req.Prior.Status == pipeline.StatusFailed {
 		// The last apply already reported this failure: this apply is the retry the hint asked for.
 		r.warns = append(r.warns, fmt.Sprintf("training %s of the earlier run %s: starting a new one", t.ID, t.Status))
 		r.rec.TrainingID, r.rec.Intent, r.rec.CanceledEarly, r.rec.CancelReason = "", nil, false, ""

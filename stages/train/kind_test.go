@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
@@ -501,5 +502,31 @@ func TestExpiredUploadIsReplacedAndChangedInputsStartOver(t *testing.T) {
 	}
 	if rec2.record().TrainingID == first.TrainingID || !strings.Contains(strings.Join(res.Warnings, "\n"), first.TrainingID+" of an earlier run with other inputs") {
 		t.Fatalf("warnings %v", res.Warnings)
+	}
+}
+
+// A training the API aborts (terminated before it ran) ends the follow as a failure with the
+// usual hint instead of being polled forever; the next apply starts a new one.
+func TestAbortedTrainingIsAFailure(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	aborted := false
+	rec.OnProgress = func(int) {
+		if id := rec.record().TrainingID; id != "" && !aborted {
+			aborted = h.srv.Abort(id)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rec.cancel = cancel
+	_, err := Kind{}.Apply(ctx, h.request(input(goodInput...), nil, rec))
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "aborted") || !strings.Contains(err.Error(), "run apply again") {
+		t.Fatalf("aborted training: %v (ctx %v)", err, ctx.Err())
+	}
+	if _, err := h.apply(h.request(input(goodInput...), resume(rec, pipeline.StatusFailed), &recorder{})); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if n := h.srv.Count("created training"); n != 2 {
+		t.Errorf("%d trainings, want 2 (the aborted one replaced)", n)
 	}
 }

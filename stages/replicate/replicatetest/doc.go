@@ -56,6 +56,7 @@
 //     a dropped connection (the "maybe created" case); ForbidDelete: version delete refused;
 //   - RemovePredictionData (and any prediction finished over an hour ago): data_removed true,
 //     input {}, output null, no logs, delivery URLs 404, as the API does for API predictions.
+//   - Abort: a training or prediction ends "aborted" (terminated before it ran; no output).
 //
 // Persistence. With Options.WorldFile the world (models, versions, trainings, predictions, file
 // metadata; file bytes in WORLDFILE.blobs/) is loaded at start and saved atomically after every

@@ -816,7 +816,27 @@ func (s *Server) cancelTraining(w http.ResponseWriter, r *http.Request) {
 }
 
 func terminal(status string) bool {
-	return status == "succeeded" || status == "failed" || status == "canceled"
+	return status == "succeeded" || status == "failed" || status == "canceled" || status == "aborted"
+}
+
+// Abort ends a training or prediction with status "aborted", as the API does for one terminated
+// before it started running (e.g. a deadline passed): no output, no version. It reports whether
+// an unfinished training or prediction had that id.
+func (s *Server) Abort(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if t := s.w.training(id); t != nil && !terminal(t.Status) {
+		t.Status, t.CompletedAt = "aborted", &now
+		s.saveLocked()
+		return true
+	}
+	if p := s.w.prediction(id); p != nil && !terminal(p.Status) {
+		p.Status, p.CompletedAt = "aborted", &now
+		s.saveLocked()
+		return true
+	}
+	return false
 }
 
 // trainingFrac is how far a training has come (0..1) and whether it is still starting.
