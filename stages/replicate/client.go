@@ -1,11 +1,13 @@
 package replicate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -376,16 +378,22 @@ func (c *Client) waitPause(ctx context.Context) error {
 	return c.sleep(ctx, d)
 }
 
-// retryAfter parses Retry-After (seconds or an HTTP date), capped at 5 minutes.
+// retryAfter parses Retry-After (seconds, an HTTP date or an RFC 3339 time), capped at 5 minutes.
 func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
-	v := strings.TrimSpace(h.Get("Retry-After"))
+	return parseRetryAfter(h.Get("Retry-After"), now)
+}
+
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
 	}
 	var d time.Duration
-	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		d = time.Duration(s * float64(time.Second))
+	if s, err := strconv.ParseFloat(v, 64); err == nil && !math.IsNaN(s) && !math.IsInf(s, 0) {
+		d = time.Duration(min(s, 3600) * float64(time.Second))
 	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 		d = t.Sub(now)
 	} else {
 		return 0, false
@@ -397,6 +405,45 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 		d = 5 * time.Minute
 	}
 	return d, true
+}
+
+// maxErrorBody bounds how much of an error answer is read to look inside it.
+const maxErrorBody = 64 << 10
+
+// peekBody reads the start of an answer (at most maxErrorBody bytes) and puts it back, so the
+// caller can still read the whole body.
+func peekBody(resp *http.Response) []byte {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return nil
+	}
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	return head
+}
+
+// bodyRetryAfter reads the wait from a 429 answer's JSON body ({"retry_after": 7} or a string in
+// any Retry-After form): the API may say it there and not in the header.
+func bodyRetryAfter(body []byte, now time.Time) (time.Duration, bool) {
+	var b struct {
+		RetryAfter json.RawMessage `json:"retry_after"`
+	}
+	if json.Unmarshal(body, &b) != nil || len(b.RetryAfter) == 0 {
+		return 0, false
+	}
+	var v any
+	if json.Unmarshal(b.RetryAfter, &v) != nil {
+		return 0, false
+	}
+	switch x := v.(type) {
+	case float64:
+		return parseRetryAfter(strconv.FormatFloat(x, 'f', -1, 64), now)
+	case string:
+		return parseRetryAfter(x, now)
+	}
+	return 0, false
 }
 
 type retryTransport struct {
@@ -444,6 +491,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		d, ok := retryAfter(resp.Header, c.now())
+		if !ok && resp.StatusCode == http.StatusTooManyRequests {
+			d, ok = bodyRetryAfter(peekBody(resp), c.now())
+		}
 		if !ok {
 			d = c.backoffDelay(attempt)
 		}

@@ -717,3 +717,27 @@ func TestRetryAfterPausesTheWholeClient(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A 429 may carry its wait only in the JSON body ("retry_after"), not in a Retry-After header:
+// the client waits that long, not its own short backoff.
+func TestRateLimitWaitFromBody(t *testing.T) {
+	srv := newServer(t)
+	srv.RateLimitInBody("GET", "/v1/models/ostris", 7, 3)
+	c, clk := newClient(t, srv)
+	if _, err := c.GetModel(context.Background(), "ostris", "flux-dev-lora-trainer"); err != nil {
+		t.Fatalf("after three 429s: %v", err)
+	}
+	if n := srv.Count("429"); n != 3 {
+		t.Fatalf("429 answers = %d, want 3", n)
+	}
+	if got := clk.total(); got != 21*time.Second {
+		t.Errorf("waited %v, want 3 × the body's retry_after 7s", got)
+	}
+	// Exhausted retries still return the whole error answer.
+	srv.RateLimitInBody("GET", "/v1/models/ostris", 2, 100)
+	_, err := c.GetModel(context.Background(), "ostris", "flux-dev-lora-trainer")
+	var apiErr *replicate.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 429 || !strings.Contains(apiErr.Detail, "Expected available in 2 seconds") {
+		t.Fatalf("err = %v, want the 429 with its detail", err)
+	}
+}

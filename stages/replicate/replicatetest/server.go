@@ -61,6 +61,7 @@ type fault struct {
 	times          int
 	after          bool // process the request, then answer status (the object exists)
 	drop           bool // process the request, then drop the connection without an answer
+	bodyWait       bool // 429: the wait only in the JSON body's retry_after, no Retry-After header
 }
 
 // NewServer starts a server like httptest.NewServer; it panics when it cannot listen or load
@@ -151,6 +152,13 @@ func (s *Server) Drop(method, pathPrefix string, times int) {
 // (seconds).
 func (s *Server) RateLimit(method, pathPrefix string, retryAfter int, times int) {
 	s.addFault(&fault{method: method, prefix: pathPrefix, status: http.StatusTooManyRequests, retryAfter: retryAfter, times: times})
+}
+
+// RateLimitInBody makes the next `times` matching requests answer 429 without a Retry-After
+// header, the wait only in the JSON body: {"detail": "Request was throttled. Expected available in
+// N seconds.", "status": 429, "retry_after": N}.
+func (s *Server) RateLimitInBody(method, pathPrefix string, retryAfter int, times int) {
+	s.addFault(&fault{method: method, prefix: pathPrefix, status: http.StatusTooManyRequests, retryAfter: retryAfter, times: times, bodyWait: true})
 }
 
 func (s *Server) addFault(f *fault) {
@@ -305,6 +313,11 @@ func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.
 		if f != nil && !f.after && !f.drop {
 			s.countStatus(f.status)
 			s.mu.Unlock()
+			if f.bodyWait {
+				writeJSON(w, f.status, map[string]any{"title": "Request was throttled.", "status": f.status, "retry_after": f.retryAfter,
+					"detail": "Request was throttled. Expected available in " + strconv.Itoa(f.retryAfter) + " seconds."})
+				return
+			}
 			if f.retryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(f.retryAfter))
 			}
