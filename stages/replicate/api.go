@@ -356,8 +356,9 @@ func (c *Client) CancelTraining(ctx context.Context, id string) (*Training, erro
 const ClockSkew = 2 * time.Minute
 
 // FindTraining lists trainings (newest first, every page until older than `after`) and returns the
-// one on trainerVersion (an id or "owner/name:id") whose input equals `input` (JSON-equal) created
-// after `after` (less ClockSkew), read in full; nil, nil if none.
+// one on trainerVersion (an id or "owner/name:id") whose input holds `input` (every non-secret key
+// JSON-equal; keys the API added are ignored) created after `after` (less ClockSkew), read in
+// full; nil, nil if none.
 func (c *Client) FindTraining(ctx context.Context, trainerVersion string, input map[string]any, after time.Time) (*Training, error) {
 	want, err := canonical(input)
 	if err != nil {
@@ -472,7 +473,7 @@ func (c *Client) GetPrediction(ctx context.Context, id string) (*Prediction, err
 }
 
 // FindPrediction lists predictions (newest first, until older than `after`) and returns the one on
-// version whose input equals `input` (JSON-equal), read in full; nil, nil if none.
+// version whose input holds `input` (as FindTraining), read in full; nil, nil if none.
 func (c *Client) FindPrediction(ctx context.Context, version string, input map[string]any, after time.Time) (*Prediction, error) {
 	want, err := canonical(input)
 	if err != nil {
@@ -599,8 +600,11 @@ func (c *Client) paginate(ctx context.Context, first, op string, each func(json.
 // wandb_api_key); such keys match any value when inputs are compared.
 const SecretMarker = "**********"
 
-// inputsMatch reports whether a remote input is JSON-equal to want (canonical form), ignoring
-// keys the API redacted.
+// inputsMatch reports whether a remote input holds everything we sent (want, canonical form):
+// every key of want is on the remote side and JSON-equal. Keys the API added (the model's
+// defaults, echoed back) are ignored, and so are keys named like secrets (token, key, secret) and
+// values the API redacted: it never shows those back. The upload's unique input_images URL keeps
+// the match to one training.
 func inputsMatch(remote map[string]any, want any) bool {
 	got, err := canonical(remote)
 	if err != nil {
@@ -611,11 +615,11 @@ func inputsMatch(remote map[string]any, want any) bool {
 	if !gok || !wok {
 		return reflect.DeepEqual(got, want)
 	}
-	if len(g) != len(w) {
-		return false
-	}
-	for k, gv := range g {
-		wv, ok := w[k]
+	for k, wv := range w {
+		if secretName(k) {
+			continue
+		}
+		gv, ok := g[k]
 		if !ok {
 			return false
 		}
@@ -627,6 +631,12 @@ func inputsMatch(remote map[string]any, want any) bool {
 		}
 	}
 	return true
+}
+
+// secretName reports whether an input name holds a credential (hf_token, wandb_api_key, ...).
+func secretName(name string) bool {
+	n := strings.ToLower(name)
+	return strings.Contains(n, "token") || strings.Contains(n, "key") || strings.Contains(n, "secret")
 }
 
 // canonical turns a value into its JSON-decoded form so inputs compare JSON-equal.

@@ -741,3 +741,40 @@ func TestRateLimitWaitFromBody(t *testing.T) {
 		t.Fatalf("err = %v, want the 429 with its detail", err)
 	}
 }
+
+// Inputs match when every non-secret key we sent is JSON-equal on the remote side; keys the API
+// added (defaults) do not matter, keys we sent that differ or are missing do.
+func TestFindPredictionIgnoresAddedDefaults(t *testing.T) {
+	srv := newServer(t)
+	srv.AddModel("acme", "ana-lora", 1)
+	srv.EchoDefaults(true)
+	c, _ := newClient(t, srv)
+	ctx := context.Background()
+	version := "acme/ana-lora:" + srv.VersionIDs("acme", "ana-lora")[0]
+	start := time.Now()
+	sent := map[string]any{"prompt": "a photo of TOK", "seed": 1, "guidance_scale": 3.5}
+	p, err := c.CreatePrediction(ctx, version, sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Input["num_inference_steps"] == nil {
+		t.Fatalf("the server did not echo defaults: %v", p.Input)
+	}
+	got, err := c.FindPrediction(ctx, version, sent, start)
+	if err != nil || got == nil || got.ID != p.ID {
+		t.Fatalf("FindPrediction = %+v, %v; want %s", got, err, p.ID)
+	}
+	for name, in := range map[string]map[string]any{
+		"other seed":        {"prompt": "a photo of TOK", "seed": 2, "guidance_scale": 3.5},
+		"key not on remote": {"prompt": "a photo of TOK", "seed": 1, "guidance_scale": 3.5, "extra": true},
+	} {
+		if got, err := c.FindPrediction(ctx, version, in, start); err != nil || got != nil {
+			t.Errorf("%s: got %+v, %v; want no match", name, got, err)
+		}
+	}
+	// A secret-named key is never shown back: it does not decide the match.
+	withSecret := map[string]any{"prompt": "a photo of TOK", "seed": 1, "guidance_scale": 3.5, "api_key": "k"}
+	if got, err := c.FindPrediction(ctx, version, withSecret, start); err != nil || got == nil {
+		t.Errorf("secret-named key: got %+v, %v; want the match", got, err)
+	}
+}

@@ -81,15 +81,22 @@ func TestParseLogs(t *testing.T) {
 }
 
 func TestInputsMatchIgnoresRedactedSecrets(t *testing.T) {
-	want, _ := canonical(map[string]any{"steps": 1000, "hf_token": "hf_abc"})
-	if !inputsMatch(map[string]any{"steps": 1000.0, "hf_token": SecretMarker}, want) {
+	want, _ := canonical(map[string]any{"steps": 1000, "hf_token": "hf_abc", "trigger_word": "TOK"})
+	if !inputsMatch(map[string]any{"steps": 1000.0, "hf_token": SecretMarker, "trigger_word": "TOK"}, want) {
 		t.Error("a redacted secret must match")
 	}
-	if inputsMatch(map[string]any{"steps": 1000.0, "hf_token": "hf_other"}, want) {
+	// Secret-named keys never decide: the API never shows them back as sent.
+	if !inputsMatch(map[string]any{"steps": 1000.0, "trigger_word": "TOK"}, want) {
+		t.Error("a secret-named key missing on the remote side must not prevent the match")
+	}
+	if inputsMatch(map[string]any{"steps": 1000.0, "hf_token": SecretMarker, "trigger_word": "XYZ"}, want) {
 		t.Error("a visible different value must not match")
 	}
-	if inputsMatch(map[string]any{"steps": 1000.0}, want) {
+	if inputsMatch(map[string]any{"steps": 1000.0, "hf_token": SecretMarker}, want) {
 		t.Error("a missing key must not match")
+	}
+	if !inputsMatch(map[string]any{"steps": 1000.0, "trigger_word": "TOK", "lora_rank": 16.0}, want) {
+		t.Error("a key the API added (a default) must not prevent the match")
 	}
 }
 

@@ -530,3 +530,23 @@ func TestAbortedTrainingIsAFailure(t *testing.T) {
 		t.Errorf("%d trainings, want 2 (the aborted one replaced)", n)
 	}
 }
+
+// The API shows a training's input with the trainer's defaults filled in. Reconciling a create
+// whose answer was lost must still find the training by what was sent (a subset match), not
+// create a second, paid one.
+func TestReconcileFindsTrainingWhoseInputGainedDefaults(t *testing.T) {
+	h := newHarness(t)
+	h.srv.EchoDefaults(true)
+	h.srv.FailAfter("POST", "/v1/models/ostris/flux-dev-lora-trainer/versions/", 500, 1)
+	rec := &recorder{}
+	res, err := h.apply(h.request(input(append([]any{"hf_token", "hf_secret_value"}, goodInput...)...), nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.srv.Count("created training"); n != 1 {
+		t.Fatalf("%d trainings created, want exactly 1 (the lost one found despite the added defaults)", n)
+	}
+	if str(res.Outputs["training_id"]) != rec.record().TrainingID {
+		t.Fatal("recorded id differs from the output")
+	}
+}

@@ -58,6 +58,7 @@
 //     input {}, output null, no logs, delivery URLs 404, as the API does for API predictions.
 //   - Abort: a training or prediction ends "aborted" (terminated before it ran; no output).
 //   - RateLimitInBody: 429 whose wait is only in the JSON body's retry_after (no header).
+//   - EchoDefaults: created trainings/predictions show their input with the schema's defaults added.
 //
 // Persistence. With Options.WorldFile the world (models, versions, trainings, predictions, file
 // metadata; file bytes in WORLDFILE.blobs/) is loaded at start and saved atomically after every

@@ -52,6 +52,9 @@ type Server struct {
 	photos  photoCache
 	saveErr error
 	now     func() time.Time
+	// echoDefaults: created trainings and predictions show the schema's defaults for inputs the
+	// request left out, as cog models echo them.
+	echoDefaults bool
 }
 
 type fault struct {
@@ -159,6 +162,40 @@ func (s *Server) RateLimit(method, pathPrefix string, retryAfter int, times int)
 // N seconds.", "status": 429, "retry_after": N}.
 func (s *Server) RateLimitInBody(method, pathPrefix string, retryAfter int, times int) {
 	s.addFault(&fault{method: method, prefix: pathPrefix, status: http.StatusTooManyRequests, retryAfter: retryAfter, times: times, bodyWait: true})
+}
+
+// EchoDefaults makes trainings and predictions created from now on show their input with the
+// schema's defaults filled in for keys the request left out (as the API shows what the model ran
+// with), so a client that compares inputs must ignore keys it did not send.
+func (s *Server) EchoDefaults(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.echoDefaults = on
+}
+
+// withDefaults returns input plus the defaults of props it lacks (when echoDefaults is on).
+func (s *Server) withDefaults(input map[string]any, props []prop) map[string]any {
+	if !s.echoDefaults {
+		return input
+	}
+	out := make(map[string]any, len(input)+len(props))
+	for _, p := range props {
+		if p.def != nil {
+			out[p.name] = p.def
+		}
+	}
+	for k, v := range input {
+		out[k] = v
+	}
+	// JSON numbers: ints in the prop table must look like decoded request values.
+	b, err := json.Marshal(out)
+	if err == nil {
+		var norm map[string]any
+		if json.Unmarshal(b, &norm) == nil {
+			return norm
+		}
+	}
+	return out
 }
 
 func (s *Server) addFault(f *fault) {
@@ -773,7 +810,7 @@ func (s *Server) createTraining(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := &trainingRec{ID: s.w.newID(), Model: m.Owner + "/" + m.Name, Version: m.Versions[i].ID, Destination: body.Destination,
-		Input: redactSecrets(body.Input, trainerInputs), Status: "starting", CreatedAt: s.now()}
+		Input: redactSecrets(s.withDefaults(body.Input, trainerInputs), trainerInputs), Status: "starting", CreatedAt: s.now()}
 	s.w.Trainings = append(s.w.Trainings, t)
 	if !s.saveOr500(w) {
 		return
@@ -1052,7 +1089,7 @@ func (s *Server) createPrediction(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusUnprocessableEntity, "Input validation failed", "- input: prompt is required\n")
 		return
 	}
-	p := &predictionRec{ID: s.w.newID(), Model: m.Owner + "/" + m.Name, Version: v.ID, Input: body.Input, Status: "starting", CreatedAt: s.now()}
+	p := &predictionRec{ID: s.w.newID(), Model: m.Owner + "/" + m.Name, Version: v.ID, Input: s.withDefaults(body.Input, loraInputs), Status: "starting", CreatedAt: s.now()}
 	s.w.Predictions = append(s.w.Predictions, p)
 	if !s.saveOr500(w) {
 		return
