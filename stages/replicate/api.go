@@ -150,8 +150,26 @@ type InputSpec struct {
 	Required            bool
 }
 
+// SchemaUnknownError means the trainer version's input schema cannot be read: its openapi_schema
+// is null (some versions have none), not an OpenAPI document, or declares neither TrainingInput
+// nor Input. Callers skip their local input check with a warning; the API still validates.
+type SchemaUnknownError struct {
+	Trainer, Reason string
+}
+
+func (e *SchemaUnknownError) Error() string {
+	return fmt.Sprintf("replicate: the input schema of trainer %s is unknown (%s); the inputs are checked by Replicate when the training is created", e.Trainer, e.Reason)
+}
+
+// IsSchemaUnknown reports whether err is (or wraps) a *SchemaUnknownError.
+func IsSchemaUnknown(err error) bool {
+	var s *SchemaUnknownError
+	return errors.As(err, &s)
+}
+
 // TrainerInputs reads the training inputs of trainer ("owner/name:version") from the version's
-// openapi_schema (components.schemas.TrainingInput), resolving allOf/$ref enums.
+// openapi_schema: components.schemas.TrainingInput, or Input for trainers built before cog split
+// them (legacy), resolving allOf/$ref enums. A null or unreadable schema is a *SchemaUnknownError.
 func (c *Client) TrainerInputs(ctx context.Context, trainer string) (map[string]InputSpec, error) {
 	owner, name, version, err := SplitVersion(trainer)
 	if err != nil {
@@ -161,15 +179,15 @@ func (c *Client) TrainerInputs(ctx context.Context, trainer string) (map[string]
 		return nil, fmt.Errorf("replicate: trainer %q must be \"owner/name:version\"", trainer)
 	}
 	op := "read input schema of " + trainer
-	v, err := c.rc.GetModelVersion(ctx, url.PathEscape(owner), url.PathEscape(name), url.PathEscape(version))
-	if err != nil {
-		return nil, convertErr(op, err)
+	// Read the schema raw: replicate-go would fail the whole call on a schema that is not an object.
+	var v struct {
+		OpenAPISchema json.RawMessage `json:"openapi_schema"`
 	}
-	raw, err := json.Marshal(v.OpenAPISchema)
+	err = c.do(ctx, http.MethodGet, c.api("/models/"+url.PathEscape(owner)+"/"+url.PathEscape(name)+"/versions/"+url.PathEscape(version)), nil, "", &v, op)
 	if err != nil {
-		return nil, fmt.Errorf("replicate: %s: %w", op, err)
+		return nil, err
 	}
-	return parseTrainingInput(raw, op)
+	return parseTrainingInput(v.OpenAPISchema, trainer)
 }
 
 type schemaProp struct {
@@ -186,18 +204,25 @@ type schemaProp struct {
 	Required    []string              `json:"required"`
 }
 
-func parseTrainingInput(raw []byte, op string) (map[string]InputSpec, error) {
+func parseTrainingInput(raw []byte, trainer string) (map[string]InputSpec, error) {
+	if t := strings.TrimSpace(string(raw)); t == "" || t == "null" || t == "{}" {
+		return nil, &SchemaUnknownError{Trainer: trainer, Reason: "the version has no openapi_schema"}
+	}
 	var doc struct {
 		Components struct {
 			Schemas map[string]schemaProp `json:"schemas"`
 		} `json:"components"`
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, fmt.Errorf("replicate: %s: openapi_schema: %w", op, err)
+		return nil, &SchemaUnknownError{Trainer: trainer, Reason: "its openapi_schema is not an OpenAPI document: " + err.Error()}
 	}
 	ti, ok := doc.Components.Schemas["TrainingInput"]
 	if !ok {
-		return nil, fmt.Errorf("replicate: %s: the version's openapi_schema has no components.schemas.TrainingInput; hint: is it a trainer version?", op)
+		// Trainers built before cog had a separate train() schema declare their inputs as Input.
+		ti, ok = doc.Components.Schemas["Input"]
+	}
+	if !ok || len(ti.Properties) == 0 {
+		return nil, &SchemaUnknownError{Trainer: trainer, Reason: "its openapi_schema declares neither components.schemas.TrainingInput nor Input"}
 	}
 	req := map[string]bool{}
 	for _, r := range ti.Required {

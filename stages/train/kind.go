@@ -205,12 +205,12 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		return nil, fmt.Errorf("%s: %w", req.Address, err)
 	}
 	if cfg.Trainer != "" && cfg.InputKnown {
-		specs, err := c.TrainerInputs(ctx, cfg.Trainer)
+		warn, err := checkAgainstTrainer(ctx, c, req, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("%s: reading the input schema of trainer %s: %w", req.Address, cfg.Trainer, err)
+			return nil, err
 		}
-		if err := checkInputs(cfg.Trainer, specs, cfg.Input); err != nil {
-			return nil, fmt.Errorf("%s: %w", req.Address, err)
+		if warn != "" {
+			res.Warnings = append(res.Warnings, warn)
 		}
 	}
 	if cfg.Destination != "" {
@@ -227,6 +227,23 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		}
 	}
 	return res, nil
+}
+
+// checkAgainstTrainer checks the input against the trainer version's schema. A schema that cannot
+// be read (null, not OpenAPI, no TrainingInput/Input) skips the local check with a warning: the
+// API still validates the input when the training is created.
+func checkAgainstTrainer(ctx context.Context, c *replicate.Client, req *pipeline.Request, cfg *config) (string, error) {
+	specs, err := c.TrainerInputs(ctx, cfg.Trainer)
+	if replicate.IsSchemaUnknown(err) {
+		return fmt.Sprintf("schema unknown: the input is not checked locally: %v", err), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: reading the input schema of trainer %s: %w", req.Address, cfg.Trainer, err)
+	}
+	if err := checkInputs(cfg.Trainer, specs, cfg.Input); err != nil {
+		return "", fmt.Errorf("%s: %w", req.Address, err)
+	}
+	return "", nil
 }
 
 // shortDigest shortens "sha256:abcdef..." for notes.
@@ -359,13 +376,12 @@ func (r *run) stop(ctx context.Context, err error) error {
 // start checks the input against the trainer, uploads the images (or reuses the upload), makes sure
 // the destination exists and creates the training, recording the intent first.
 func (r *run) start(ctx context.Context) (*replicate.Training, error) {
-	req, cfg := r.req, r.cfg
-	specs, err := r.c.TrainerInputs(ctx, cfg.Trainer)
+	warn, err := checkAgainstTrainer(ctx, r.c, r.req, r.cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%s: reading the input schema of trainer %s: %w", req.Address, cfg.Trainer, err)
+		return nil, err
 	}
-	if err := checkInputs(cfg.Trainer, specs, cfg.Input); err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+	if warn != "" {
+		r.warns = append(r.warns, warn)
 	}
 	fileURL, err := r.upload(ctx)
 	if err != nil {

@@ -550,3 +550,35 @@ func TestReconcileFindsTrainingWhoseInputGainedDefaults(t *testing.T) {
 		t.Fatal("recorded id differs from the output")
 	}
 }
+
+// A legacy trainer declares its inputs as components.schemas.Input: the local check still works.
+// A trainer version whose openapi_schema is null or junk cannot be checked locally: plan and apply
+// go on with a warning (Replicate validates the input when the training is created).
+func TestTrainerSchemaLegacyAndUnknown(t *testing.T) {
+	h := newHarness(t)
+	h.srv.SetVersionSchema(replicatetest.TrainerVersion, replicatetest.LegacyTrainerSchema())
+	_, err := Kind{}.Plan(context.Background(), h.request(input("lora_rnak", 16), nil, &recorder{}))
+	if err == nil || !strings.Contains(err.Error(), `did you mean "lora_rank"?`) {
+		t.Fatalf("plan against a legacy (Input) schema: %v, want the unknown input refused", err)
+	}
+	for name, schema := range map[string]string{"null": `null`, "junk": `"not a schema"`} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			h.srv.SetVersionSchema(replicatetest.TrainerVersion, []byte(schema))
+			res, err := Kind{}.Plan(context.Background(), h.request(input(goodInput...), nil, &recorder{}))
+			if err != nil {
+				t.Fatalf("plan with an unknown schema: %v", err)
+			}
+			if !strings.Contains(strings.Join(res.Warnings, "\n"), "schema unknown") {
+				t.Errorf("plan warnings %q lack the skipped check", res.Warnings)
+			}
+			res, err = h.apply(h.request(input(goodInput...), nil, &recorder{}))
+			if err != nil {
+				t.Fatalf("apply with an unknown schema: %v", err)
+			}
+			if !strings.Contains(strings.Join(res.Warnings, "\n"), "schema unknown") || str(res.Outputs["version"]) == "" {
+				t.Errorf("apply: warnings %q, version %q", res.Warnings, str(res.Outputs["version"]))
+			}
+		})
+	}
+}

@@ -55,6 +55,8 @@ type Server struct {
 	// echoDefaults: created trainings and predictions show the schema's defaults for inputs the
 	// request left out, as cog models echo them.
 	echoDefaults bool
+	// schemas overrides the openapi_schema shown for a version id (raw JSON; "null" allowed).
+	schemas map[string]json.RawMessage
 }
 
 type fault struct {
@@ -196,6 +198,33 @@ func (s *Server) withDefaults(input map[string]any, props []prop) map[string]any
 		}
 	}
 	return out
+}
+
+// SetVersionSchema makes version id show schema as its openapi_schema (raw JSON: "null" for a
+// version without one, LegacyTrainerSchema() for a trainer that declares its inputs as Input).
+func (s *Server) SetVersionSchema(id string, schema json.RawMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.schemas == nil {
+		s.schemas = map[string]json.RawMessage{}
+	}
+	s.schemas[id] = append(json.RawMessage(nil), schema...)
+}
+
+// LegacyTrainerSchema is the trainer's schema as older cog versions emitted it: the training
+// inputs under components.schemas.Input, no TrainingInput.
+func LegacyTrainerSchema() json.RawMessage {
+	doc := openAPISchema(false)
+	legacy := openAPISchema(true)
+	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
+	schemas["Input"] = legacy["components"].(map[string]any)["schemas"].(map[string]any)["TrainingInput"]
+	for k, v := range legacy["components"].(map[string]any)["schemas"].(map[string]any) {
+		if _, ok := schemas[k]; !ok && k != "TrainingInput" && k != "TrainingOutput" {
+			schemas[k] = v
+		}
+	}
+	b, _ := json.Marshal(doc)
+	return b
 }
 
 func (s *Server) addFault(f *fault) {
@@ -582,7 +611,11 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) {
 func (s *Server) versionJSON(m *modelRec, v *versionRec, schema bool) map[string]any {
 	out := map[string]any{"id": v.ID, "created_at": ts(v.CreatedAt), "cog_version": "0.9.13"}
 	if schema {
-		out["openapi_schema"] = openAPISchema(m.Trainer)
+		if raw, ok := s.schemas[v.ID]; ok {
+			out["openapi_schema"] = raw
+		} else {
+			out["openapi_schema"] = openAPISchema(m.Trainer)
+		}
 	}
 	return out
 }
