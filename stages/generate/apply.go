@@ -11,6 +11,7 @@ import (
 	"image"
 	_ "image/jpeg" // models may answer JPEG despite output_format (scored as is, with a warning)
 	_ "image/png"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +41,10 @@ type record struct {
 	Runs             []*run `json:"runs"`
 	// Deleted is the version deleted by the plastic-skin gate.
 	Deleted string `json:"deleted,omitempty"`
+	// DeletedVersions are the versions this stage's gate deleted in this and earlier runs
+	// ("owner/name:id", bounded). Deletion is asynchronous on Replicate: until it takes effect the
+	// version is still listed, and no stage may pick it (replicate.DeletedVersions).
+	DeletedVersions []string `json:"deleted_versions,omitempty"`
 }
 
 // run is one prompt × seed on one version.
@@ -145,10 +150,11 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if prior.Version == cfg.Version {
 		g.rec.Deleted = prior.Deleted // a gate that already deleted this version does not try again
 	}
+	g.rec.DeletedVersions = prior.DeletedVersions
 	if cfg.ComparePrevious {
 		if prior.Version == cfg.Version && prior.PreviousResolved {
 			g.rec.Previous, g.rec.PreviousResolved, g.rec.PreviousNote = prior.Previous, true, prior.PreviousNote
-		} else if err := g.resolvePrevious(ctx, owner, name); err != nil {
+		} else if err := g.resolvePrevious(ctx, owner, name, replicate.DeletedVersions(req.State, prior.DeletedVersions...)); err != nil {
 			return nil, err
 		}
 	}
@@ -192,9 +198,10 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	return g.finish(ctx, imgs)
 }
 
-// resolvePrevious finds the destination's newest version older than the new one.
-func (g *generator) resolvePrevious(ctx context.Context, owner, name string) error {
-	prev, note, err := previousOf(ctx, g.c, g.cfg.Version)
+// resolvePrevious finds the destination's newest version older than the new one that this
+// pipeline did not delete.
+func (g *generator) resolvePrevious(ctx context.Context, owner, name string, deleted map[string]bool) error {
+	prev, note, err := previousOf(ctx, g.c, g.cfg.Version, deleted)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -205,9 +212,10 @@ func (g *generator) resolvePrevious(ctx context.Context, owner, name string) err
 	return nil
 }
 
-// previousOf returns the newest version of version's model older than it ("owner/name:id"), or ""
-// and a note saying why there is none.
-func previousOf(ctx context.Context, c *replicate.Client, version string) (prev, note string, err error) {
+// previousOf returns the newest version of version's model older than it ("owner/name:id") and
+// not in deleted (version ids this pipeline deleted: deletion is asynchronous, so they may still
+// be listed), or "" and a note saying why there is none.
+func previousOf(ctx context.Context, c *replicate.Client, version string, deleted map[string]bool) (prev, note string, err error) {
 	owner, name, vid, err := replicate.SplitVersion(version)
 	if err != nil {
 		return "", "", err
@@ -220,10 +228,19 @@ func previousOf(ctx context.Context, c *replicate.Client, version string) (prev,
 		if v.ID != vid {
 			continue
 		}
-		if i+1 < len(versions) {
-			return fmt.Sprintf("%s/%s:%s", owner, name, versions[i+1].ID), "", nil
+		skipped := 0
+		for _, older := range versions[i+1:] {
+			if deleted[older.ID] {
+				skipped++
+				continue
+			}
+			return fmt.Sprintf("%s/%s:%s", owner, name, older.ID), "", nil
 		}
-		return "", fmt.Sprintf("compare_previous: skipped, %s/%s has no version older than %s", owner, name, shortID(vid)), nil
+		note := fmt.Sprintf("compare_previous: skipped, %s/%s has no version older than %s", owner, name, shortID(vid))
+		if skipped > 0 {
+			note += fmt.Sprintf(" (not counting %d this pipeline deleted)", skipped)
+		}
+		return "", note, nil
 	}
 	return "", fmt.Sprintf("compare_previous: skipped, version %s is not among the %d versions of %s/%s", shortID(vid), len(versions), owner, name), nil
 }
@@ -263,7 +280,7 @@ func (g *generator) planRuns(prior *record) {
 // after a crash between the create call and recording its id, or created (intent saved first).
 func (g *generator) startAll(ctx context.Context) error {
 	for _, r := range g.rec.Runs {
-		if r.PredictionID != "" || g.haveFile(r) {
+		if r.PredictionID != "" || g.haveFile(r) || (r.Side == sidePrevious && g.rec.Previous == "") {
 			continue
 		}
 		if !r.IntentAt.IsZero() {
@@ -284,10 +301,47 @@ func (g *generator) startAll(ctx context.Context) error {
 			}
 		}
 		if err := g.create(ctx, r); err != nil {
+			if reason := refusal(err); r.Side == sidePrevious && reason != "" {
+				// The previous version cannot run (deleted meanwhile, or not ours to run): the
+				// comparison is a nicety, the new version's check goes on without it.
+				if err := g.skipPrevious(reason); err != nil {
+					return err
+				}
+				continue
+			}
 			return err
 		}
 	}
 	return nil
+}
+
+// refusal returns the API's reason when err is a 4xx refusal (not 401 or 429), "" otherwise.
+func refusal(err error) string {
+	var apiErr *replicate.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status < 400 || apiErr.Status >= 500 ||
+		apiErr.Status == http.StatusUnauthorized || apiErr.Status == http.StatusTooManyRequests {
+		return ""
+	}
+	if apiErr.Detail != "" {
+		return fmt.Sprintf("%d %s", apiErr.Status, apiErr.Detail)
+	}
+	return apiErr.Error()
+}
+
+// skipPrevious drops the comparison with the previous version, with a warning and a note.
+func (g *generator) skipPrevious(reason string) error {
+	prev := g.rec.Previous
+	note := fmt.Sprintf("compare_previous: skipped, Replicate refused a prediction on the previous version %s (%s)", prev, reason)
+	g.warnings = append(g.warnings, "comparison skipped: "+strings.TrimPrefix(note, "compare_previous: skipped, "))
+	g.rec.Previous, g.rec.PreviousNote = "", note
+	runs := g.rec.Runs[:0]
+	for _, r := range g.rec.Runs {
+		if r.Side != sidePrevious {
+			runs = append(runs, r)
+		}
+	}
+	g.rec.Runs = runs
+	return g.save()
 }
 
 func (g *generator) create(ctx context.Context, r *run) error {

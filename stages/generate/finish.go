@@ -194,6 +194,7 @@ func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) 
 	switch {
 	case err == nil || replicate.IsNotFound(err):
 		g.rec.Deleted = g.cfg.Version
+		g.rec.DeletedVersions = replicate.RememberDeleted(g.rec.DeletedVersions, g.cfg.Version)
 		res.Deletes = append(res.Deletes, g.cfg.Version)
 		o.Gate += ", version deleted"
 		return g.save()

@@ -3,6 +3,7 @@ package generate
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"image"
 	"image/png"
@@ -304,6 +305,10 @@ func TestPlasticSkin(t *testing.T) {
 	ids := h.srv.VersionIDs("acme", "ana-lora")
 	if len(ids) != 1 || ids[0] != good {
 		t.Errorf("versions left %v, want only the good %s", ids, good)
+	}
+	// Deletion is asynchronous on Replicate: the deleted version is recorded for other stages.
+	if d := recFail.record().DeletedVersions; len(d) != 1 || d[0] != version {
+		t.Errorf("deleted_versions %v, want [%s]", d, version)
 	}
 	html := string(fileExists(t, filepath.Join(h.dir, "generated", "report.html")))
 	if !strings.Contains(html, "version deleted") || !strings.Contains(html, `class="verdict plastic"`) {
@@ -702,4 +707,52 @@ func TestAbortedPredictionIsAFailure(t *testing.T) {
 	if n := h.srv.Count("created prediction"); n != 3 {
 		t.Errorf("%d predictions, want 3 (the aborted one run again)", n)
 	}
+}
+
+// Version deletion is asynchronous on Replicate: a version this pipeline deleted (recorded by a
+// loss gate) may still be listed, and must not be picked as the previous version. A previous
+// version that cannot run (deleted by someone else meanwhile: 4xx on create) skips the
+// comparison with a warning instead of failing the stage.
+func TestPreviousVersionSkipsDeletedOnes(t *testing.T) {
+	t.Parallel()
+	t.Run("recorded as deleted", func(t *testing.T) {
+		h := newHarness(t, 2)
+		h.srv.DeleteDelay(50)
+		older := h.srv.VersionIDs("acme", "ana-lora") // newest first
+		version := h.train(natural)
+		if err := h.c.DeleteVersion(context.Background(), "acme", "ana-lora", older[0]); err != nil {
+			t.Fatal(err)
+		}
+		gate, _ := json.Marshal(map[string]any{"last_accepted": nil, "deleted_versions": []string{model + ":" + older[0]}})
+		req := h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+			"seeds": numList(1), "reference": h.ref}, nil, &recorder{})
+		req.State = append(req.State.(stateView), pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusRefused, Data: gate})
+		res, err := h.apply(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := str(res.Outputs["previous_version"]), model+":"+older[1]; got != want {
+			t.Errorf("previous_version %s, want %s (the deleted %s skipped)", got, want, shortID(older[0]))
+		}
+	})
+	t.Run("refused by the API", func(t *testing.T) {
+		h := newHarness(t, 1)
+		h.srv.DeleteDelay(50)
+		older := h.srv.VersionIDs("acme", "ana-lora")
+		version := h.train(natural)
+		if err := h.c.DeleteVersion(context.Background(), "acme", "ana-lora", older[0]); err != nil {
+			t.Fatal(err)
+		}
+		res, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+			"seeds": numList(1, 2), "reference": h.ref}, nil, &recorder{}))
+		if err != nil {
+			t.Fatalf("a refused prediction on the previous version failed the stage: %v", err)
+		}
+		if !res.Outputs["previous_version"].IsNull() || len(res.Outputs["images"].AsValueSlice()) != 2 {
+			t.Errorf("previous_version %s images %s", res.Outputs["previous_version"].GoString(), res.Outputs["images"].GoString())
+		}
+		if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "comparison skipped") }) {
+			t.Errorf("warnings %q lack the skipped comparison", res.Warnings)
+		}
+	})
 }

@@ -299,7 +299,7 @@ func previousNote(ctx context.Context, req *pipeline.Request, c *config) string 
 	if err != nil {
 		return general
 	}
-	prev, note, err := previousOf(ctx, cl, c.Version)
+	prev, note, err := previousOf(ctx, cl, c.Version, replicate.DeletedVersions(req.State))
 	switch {
 	case err != nil:
 		return general + "; the versions could not be listed now: " + err.Error()

@@ -81,6 +81,10 @@ type Accepted struct {
 // training when it passes, carried forward when it fails; nil until one passes).
 type Data struct {
 	LastAccepted *Accepted `json:"last_accepted"`
+	// DeletedVersions are the versions this gate deleted ("owner/name:id", newest last, bounded):
+	// deletion is asynchronous on Replicate, so others skip them while they are still listed
+	// (replicate.DeletedVersions).
+	DeletedVersions []string `json:"deleted_versions,omitempty"`
 }
 
 // LastAccepted returns the last accepted training recorded by any loss_gate of a batch instance
@@ -370,7 +374,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		data := Data{LastAccepted: &Accepted{
 			TrainingID: t.TrainingID, Version: t.Version, ImageCount: t.ImageCount,
 			ImagesDigest: t.ImagesDigest, Input: t.Input,
-		}}
+		}, DeletedVersions: prior.DeletedVersions}
 		if err := req.Recorder.Save(data); err != nil {
 			return nil, fmt.Errorf("%s: recording the accepted training: %w", req.Address, err)
 		}
@@ -407,6 +411,10 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		}
 		if deleted {
 			res.Deletes = append(res.Deletes, t.Version)
+			data.DeletedVersions = replicate.RememberDeleted(data.DeletedVersions, t.Version)
+			if err := req.Recorder.Save(data); err != nil {
+				return nil, fmt.Errorf("%s: recording the deleted version %s: %w", req.Address, t.Version, err)
+			}
 		}
 	}
 	return res, nil

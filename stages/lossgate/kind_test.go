@@ -282,3 +282,50 @@ func TestDeleteOutageIsAnErrorButOutcomeIsRecorded(t *testing.T) {
 		t.Fatalf("last_accepted not carried forward: %s", rec.data)
 	}
 }
+
+// Version deletion is asynchronous on Replicate: the gate records what it deleted (and carries it
+// forward when a later training passes) so generate, train and prune skip a version still listed.
+func TestDeletedVersionIsRecordedForOthers(t *testing.T) {
+	h := newHarness(t)
+	h.srv.DeleteDelay(3)
+	h.srv.AddModel("acme", "ana", 2)
+	ids := h.srv.VersionIDs("acme", "ana")
+	rec := &recorder{}
+	res, err := Kind{}.Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+ids[0], 0.12, 20), OnFailDelete), nil, rec))
+	if err != nil || res.Refused == "" {
+		t.Fatalf("refused %q, %v", res.Refused, err)
+	}
+	if got := h.srv.VersionIDs("acme", "ana"); len(got) != 2 {
+		t.Fatalf("the delete took effect at once (%v): the test server should delay it", got)
+	}
+	if d := rec.decoded(t); len(d.DeletedVersions) != 1 || d.DeletedVersions[0] != "acme/ana:"+ids[0] {
+		t.Fatalf("deleted_versions %v", d.DeletedVersions)
+	}
+	view := allRecords{{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusRefused, Data: rec.data}}
+	del := replicate.DeletedVersions(view)
+	if !del[ids[0]] || del[ids[1]] {
+		t.Fatalf("replicate.DeletedVersions = %v", del)
+	}
+	// A later training passes: the record of the deleted version is kept.
+	rec2 := &recorder{}
+	prior := &pipeline.Prior{Status: pipeline.StatusRefused, Data: rec.data}
+	if _, err := (Kind{}).Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+ids[1], 0.3, 20), OnFailDelete), prior, rec2)); err != nil {
+		t.Fatal(err)
+	}
+	if d := rec2.decoded(t); len(d.DeletedVersions) != 1 || d.LastAccepted == nil {
+		t.Fatalf("after a pass: %+v", d)
+	}
+}
+
+// allRecords is a StateView that also answers Records("") (every kind), as the engine does.
+type allRecords []pipeline.StageRecord
+
+func (s allRecords) Records(kind string) []pipeline.StageRecord {
+	var out []pipeline.StageRecord
+	for _, r := range s {
+		if kind == "" || r.Kind == kind {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -213,6 +213,7 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
 	}
+	versions = withoutDeleted(versions, replicate.DeletedVersions(req.State, priorData(req).DeletedVersions...))
 	as, err := arrivals(ctx, c, req, s, up, versions)
 	if err != nil {
 		return nil, err
@@ -306,6 +307,10 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if err != nil {
 		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
 	}
+	data := priorData(req)
+	// Versions this pipeline already deleted may still be listed (deletion is asynchronous): they
+	// neither count toward keep_last nor get deleted twice.
+	versions = withoutDeleted(versions, replicate.DeletedVersions(req.State, data.DeletedVersions...))
 	sel := choose(versions, policy{KeepLast: s.KeepLast, Pinned: pins(req, s)})
 	res := &pipeline.Result{}
 	var deleted []string
@@ -327,6 +332,10 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 			kept = append(kept, id)
 		default:
 			deleted = append(deleted, id)
+			data.DeletedVersions = replicate.RememberDeleted(data.DeletedVersions, s.Model+":"+id)
+			if err := req.Recorder.Save(data); err != nil {
+				return nil, fmt.Errorf("%s: recording the deleted version %s: %w", req.Address, id, err)
+			}
 		}
 	}
 	res.Deletes = deleted
@@ -363,6 +372,35 @@ func deleteVersion(ctx context.Context, c *replicate.Client, s settings, id stri
 		}
 	}
 	return "", err
+}
+
+// pruneData is the stage's private data: the versions it deleted in this and earlier runs
+// (bounded), which later runs and other stages skip while Replicate finishes deleting them.
+type pruneData struct {
+	DeletedVersions []string `json:"deleted_versions,omitempty"`
+}
+
+// priorData reads the recorded pruneData (empty when there is none or it is unreadable).
+func priorData(req *pipeline.Request) pruneData {
+	var d pruneData
+	if _, err := req.Prior.Decode(&d); err != nil {
+		return pruneData{}
+	}
+	return d
+}
+
+// withoutDeleted drops the versions whose id is in deleted.
+func withoutDeleted(versions []replicate.Version, deleted map[string]bool) []replicate.Version {
+	if len(deleted) == 0 {
+		return versions
+	}
+	out := make([]replicate.Version, 0, len(versions))
+	for _, v := range versions {
+		if !deleted[v.ID] {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // orderLike orders ids newest first as in versions.

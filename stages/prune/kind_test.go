@@ -198,3 +198,39 @@ func TestPrunePlanWithoutTokenAndBadSettings(t *testing.T) {
 		t.Fatalf("missing model: %v %+v", err, res)
 	}
 }
+
+// A version a loss gate deleted may still be listed while Replicate finishes the asynchronous
+// delete: it must not count toward keep_last (that would keep one good version fewer) and is not
+// deleted twice.
+func TestPruneSkipsVersionsBeingDeleted(t *testing.T) {
+	h := newHarness(t)
+	h.srv.DeleteDelay(50)
+	h.srv.AddModel("acme", "ana", 5)
+	ids := h.srv.VersionIDs("acme", "ana") // newest first
+	c, _ := replicate.FromEnv(h.env)
+	if err := c.DeleteVersion(context.Background(), "acme", "ana", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	gate, _ := json.Marshal(lossgate.Data{DeletedVersions: []string{"acme/ana:" + ids[0]}})
+	rec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
+	// The engine's view answers Records("") with every kind.
+	state := stateView{"loss_gate": {rec}, "": {rec}}
+	req := h.request(3, nil, state)
+	plan, err := Kind{}.Plan(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{ids[4]}; !reflect.DeepEqual(plan.Deletes, want) {
+		t.Fatalf("plan deletes %v, want %v (the version being deleted does not count)", plan.Deletes, want)
+	}
+	res, err := Kind{}.Apply(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted := listOf(res.Outputs["deleted"]); !reflect.DeepEqual(deleted, []string{ids[4]}) {
+		t.Fatalf("deleted %v, want only %s", deleted, ids[4])
+	}
+	if n := h.srv.Count("DELETE version"); n != 2 {
+		t.Errorf("%d deletes, want 2 (the gate's and prune's one)", n)
+	}
+}

@@ -220,6 +220,8 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 			res.Notes = append(res.Notes, fmt.Sprintf("destination %s will be created (private, hardware %s)", cfg.Destination, cfg.Hardware))
 		case err != nil:
 			return nil, fmt.Errorf("%s: reading destination %s: %w", req.Address, cfg.Destination, err)
+		case m.LatestVersion != nil && replicate.DeletedVersions(req.State)[m.LatestVersion.ID]:
+			res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s is being deleted by this pipeline: previous_version is the newest one kept", cfg.Destination, m.LatestVersion.ID))
 		case m.LatestVersion != nil:
 			res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s becomes previous_version", cfg.Destination, m.LatestVersion.ID))
 		default:
@@ -456,10 +458,31 @@ func (r *run) destination(ctx context.Context) (string, error) {
 	} else if err != nil {
 		return "", fmt.Errorf("%s: reading destination model %s: %w", r.req.Address, cfg.Destination, err)
 	}
+	return r.latestKept(ctx, m)
+}
+
+// latestKept is the destination's newest version that this pipeline did not delete
+// ("owner/name:id", "" if none). Deleting a version is asynchronous on Replicate: a version a
+// loss gate or generate's gate deleted may still be the model's latest_version for a while.
+func (r *run) latestKept(ctx context.Context, m *replicate.Model) (string, error) {
+	cfg := r.cfg
 	if m.LatestVersion == nil || m.LatestVersion.ID == "" {
 		return "", nil
 	}
-	return cfg.Destination + ":" + m.LatestVersion.ID, nil
+	deleted := replicate.DeletedVersions(r.req.State)
+	if !deleted[m.LatestVersion.ID] {
+		return cfg.Destination + ":" + m.LatestVersion.ID, nil
+	}
+	versions, err := r.c.ListVersions(ctx, cfg.DestOwner, cfg.DestName)
+	if err != nil {
+		return "", fmt.Errorf("%s: listing the versions of %s (its latest, %s, is being deleted): %w", r.req.Address, cfg.Destination, m.LatestVersion.ID, err)
+	}
+	for _, v := range versions { // newest first
+		if !deleted[v.ID] {
+			return cfg.Destination + ":" + v.ID, nil
+		}
+	}
+	return "", nil
 }
 
 // createBackoff is the wait before creating again once the list showed no training was created.

@@ -582,3 +582,38 @@ func TestTrainerSchemaLegacyAndUnknown(t *testing.T) {
 		})
 	}
 }
+
+// A version a loss gate deleted may still be the model's latest_version while Replicate finishes
+// the (asynchronous) delete: previous_version is the newest version the pipeline kept.
+func TestPreviousVersionSkipsVersionsBeingDeleted(t *testing.T) {
+	h := newHarness(t)
+	h.srv.DeleteDelay(50)
+	h.srv.AddModel("acme", "ana-lora", 2)
+	ids := h.srv.VersionIDs("acme", "ana-lora") // newest first
+	c, _ := replicate.FromEnv(h.env)
+	if err := c.DeleteVersion(context.Background(), "acme", "ana-lora", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	gate, _ := json.Marshal(map[string]any{"last_accepted": nil, "deleted_versions": []string{"acme/ana-lora:" + ids[0]}})
+	req := h.request(input(goodInput...), nil, &recorder{})
+	req.State = records{{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusRefused, Data: gate}}
+	res, err := h.apply(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := str(res.Outputs["previous_version"]), "acme/ana-lora:"+ids[1]; got != want {
+		t.Fatalf("previous_version %s, want %s (the version being deleted skipped)", got, want)
+	}
+}
+
+type records []pipeline.StageRecord
+
+func (s records) Records(kind string) []pipeline.StageRecord {
+	var out []pipeline.StageRecord
+	for _, r := range s {
+		if kind == "" || r.Kind == kind {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -60,6 +60,7 @@
 //   - RateLimitInBody: 429 whose wait is only in the JSON body's retry_after (no header).
 //   - EchoDefaults: created trainings/predictions show their input with the schema's defaults added.
 //   - SetVersionSchema: a version shows another openapi_schema (null, LegacyTrainerSchema, junk).
+//   - DeleteDelay(n): version deletes are asynchronous, still listed for n more list calls.
 //
 // Persistence. With Options.WorldFile the world (models, versions, trainings, predictions, file
 // metadata; file bytes in WORLDFILE.blobs/) is loaded at start and saved atomically after every

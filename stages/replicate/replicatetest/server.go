@@ -57,6 +57,8 @@ type Server struct {
 	echoDefaults bool
 	// schemas overrides the openapi_schema shown for a version id (raw JSON; "null" allowed).
 	schemas map[string]json.RawMessage
+	// deleteDelay: a version delete takes effect only after this many further list calls.
+	deleteDelay int
 }
 
 type fault struct {
@@ -225,6 +227,16 @@ func LegacyTrainerSchema() json.RawMessage {
 	}
 	b, _ := json.Marshal(doc)
 	return b
+}
+
+// DeleteDelay makes version deletes accepted from now on asynchronous, as on the real API ("202,
+// empty body; it might take a few minutes"): the version stays listed (and is the model's
+// latest_version if it was) for n more list calls of its model's versions, then disappears.
+// Predictions on a version being deleted are refused (422). n <= 0 deletes at once.
+func (s *Server) DeleteDelay(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleteDelay = n
 }
 
 func (s *Server) addFault(f *fault) {
@@ -734,6 +746,21 @@ func (s *Server) listVersions(w http.ResponseWriter, r *http.Request) {
 	for i := start; i < end; i++ {
 		results = append(results, s.versionJSON(m, at(i), true))
 	}
+	// Asynchronous deletes: each list call brings a pending one closer to gone.
+	kept := m.Versions[:0:0]
+	for _, v := range m.Versions {
+		if v.Deleting {
+			v.ListsLeft--
+			if v.ListsLeft <= 0 {
+				continue
+			}
+		}
+		kept = append(kept, v)
+	}
+	if len(kept) != len(m.Versions) {
+		m.Versions = kept
+		s.saveLocked()
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"next": next, "previous": nil, "results": results})
 }
 
@@ -777,7 +804,15 @@ func (s *Server) deleteVersion(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusForbidden, "Forbidden", "You can only delete versions of models you own.")
 		return
 	}
-	m.Versions = append(m.Versions[:i:i], m.Versions[i+1:]...)
+	if v.Deleting {
+		w.WriteHeader(http.StatusAccepted) // already accepted: nothing more to do
+		return
+	}
+	if s.deleteDelay > 0 {
+		v.Deleting, v.ListsLeft = true, s.deleteDelay
+	} else {
+		m.Versions = append(m.Versions[:i:i], m.Versions[i+1:]...)
+	}
 	if !s.saveOr500(w) {
 		return
 	}
@@ -1107,7 +1142,7 @@ func (s *Server) createPrediction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, v := s.w.findVersion(body.Version)
-	if m == nil {
+	if m == nil || v.Deleting {
 		apiError(w, http.StatusUnprocessableEntity, "Invalid version or not permitted", "The specified version does not exist (or perhaps you don't have permission to use it?)")
 		return
 	}

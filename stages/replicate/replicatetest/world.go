@@ -63,6 +63,10 @@ type versionRec struct {
 	ID         string    `json:"id"`
 	CreatedAt  time.Time `json:"created_at"`
 	TrainingID string    `json:"training_id,omitempty"`
+	// Deleting: a delete was accepted (202) but has not taken effect yet; the version is still
+	// listed for ListsLeft more list calls of its model.
+	Deleting  bool `json:"deleting,omitempty"`
+	ListsLeft int  `json:"lists_left,omitempty"`
 }
 
 type trainingRec struct {
