@@ -612,6 +612,16 @@ func (r *run) follow(ctx context.Context, t *replicate.Training) (*pipeline.Resu
 			return nil, r.stop(ctx, err)
 		}
 		nt, err := r.c.GetTraining(ctx, t.ID)
+		if replicate.IsNotFound(err) {
+			// Gone on Replicate (deleted, or another account's token): polling it again cannot
+			// help, and the next apply must not re-attach to it either.
+			id := t.ID
+			r.rec.TrainingID, r.rec.Intent, r.rec.Status = "", nil, ""
+			if serr := r.save(); serr != nil {
+				return nil, serr
+			}
+			return nil, fmt.Errorf("%s: training %s vanished on Replicate while it was followed (%v); hint: run apply again to start a new one (the upload is reused)", req.Address, id, err)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, r.stop(ctx, ctx.Err())

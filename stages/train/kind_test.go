@@ -617,3 +617,32 @@ func (s records) Records(kind string) []pipeline.StageRecord {
 	}
 	return out
 }
+
+// A training that answers 404 while it is followed is gone: the stage forgets it (so the next
+// apply does not re-attach to it) and says to run apply again, instead of counting failed polls.
+func TestTrainingVanishedWhileFollowed(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	removed := false
+	rec.OnProgress = func(int) {
+		if id := rec.record().TrainingID; id != "" && !removed {
+			removed = h.srv.RemoveTraining(id)
+		}
+	}
+	_, err := h.apply(h.request(input(goodInput...), nil, rec))
+	if err == nil || !strings.Contains(err.Error(), "vanished on Replicate") || !strings.Contains(err.Error(), "run apply again to start a new one") {
+		t.Fatalf("vanished training: %v", err)
+	}
+	if n := h.srv.Count("GET /v1/trainings/{id}"); n > 2 {
+		t.Errorf("%d polls of a training that answers 404, want it given up at once", n)
+	}
+	if got := rec.record(); got.TrainingID != "" || got.Intent != nil {
+		t.Fatalf("the vanished training is still recorded: %+v", got)
+	}
+	if _, err := h.apply(h.request(input(goodInput...), resume(rec, pipeline.StatusFailed), &recorder{})); err != nil {
+		t.Fatalf("next apply: %v", err)
+	}
+	if n := h.srv.Count("created training"); n != 2 {
+		t.Errorf("%d trainings, want 2 (a new one after the vanished one)", n)
+	}
+}

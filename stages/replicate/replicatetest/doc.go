@@ -61,6 +61,7 @@
 //   - EchoDefaults: created trainings/predictions show their input with the schema's defaults added.
 //   - SetVersionSchema: a version shows another openapi_schema (null, LegacyTrainerSchema, junk).
 //   - DeleteDelay(n): version deletes are asynchronous, still listed for n more list calls.
+//   - RemoveTraining: a training disappears (404).
 //
 // Persistence. With Options.WorldFile the world (models, versions, trainings, predictions, file
 // metadata; file bytes in WORLDFILE.blobs/) is loaded at start and saved atomically after every

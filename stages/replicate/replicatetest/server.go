@@ -303,6 +303,21 @@ func (s *Server) TrainingStatus(id string) string {
 	return ""
 }
 
+// RemoveTraining makes a training disappear (GET answers 404), as when it was deleted or belongs
+// to an account the token no longer reaches. It reports whether it existed.
+func (s *Server) RemoveTraining(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, t := range s.w.Trainings {
+		if t.ID == id {
+			s.w.Trainings = append(s.w.Trainings[:i:i], s.w.Trainings[i+1:]...)
+			s.saveLocked()
+			return true
+		}
+	}
+	return false
+}
+
 // SaveError reports the last failure to save the world file (nil when all saves worked).
 func (s *Server) SaveError() error {
 	s.mu.Lock()
