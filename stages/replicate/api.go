@@ -96,8 +96,14 @@ func (c *Client) CreateModel(ctx context.Context, owner, name, hardware string) 
 		return nil, err
 	}
 	// 409 (exists), 5xx or a lost answer: the model may exist now; it is free, so look.
-	if got, gerr := c.GetModel(ctx, owner, name); gerr == nil {
+	got, gerr := c.GetModel(ctx, owner, name)
+	if gerr == nil {
 		return got, nil
+	}
+	if a, ok := err.(*APIError); ok && a.Status == http.StatusConflict && IsNotFound(gerr) {
+		// Replicate keeps the names of deleted models: creating one answers 409 although
+		// nothing of that name can be read.
+		return nil, fmt.Errorf("%w; hint: the name %s/%s is reserved (a model of that name was deleted and Replicate does not reuse names): use another destination name", err, owner, name)
 	}
 	return nil, err
 }

@@ -646,3 +646,17 @@ func TestTrainingVanishedWhileFollowed(t *testing.T) {
 		t.Errorf("%d trainings, want 2 (a new one after the vanished one)", n)
 	}
 }
+
+// Replicate keeps the name of a deleted model: creating it answers 409 although GET answers 404.
+// The error says so and what to do, instead of a bare conflict.
+func TestDestinationNameOfADeletedModel(t *testing.T) {
+	h := newHarness(t)
+	h.srv.ReserveModelName("acme", "ana-lora")
+	_, err := h.apply(h.request(input(goodInput...), nil, &recorder{}))
+	if err == nil || !strings.Contains(err.Error(), "409") || !strings.Contains(err.Error(), "reserved") || !strings.Contains(err.Error(), "use another destination name") {
+		t.Fatalf("creating a reserved destination: %v", err)
+	}
+	if n := h.srv.Count("created training"); n != 0 {
+		t.Errorf("%d trainings created without a destination", n)
+	}
+}

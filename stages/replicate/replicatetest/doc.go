@@ -62,6 +62,7 @@
 //   - SetVersionSchema: a version shows another openapi_schema (null, LegacyTrainerSchema, junk).
 //   - DeleteDelay(n): version deletes are asynchronous, still listed for n more list calls.
 //   - RemoveTraining: a training disappears (404).
+//   - ReserveModelName: a deleted model's name: GET 404, create 409.
 //
 // Persistence. With Options.WorldFile the world (models, versions, trainings, predictions, file
 // metadata; file bytes in WORLDFILE.blobs/) is loaded at start and saved atomically after every

@@ -59,6 +59,9 @@ type Server struct {
 	schemas map[string]json.RawMessage
 	// deleteDelay: a version delete takes effect only after this many further list calls.
 	deleteDelay int
+	// reserved model names ("owner/name"): create answers 409 while GET answers 404, as for the
+	// name of a deleted model.
+	reserved map[string]bool
 }
 
 type fault struct {
@@ -316,6 +319,17 @@ func (s *Server) RemoveTraining(id string) bool {
 		}
 	}
 	return false
+}
+
+// ReserveModelName makes owner/name behave like the name of a deleted model: GET answers 404, and
+// creating it answers 409 (Replicate does not let a deleted model's name be used again).
+func (s *Server) ReserveModelName(owner, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reserved == nil {
+		s.reserved = map[string]bool{}
+	}
+	s.reserved[owner+"/"+name] = true
 }
 
 // SaveError reports the last failure to save the world file (nil when all saves worked).
@@ -719,7 +733,7 @@ func (s *Server) createModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := body.Owner + "/" + body.Name
-	if s.w.Models[key] != nil {
+	if s.w.Models[key] != nil || s.reserved[key] {
 		apiError(w, http.StatusConflict, "Conflict", "A model with that name and owner already exists.")
 		return
 	}
