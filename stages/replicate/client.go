@@ -407,6 +407,89 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	return d, true
 }
 
+// textDetail rewrites an error answer whose `detail` is not a string (a validation error list
+// such as [{"loc": ["body","input","steps"], "msg": "..."}], or an object) into one whose detail
+// is readable text: replicate-go would otherwise drop the whole answer for "Unknown error".
+func textDetail(resp *http.Response) {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return
+	}
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	rest := resp.Body
+	restore := func() {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(head), rest), rest}
+	}
+	var doc map[string]json.RawMessage
+	if len(head) >= maxErrorBody || json.Unmarshal(head, &doc) != nil {
+		restore()
+		return
+	}
+	raw, ok := doc["detail"]
+	var str string
+	if !ok || json.Unmarshal(raw, &str) == nil {
+		restore()
+		return
+	}
+	b, _ := json.Marshal(detailText(raw))
+	doc["detail"] = b
+	out, err := json.Marshal(doc)
+	if err != nil {
+		restore()
+		return
+	}
+	_ = rest.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+}
+
+// detailText renders a non-string `detail` as text: validation entries as "loc: msg" joined with
+// "; ", strings joined likewise, anything else as compact JSON.
+func detailText(raw json.RawMessage) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return string(raw)
+	}
+	one := func(x any) string {
+		switch e := x.(type) {
+		case string:
+			return e
+		case map[string]any:
+			msg, _ := e["msg"].(string)
+			if msg == "" {
+				msg, _ = e["message"].(string)
+			}
+			if msg == "" {
+				msg, _ = e["detail"].(string)
+			}
+			if msg == "" {
+				break
+			}
+			if loc, ok := e["loc"].([]any); ok && len(loc) > 0 {
+				parts := make([]string, 0, len(loc))
+				for _, l := range loc {
+					parts = append(parts, fmt.Sprint(l))
+				}
+				return strings.Join(parts, ".") + ": " + msg
+			}
+			return msg
+		}
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+	if list, ok := v.([]any); ok {
+		parts := make([]string, 0, len(list))
+		for _, x := range list {
+			parts = append(parts, one(x))
+		}
+		return strings.Join(parts, "; ")
+	}
+	return one(v)
+}
+
 // maxErrorBody bounds how much of an error answer is read to look inside it.
 const maxErrorBody = 64 << 10
 
@@ -487,6 +570,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !retryable || attempt >= c.maxRetries {
 			if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 				resp.Header.Del("Retry-After") // replicate-go would time.Sleep on it
+			}
+			if resp.StatusCode >= 400 {
+				textDetail(resp)
 			}
 			return resp, nil
 		}

@@ -778,3 +778,28 @@ func TestFindPredictionIgnoresAddedDefaults(t *testing.T) {
 		t.Errorf("secret-named key: got %+v, %v; want the match", got, err)
 	}
 }
+
+// An error whose detail is not a string (a validation list, an object) keeps its content as
+// readable text, on replicate-go's paths and on our own.
+func TestNonStringErrorDetailIsReadable(t *testing.T) {
+	srv := newServer(t)
+	srv.AddModel("acme", "ana-lora", 1)
+	c, _ := newClient(t, srv)
+	ctx := context.Background()
+	list := []any{
+		map[string]any{"loc": []any{"body", "input", "steps"}, "msg": "ensure this value is less than or equal to 6000", "type": "value_error"},
+		map[string]any{"loc": []any{"body", "destination"}, "msg": "field required"},
+	}
+	srv.FailWithDetail("POST", "/v1/models/ostris", 422, list, 1)
+	_, err := c.CreateTraining(ctx, replicatetest.Trainer, "acme/ana-lora", map[string]any{"steps": 9000})
+	var apiErr *replicate.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 422 ||
+		apiErr.Detail != "body.input.steps: ensure this value is less than or equal to 6000; body.destination: field required" {
+		t.Fatalf("list detail: %#v (%v)", apiErr, err)
+	}
+	srv.FailWithDetail("GET", "/v1/models/acme/ana-lora/versions", 400, map[string]any{"reason": "bad cursor"}, 1)
+	_, err = c.ListVersions(ctx, "acme", "ana-lora")
+	if !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(err.Error(), `{"reason":"bad cursor"}`) {
+		t.Fatalf("object detail: %v", err)
+	}
+}

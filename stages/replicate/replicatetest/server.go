@@ -72,6 +72,7 @@ type fault struct {
 	after          bool // process the request, then answer status (the object exists)
 	drop           bool // process the request, then drop the connection without an answer
 	bodyWait       bool // 429: the wait only in the JSON body's retry_after, no Retry-After header
+	detail         any  // when set, the error answer's detail (any JSON value, e.g. a list)
 }
 
 // NewServer starts a server like httptest.NewServer; it panics when it cannot listen or load
@@ -162,6 +163,13 @@ func (s *Server) Drop(method, pathPrefix string, times int) {
 // (seconds).
 func (s *Server) RateLimit(method, pathPrefix string, retryAfter int, times int) {
 	s.addFault(&fault{method: method, prefix: pathPrefix, status: http.StatusTooManyRequests, retryAfter: retryAfter, times: times})
+}
+
+// FailWithDetail makes the next `times` matching requests answer status with detail as the JSON
+// error's "detail", which may be any JSON value: the API sometimes answers a validation error list
+// ([{"loc": [...], "msg": "..."}]) or an object instead of a string.
+func (s *Server) FailWithDetail(method, pathPrefix string, status int, detail any, times int) {
+	s.addFault(&fault{method: method, prefix: pathPrefix, status: status, times: times, detail: detail})
 }
 
 // RateLimitInBody makes the next `times` matching requests answer 429 without a Retry-After
@@ -420,6 +428,10 @@ func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.
 		if f != nil && !f.after && !f.drop {
 			s.countStatus(f.status)
 			s.mu.Unlock()
+			if f.detail != nil {
+				writeJSON(w, f.status, map[string]any{"title": http.StatusText(f.status), "detail": f.detail, "status": f.status})
+				return
+			}
 			if f.bodyWait {
 				writeJSON(w, f.status, map[string]any{"title": "Request was throttled.", "status": f.status, "retry_after": f.retryAfter,
 					"detail": "Request was throttled. Expected available in " + strconv.Itoa(f.retryAfter) + " seconds."})
