@@ -396,3 +396,26 @@ func child(t *testing.T, env []string, args ...string) *exec.Cmd {
 	cmd.Env = append(append(os.Environ(), "PIPELINE_TEST_MAIN=1"), env...)
 	return cmd
 }
+
+func TestPlanFileNeverHoldsAValueThatReachedASecretInput(t *testing.T) {
+	w := newWorld(t, `["ana"]`)
+	conf := strings.Replace(retrainConfig(t, `["ana"]`), `variable "rank" {`, `variable "hf" {
+  type = string
+}
+variable "rank" {`, 1)
+	conf = strings.Replace(conf, "hf_token = var.hf_token", "hf_token = var.hf", 1)
+	os.WriteFile(w.conf, []byte(conf), 0o644)
+	planFile := filepath.Join(w.dir, "plan.out")
+	r := cli(t, "plan", "-out", planFile, "-var", "hf=hf_FromAPlainVariable", w.conf)
+	if r.code != 0 {
+		t.Fatalf("plan -out: %s", r)
+	}
+	b, _ := os.ReadFile(planFile)
+	assertNoSecret(t, "plan file", string(b), "hf_FromAPlainVariable")
+	assertNoSecret(t, "plan output", r.stdout+r.stderr, "hf_FromAPlainVariable")
+	// Applying the plan asks for the value again instead of guessing.
+	r = cli(t, "apply", planFile)
+	if r.code != 1 || !strings.Contains(r.stderr, `"hf"`) {
+		t.Errorf("apply of a plan without the secret's value: %s", r)
+	}
+}

@@ -41,7 +41,7 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 		u.log("Note: REPLICATE_API_TOKEN is not set, so remote stages were planned without reading Replicate; apply needs the token (or -simulate).")
 	}
 	if *out != "" {
-		saved, err := engine.NewSavedPlan(l.files, l.vars, sensitiveVars(l), plan)
+		saved, err := engine.NewSavedPlan(l.files, l.vars, sensitiveVars(l), l.engine.Secrets(), plan)
 		if err != nil {
 			return exitWith(exitError, fmt.Errorf("saving the plan: %w", err))
 		}

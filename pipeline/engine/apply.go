@@ -198,12 +198,18 @@ func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *Instan
 		io.Outputs = map[string]cty.Value{}
 		attrs := map[string]cty.Value{}
 		for k, v := range outs {
+			if v.ContainsMarked() {
+				// A sensitive output (declared so, or derived from a sensitive value) is never shown
+				// or stored.
+				v = cty.StringVal(Redacted)
+			}
 			if v.IsWhollyKnown() {
 				io.Outputs[k] = v
 				attrs[k] = v
 			}
 		}
 		if raw, err := marshalValue(cty.ObjectVal(attrs)); err == nil {
+			raw = e.secrets.redactJSON(raw)
 			ip.mu.Lock()
 			ip.state.Outputs = raw
 			e.markDirty(ip)
@@ -331,7 +337,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	}
 	ip.mu.Lock()
 	rec = ip.state.Records[st.Addr]
-	rec.Warnings = res.Warnings
+	rec.Warnings = e.secrets.redactAll(res.Warnings)
 	rec.UpdatedAt = e.clock().UTC()
 	ip.mu.Unlock()
 	if err != nil {
@@ -391,7 +397,8 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 	}
 	now := e.clock().UTC()
 	rec := &state.Record{Kind: st.Kind, Name: st.Name, Status: status, InputDigest: sp.Digest, DigestParts: sp.Parts,
-		Inputs: sp.Display, Outputs: raw, Error: sp.Refused, Warnings: sp.Warnings, StartedAt: now, UpdatedAt: now}
+		Inputs: sp.Display, Outputs: e.secrets.redactJSON(raw), Error: e.secrets.redact(sp.Refused),
+		Warnings: e.secrets.redactAll(sp.Warnings), StartedAt: now, UpdatedAt: now}
 	if sp.Action == pipeline.ActionNoop && sp.prior != nil {
 		rec.StartedAt = sp.prior.StartedAt
 	}
@@ -476,8 +483,8 @@ func (e *Engine) finishRecord(ctx context.Context, ip *InstancePlan, addr string
 	defer ip.mu.Unlock()
 	rec := ip.state.Records[addr]
 	rec.Status = status
-	rec.Outputs = outputs
-	rec.Error = msg
+	rec.Outputs = e.secrets.redactJSON(outputs)
+	rec.Error = e.secrets.redact(msg)
 	rec.UpdatedAt = e.clock().UTC()
 	if !durable {
 		e.markDirty(ip)
@@ -502,7 +509,7 @@ func (r *recorder) Save(data any) error {
 	if err != nil {
 		return fmt.Errorf("recording stage data: %w", err)
 	}
-	b = scrubSecrets(b)
+	b = r.e.secrets.redactJSON(scrubSecrets(b))
 	r.ip.mu.Lock()
 	defer r.ip.mu.Unlock()
 	rec := r.ip.state.Records[r.addr]

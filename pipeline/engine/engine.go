@@ -52,6 +52,8 @@ type Engine struct {
 	now    func() time.Time
 	locked map[string]error // keys whose lock another process holds (Acquire)
 
+	secrets secrets
+
 	dirtyMu sync.Mutex
 	dirty   map[*InstancePlan]bool // instances with records not yet written (flushDirty)
 }
@@ -94,6 +96,7 @@ func (e *Engine) emit(ev pipeline.Event) {
 	if e.Sink == nil {
 		return
 	}
+	e.secrets.redactEvent(&ev)
 	if ev.Time.IsZero() {
 		ev.Time = e.clock()
 	}

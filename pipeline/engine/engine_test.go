@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
 	"github.com/pipeline-dev/pipeline/pipeline/lang"
 	"github.com/pipeline-dev/pipeline/pipeline/state"
+	"github.com/pipeline-dev/pipeline/pipeline/view"
 )
 
 // recorder collects events.
@@ -291,25 +293,53 @@ stage "work" "train" { input = check.c.count }
 	}
 }
 
-func TestSecretsNeverReachState(t *testing.T) {
+// A sensitive value never reaches state, events or root outputs, whichever way it flows: through a
+// secret-named input, an ordinary input a kind echoes in its outputs, or an output block.
+func TestSecretsNeverReachStateOrEvents(t *testing.T) {
 	f := newFixture(t, `
 variable "tok" {
   type      = string
   sensitive = true
 }
+variable "hf" {
+  type = string
+}
 stage "work" "train" {
-  input     = "x"
-  api_token = var.tok
+  input     = "plain-${var.tok}"
+  api_token = var.hf
+}
+output "direct" {
+  value = var.tok
+}
+output "derived" {
+  value = "x-${var.tok}"
+}
+output "job" {
+  value = work.train.result
 }
 `)
-	e, _ := f.engine("tok=r8_SuperSecretValue")
+	e, _ := f.engine("tok=r8_SuperSecretValue", "hf=hf_NotDeclaredSensitive")
+	var js bytes.Buffer
+	e.Sink = view.NewJSON(&js)
 	f.apply(context.Background(), e)
 	b, err := os.ReadFile(filepath.Join(f.dir, ".pipeline", "p.state.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(b), "SuperSecret") {
-		t.Fatalf("state contains the secret:\n%s", b)
+	for _, secret := range []string{"SuperSecret", "hf_NotDeclared"} {
+		if strings.Contains(string(b), secret) {
+			t.Errorf("state contains %s:\n%s", secret, b)
+		}
+		if strings.Contains(js.String(), secret) {
+			t.Errorf("events contain %s:\n%s", secret, js.String())
+		}
+	}
+	if !strings.Contains(js.String(), `"direct":"(sensitive)"`) {
+		t.Errorf("the sensitive output should show as (sensitive):\n%s", js.String())
+	}
+	got := strings.Join(e.Secrets(), "\n")
+	if !strings.Contains(got, "r8_SuperSecretValue") || !strings.Contains(got, "hf_NotDeclaredSensitive") {
+		t.Errorf("Secrets() should hold the sensitive variable's value and the secret-named input's")
 	}
 }
 

@@ -142,6 +142,7 @@ func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.collectVarSecrets()
 	plan := &Plan{Batch: e.Module.HasBatch(), Instances: make([]*InstancePlan, len(specs))}
 	sem := make(chan struct{}, e.parallelism())
 	var wg sync.WaitGroup
@@ -310,6 +311,13 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 		settings[name] = v
 	}
 	sens = sensitiveByName(inputs, nil, sens)
+	for _, p := range sens {
+		if len(p) > 0 {
+			if _, ok := p[0].(cty.GetAttrStep); ok {
+				e.secrets.add(valueAt(inputs, p))
+			}
+		}
+	}
 	sp.Inputs, sp.Blocks, sp.Settings, sp.Sensitive = inputs, blocks, settings, sens
 	sp.Parts, sp.Display = digestParts(inputs, blocks, settings, sens)
 	if st.Schema.Remote && e.Env != nil && e.Env.Simulated {

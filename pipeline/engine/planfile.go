@@ -42,8 +42,10 @@ type SavedFile struct {
 
 const savedPlanVersion = 1
 
-// NewSavedPlan captures a plan. sensitive names the variables whose values must not be written.
-func NewSavedPlan(files []string, vars map[string]cty.Value, sensitive map[string]bool, plan *Plan) (*SavedPlan, error) {
+// NewSavedPlan captures a plan. sensitive names the variables whose values must not be written;
+// a variable whose value holds one of secrets (a value that reached a secret-named input, see
+// Engine.Secrets) is not written either. Both must be supplied again to apply the plan.
+func NewSavedPlan(files []string, vars map[string]cty.Value, sensitive map[string]bool, secrets []string, plan *Plan) (*SavedPlan, error) {
 	sp := &SavedPlan{Version: savedPlanVersion, CreatedAt: time.Now().UTC(), Vars: map[string]json.RawMessage{},
 		Serials: map[string]uint64{}, Actions: map[string]string{}}
 	for _, f := range files {
@@ -58,7 +60,7 @@ func NewSavedPlan(files []string, vars map[string]cty.Value, sensitive map[strin
 		sp.Files = append(sp.Files, SavedFile{Path: abs, SHA256: sum})
 	}
 	for name, v := range vars {
-		if sensitive[name] {
+		if sensitive[name] || holdsSecret(v, secrets) {
 			sp.SensitiveVars = append(sp.SensitiveVars, name)
 			continue
 		}
@@ -79,6 +81,19 @@ func NewSavedPlan(files []string, vars map[string]cty.Value, sensitive map[strin
 		}
 	}
 	return sp, nil
+}
+
+func holdsSecret(v cty.Value, secrets []string) bool {
+	var strs []string
+	collectStrings(v, &strs)
+	for _, x := range strs {
+		for _, sec := range secrets {
+			if strings.Contains(x, sec) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func fileDigest(path string) (string, error) {
