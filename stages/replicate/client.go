@@ -35,6 +35,11 @@ type Client struct {
 
 	maxRetries int
 	backoff    time.Duration
+	// timeout bounds one attempt of an ordinary request (answer read included); an upload gets
+	// timeout plus its size at uploadRate bytes per second, so a large zip on a slow link is not
+	// cut off at a fixed time.
+	timeout    time.Duration
+	uploadRate int64
 	sleep      func(ctx context.Context, d time.Duration) error
 	now        func() time.Time
 
@@ -46,7 +51,9 @@ type Client struct {
 type Option func(*Client)
 
 // WithHTTPClient sets the HTTP client whose transport carries the requests (default: a client
-// with http.DefaultTransport and a 2-minute timeout). Retries wrap its transport.
+// with http.DefaultTransport, whose dial and TLS handshake have their own timeouts). Retries and
+// the per-attempt timeouts (WithTimeouts) wrap its transport; keep its Timeout 0, or it also cuts
+// off large uploads.
 func WithHTTPClient(h *http.Client) Option {
 	return func(c *Client) {
 		if h != nil {
@@ -65,6 +72,21 @@ func WithRetry(max int, base time.Duration) Option {
 		}
 		if base > 0 {
 			c.backoff = base
+		}
+	}
+}
+
+// WithTimeouts sets how long one attempt of a request may take (default 2 minutes, the answer
+// read included) and the slowest upload speed allowed for, in bytes per second (default 64 KB/s):
+// an upload of n bytes may take request + n/uploadRate. An upload that timed out three times is
+// not tried again.
+func WithTimeouts(request time.Duration, uploadRate int64) Option {
+	return func(c *Client) {
+		if request > 0 {
+			c.timeout = request
+		}
+		if uploadRate > 0 {
+			c.uploadRate = uploadRate
 		}
 	}
 }
@@ -105,8 +127,10 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	c := &Client{
 		baseURL:    u,
 		token:      token,
-		http:       &http.Client{Timeout: 2 * time.Minute},
+		http:       &http.Client{},
 		maxRetries: 6,
+		timeout:    2 * time.Minute,
+		uploadRate: 64 << 10,
 		backoff:    time.Second,
 		sleep:      sleepCtx,
 		now:        time.Now,
@@ -326,7 +350,58 @@ func (zeroBackoff) NextDelay(int) time.Duration { return 0 }
 
 type ctxKey int
 
-const retrySafeKey ctxKey = 1
+const (
+	retrySafeKey ctxKey = 1
+	uploadKey    ctxKey = 2
+)
+
+// maxUploadTimeouts is how many times an upload may time out before it is given up: a link too
+// slow for the allowance will not get faster by sending the same bytes again and again.
+const maxUploadTimeouts = 3
+
+// asUpload marks a request as an upload of size bytes: its attempts get a time allowance that
+// grows with the size, and it is tried at most maxUploadTimeouts times after timeouts.
+func asUpload(ctx context.Context, size int) context.Context {
+	return context.WithValue(ctx, uploadKey, int64(size))
+}
+
+// attemptTimeout is one attempt's deadline passing (not the caller's context).
+type attemptTimeout struct {
+	what  string
+	after time.Duration
+	n     int
+}
+
+func (e *attemptTimeout) Error() string {
+	msg := fmt.Sprintf("%s timed out after %v", e.what, e.after)
+	if e.n > 1 {
+		msg += fmt.Sprintf(" (%d attempts)", e.n)
+	}
+	return msg
+}
+func (e *attemptTimeout) Timeout() bool   { return true }
+func (e *attemptTimeout) Temporary() bool { return true }
+
+// attemptTimeoutFor is the allowance for one attempt of a request.
+func (c *Client) attemptTimeoutFor(ctx context.Context) time.Duration {
+	d := c.timeout
+	if size, ok := ctx.Value(uploadKey).(int64); ok && c.uploadRate > 0 {
+		d += time.Duration(float64(size) / float64(c.uploadRate) * float64(time.Second))
+	}
+	return d
+}
+
+// cancelBody releases an attempt's context when the answer has been read and closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
 
 // retrySafe marks a non-GET request whose repetition cannot create a second paid object (a file
 // upload, a cancel, a version delete): 5xx and dropped connections are retried for it too.
@@ -537,7 +612,9 @@ type retryTransport struct {
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	safe := req.Method == http.MethodGet || req.Method == http.MethodHead || ctx.Value(retrySafeKey) != nil
+	_, upload := ctx.Value(uploadKey).(int64)
 	c := t.c
+	timeouts := 0
 	for attempt := 0; ; attempt++ {
 		if err := c.waitPause(ctx); err != nil {
 			return nil, err
@@ -556,8 +633,21 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				r.Body = b
 			}
 		}
-		resp, err := t.base.RoundTrip(r)
+		// One attempt's deadline (the caller's context still ends it sooner): no whole-client
+		// timeout, which would cut off a large upload at a fixed time.
+		limit := c.attemptTimeoutFor(ctx)
+		actx, cancel := context.WithTimeout(ctx, limit)
+		resp, err := t.base.RoundTrip(r.WithContext(actx))
 		if err != nil {
+			timedOut := ctx.Err() == nil && actx.Err() != nil
+			cancel()
+			if timedOut {
+				timeouts++
+				err = &attemptTimeout{what: req.Method + " " + req.URL.Path, after: limit, n: timeouts}
+				if upload && timeouts >= maxUploadTimeouts {
+					return nil, err
+				}
+			}
 			if ctx.Err() != nil || !safe || attempt >= c.maxRetries || !transient(err) {
 				return nil, err
 			}
@@ -574,6 +664,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if resp.StatusCode >= 400 {
 				textDetail(resp)
 			}
+			resp.Body = cancelBody{resp.Body, cancel}
 			return resp, nil
 		}
 		d, ok := retryAfter(resp.Header, c.now())
@@ -584,6 +675,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			d = c.backoffDelay(attempt)
 		}
 		drain(resp)
+		cancel()
 		if resp.StatusCode == http.StatusTooManyRequests {
 			// Not processed, so safe to repeat for every method; the pause holds every request
 			// of this client, not only this one.

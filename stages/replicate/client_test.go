@@ -803,3 +803,64 @@ func TestNonStringErrorDetailIsReadable(t *testing.T) {
 		t.Fatalf("object detail: %v", err)
 	}
 }
+
+// countingTransport counts the requests that leave the client, by method and path.
+type countingTransport struct {
+	mu   sync.Mutex
+	n    map[string]int
+	base http.RoundTripper
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.n[r.Method+" "+r.URL.Path]++
+	c.mu.Unlock()
+	return c.base.RoundTrip(r)
+}
+
+func (c *countingTransport) count(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
+}
+
+// Uploads have no fixed whole-request timeout: the allowance grows with the size. An upload that
+// keeps timing out is given up after three attempts instead of being sent again and again.
+func TestUploadTimeoutScalesWithSizeAndIsBounded(t *testing.T) {
+	srv := newServer(t)
+	clk := &fakeClock{t: time.Now()}
+	ct := &countingTransport{n: map[string]int{}, base: http.DefaultTransport}
+	// 150 ms per attempt, plus the size at 1 MB/s for uploads.
+	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithHTTPClient(&http.Client{Transport: ct}),
+		replicate.WithTimeouts(150*time.Millisecond, 1<<20), replicate.WithSleep(clk.sleep), replicate.WithClock(clk.now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// 512 KB may take 150 ms + 0.5 s: a 300 ms answer is fine.
+	srv.Stall("POST", "/v1/files", 300*time.Millisecond, 1)
+	big := bytes.Repeat([]byte("x"), 512<<10)
+	if _, err := c.UploadFile(ctx, "big.zip", big, "application/zip"); err != nil {
+		t.Fatalf("a 512 KB upload answered in 300 ms: %v", err)
+	}
+	if n := ct.count("POST /v1/files"); n != 1 {
+		t.Fatalf("%d upload attempts, want 1", n)
+	}
+	// A small upload gets little more than 150 ms: stalled every time, it is tried three times.
+	srv.Stall("POST", "/v1/files", 500*time.Millisecond, 10)
+	_, err = c.UploadFile(ctx, "small.zip", []byte("tiny"), "application/zip")
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("stalled upload: %v, want a timeout", err)
+	}
+	if n := ct.count("POST /v1/files"); n != 1+3 {
+		t.Errorf("%d upload attempts after timeouts, want 3", n-1)
+	}
+	// Ordinary requests keep their per-attempt timeout and are retried.
+	srv.Stall("GET", "/v1/models/ostris", 500*time.Millisecond, 1)
+	if _, err := c.GetModel(ctx, "ostris", "flux-dev-lora-trainer"); err != nil {
+		t.Fatalf("GET after one stalled attempt: %v", err)
+	}
+	if n := ct.count("GET /v1/models/ostris/flux-dev-lora-trainer"); n < 2 {
+		t.Errorf("%d GET attempts, want the stalled one timed out and retried", n)
+	}
+}

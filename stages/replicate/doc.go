@@ -35,8 +35,9 @@
 // client into an Env, for tests and the simulator), IsUnauthorized, MaybeCreatedError /
 // IsMaybeCreated, SecretMarker (the API shows secret inputs as "**********"; FindTraining and
 // FindPrediction let such keys match any value), ClockSkew (how much earlier than `after` a
-// created_at may be and still match), SplitVersion, and the options WithSleep / WithClock so
-// tests never really wait on a Retry-After.
+// created_at may be and still match), SplitVersion, the options WithSleep / WithClock so tests
+// never really wait on a Retry-After, and WithTimeouts (a per-attempt timeout; uploads get more
+// time the larger they are and are given up after three timeouts).
 //
 // The test server and offline simulator live in package replicatetest.
 package replicate

@@ -64,6 +64,7 @@
 //   - RemoveTraining: a training disappears (404).
 //   - ReserveModelName: a deleted model's name: GET 404, create 409.
 //   - FailWithDetail: an error whose detail is any JSON value (a validation list, an object).
+//   - Stall: requests wait before they are processed (not processed if the client gives up).
 //
 // Persistence. With Options.WorldFile the world (models, versions, trainings, predictions, file
 // metadata; file bytes in WORLDFILE.blobs/) is loaded at start and saved atomically after every

@@ -62,6 +62,23 @@ type Server struct {
 	// reserved model names ("owner/name"): create answers 409 while GET answers 404, as for the
 	// name of a deleted model.
 	reserved map[string]bool
+	stalls   []*stall
+}
+
+// stall holds matching requests for a while before they are processed.
+type stall struct {
+	method, prefix string
+	d              time.Duration
+	times          int
+}
+
+// Stall makes the next `times` matching requests wait d after their body arrived before they are
+// processed (a slow link or an overloaded API). A client that gives up meanwhile leaves nothing
+// behind: the request is not processed.
+func (s *Server) Stall(method, pathPrefix string, d time.Duration, times int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stalls = append(s.stalls, &stall{method: method, prefix: pathPrefix, d: d, times: times})
 }
 
 type fault struct {
@@ -413,6 +430,25 @@ func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		s.mu.Lock()
+		var wait time.Duration
+		for _, st := range s.stalls {
+			if st.times > 0 && (st.method == "" || st.method == r.Method) && strings.HasPrefix(r.URL.Path, st.prefix) {
+				st.times--
+				wait = st.d
+				break
+			}
+		}
+		if wait > 0 {
+			s.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-r.Context().Done():
+				t.Stop()
+				return // the client gave up: nothing is processed
+			case <-t.C:
+			}
+			s.mu.Lock()
+		}
 		s.counts[name]++
 		for _, a := range aliases {
 			s.counts[a]++
