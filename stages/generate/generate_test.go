@@ -490,15 +490,16 @@ func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 0)
 	cases := map[string]map[string]cty.Value{
-		"on_plastic":          {"on_plastic": cty.StringVal("panic")},
-		"on_fail":             {"on_fail": cty.StringVal("burn")},
-		"prompts is empty":    {"prompts": cty.ListValEmpty(cty.String)},
-		"not a whole number":  {"seeds": cty.ListVal([]cty.Value{cty.NumberFloatVal(1.5)})},
-		"listed twice":        {"seeds": numList(3, 3)},
-		"guidance_scale":      {"guidance_scale": cty.NumberFloatVal(-1)},
-		"poll_interval":       {"poll_interval": cty.StringVal("soon")},
-		"min_texture_ratio":   {"min_texture_ratio": cty.NumberFloatVal(0)},
-		"num_inference_steps": {"num_inference_steps": cty.NumberFloatVal(2.5)},
+		"on_plastic":                       {"on_plastic": cty.StringVal("panic")},
+		"on_fail":                          {"on_fail": cty.StringVal("burn")},
+		"prompts is empty":                 {"prompts": cty.ListValEmpty(cty.String)},
+		"not a whole number":               {"seeds": cty.ListVal([]cty.Value{cty.NumberFloatVal(1.5)})},
+		"listed twice":                     {"seeds": numList(3, 3)},
+		"guidance_scale":                   {"guidance_scale": cty.NumberFloatVal(-1)},
+		"poll_interval":                    {"poll_interval": cty.StringVal("soon")},
+		"min_texture_ratio":                {"min_texture_ratio": cty.NumberFloatVal(0)},
+		"num_inference_steps":              {"num_inference_steps": cty.NumberFloatVal(2.5)},
+		"lora_scale = 2.5 is outside -1–2": {"lora_scale": cty.NumberFloatVal(2.5)},
 	}
 	for want, set := range cases {
 		if set["prompts"] == cty.NilVal {

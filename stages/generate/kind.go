@@ -194,7 +194,7 @@ func parseConfig(in cty.Value, planning bool) (*config, error) {
 	}
 	c.Guidance, c.LoraScale, c.MinRatio = PortraitGuidance, 1, skin.DefaultMinTextureRatio
 	num("guidance_scale", &c.Guidance, 0, 10, " (the Flux LoRA models accept 0–10)")
-	num("lora_scale", &c.LoraScale, -1, 3, "")
+	num("lora_scale", &c.LoraScale, -1, 2, " (the Flux LoRA models accept -1–2)")
 	num("min_texture_ratio", &c.MinRatio, 0.01, 2, "; hint: 0.65 is the default, from simulated smoothing of real photos")
 	steps := 28.0
 	num("num_inference_steps", &steps, 1, 50, "")

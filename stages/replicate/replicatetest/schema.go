@@ -50,12 +50,13 @@ var trainerInputs = []prop{
 	{name: "skip_training_and_use_pretrained_hf_lora_url", typ: "string", desc: "Create a Replicate model from a pre-trained LoRA on HuggingFace."},
 }
 
-// loraInputs models the prediction inputs of a version trained by the trainer.
+// loraInputs models the prediction inputs of a version trained by the trainer (flux-fine-tuner's
+// predict.py: lora_scale is bounded to -1..2).
 var loraInputs = []prop{
 	{name: "prompt", typ: "string", desc: "Prompt for generated image. Include the trigger word."},
 	{name: "seed", typ: "integer", desc: "Random seed. Set for reproducible generation"},
 	{name: "model", typ: "string", enum: []string{"dev", "schnell"}, def: "dev", desc: "Which model to run inference with."},
-	{name: "lora_scale", typ: "number", min: f(-1), max: f(3), def: 1, desc: "Determines how strongly the main LoRA should be applied."},
+	{name: "lora_scale", typ: "number", min: f(-1), max: f(2), def: 1, desc: "Determines how strongly the main LoRA should be applied."},
 	{name: "num_outputs", typ: "integer", min: f(1), max: f(4), def: 1, desc: "Number of outputs to generate"},
 	{name: "aspect_ratio", typ: "string", enum: []string{"1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21", "custom"}, def: "1:1", desc: "Aspect ratio for the generated image."},
 	{name: "output_format", typ: "string", enum: []string{"webp", "jpg", "png"}, def: "webp", desc: "Format of the output images"},

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -505,5 +506,28 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 	code, _, body = call(t, s, "GET", "/v1/nothing", s.Token(), nil)
 	if code != 404 || !strings.Contains(string(body), `"status":404`) {
 		t.Fatalf("GET /v1/nothing = %d %s", code, body)
+	}
+}
+
+// The generated model's schema bounds lora_scale to -1..2, as flux-fine-tuner's predict.py does.
+func TestLoraScaleBounds(t *testing.T) {
+	srv := NewServer(Options{})
+	defer srv.Close()
+	srv.AddModel("acme", "ana-lora", 1)
+	version := "acme/ana-lora:" + srv.VersionIDs("acme", "ana-lora")[0]
+	for scale, want := range map[float64]int{2: http.StatusCreated, 2.5: http.StatusUnprocessableEntity, -1.5: http.StatusUnprocessableEntity} {
+		body := fmt.Sprintf(`{"version":%q,"input":{"prompt":"a photo of TOK","lora_scale":%v}}`, version, scale)
+		req, _ := http.NewRequest("POST", srv.URL()+"/v1/predictions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+srv.Token())
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("lora_scale %v: %d %s, want %d", scale, resp.StatusCode, b, want)
+		}
 	}
 }
