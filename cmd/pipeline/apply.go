@@ -17,7 +17,7 @@ import (
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
 )
 
-func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func runApplyCmd(uiOut **ui, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
@@ -83,6 +83,7 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}()
 
 	u := newUI(&c, stdout, stderr)
+	*uiOut = u
 	l, err := load(ctx, &c, u, files, savedVars)
 	if err != nil {
 		return err
@@ -152,4 +153,10 @@ func confirm(stdin io.Reader, stderr io.Writer) error {
 		return exitWith(exitError, errors.New("apply cancelled"))
 	}
 	return nil
+}
+
+func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var u *ui
+	err := runApplyCmd(&u, args, stdin, stdout, stderr)
+	return u.jsonErrors(err)
 }

@@ -193,6 +193,12 @@ func TestApplyHappyPathThenNothingToDo(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "acme/ana-lora:") {
 		t.Errorf("output version: %s", r)
 	}
+	// With -state the config file is optional; NAME still picks one output.
+	r = cli(t, "output", "-json", "-state", w.stateFile(), "version")
+	var byKey map[string]string
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &byKey) != nil || !strings.HasPrefix(byKey["ana"], "acme/ana-lora:") {
+		t.Errorf("output -json -state PATH version: %s", r)
+	}
 }
 
 func TestOverfitIsRejectedAndTheBadVersionDeleted(t *testing.T) {

@@ -125,6 +125,17 @@ func (u *ui) diagnostics(files map[string]*hcl.File, diags hcl.Diagnostics) {
 	u.diag.Diagnostics(diags)
 }
 
+// jsonErrors makes a command's final error a -json diagnostic event too, so a machine reading
+// stdout learns why the run stopped (a lock, a refused confirmation, a bad flag), not only stderr.
+func (u *ui) jsonErrors(err error) error {
+	var ee *exitErr
+	if u == nil || u.json == nil || err == nil || !errors.As(err, &ee) || ee.err == nil {
+		return err
+	}
+	u.json.Emit(pipeline.Event{Type: pipeline.EventDiagnostic, Diagnostic: &hcl.Diagnostic{Severity: hcl.DiagError, Summary: ee.err.Error()}})
+	return err
+}
+
 func (u *ui) log(format string, args ...any) {
 	u.Emit(pipeline.Event{Type: pipeline.EventLog, Message: fmt.Sprintf(format, args...)})
 }

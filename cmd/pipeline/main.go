@@ -74,8 +74,8 @@ Commands:
   apply FILE... | PLAN    run the pipeline, recording state after every stage transition
   graph FILE...           print the stage DAG as Graphviz DOT
   fmt [-check] FILE...    rewrite files in canonical format
-  output [-json] [NAME] FILE   print root outputs recorded by the last apply
-  state list|show|rm|pull|push   inspect or edit recorded stage instances
+  output [-json] [NAME] [FILE]  print root outputs recorded by the last apply
+  state list|show|rm|pull|push|migrate   inspect, edit or move recorded state
   force-unlock [-force] ID      remove a stale lock left by a dead process
   version                 print the version
 

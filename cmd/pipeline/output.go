@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	"github.com/pipeline-dev/pipeline/pipeline/state"
 )
@@ -18,20 +19,23 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	statePath := fs.String("state", "", "state location: a path or a URL")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pipeline output [-json] [NAME] FILE\n\nPrints the root outputs the last apply recorded (per batch key in a batch).")
+		fmt.Fprintln(stderr, "Usage: pipeline output [-json] [-state PATH] [NAME] [FILE]\n\nPrints the root outputs the last apply recorded (per batch key in a batch).")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return exitWith(exitError, nil)
 	}
+	// Arguments: [NAME] [FILE]. The config FILE is needed unless -state names the state.
 	var name, config string
-	switch fs.NArg() {
-	case 1:
-		config = fs.Arg(0)
-	case 2:
-		name, config = fs.Arg(0), fs.Arg(1)
-	default:
-		return exitWith(exitError, errors.New("usage: pipeline output [-json] [NAME] FILE"))
+	args = fs.Args()
+	if n := len(args); n > 0 && (strings.HasSuffix(args[n-1], ".hcl") || *statePath == "") {
+		config, args = args[n-1], args[:n-1]
+	}
+	switch {
+	case len(args) > 1, config == "" && *statePath == "":
+		return exitWith(exitError, errors.New("usage: pipeline output [-json] [-state PATH] [NAME] [FILE]"))
+	case len(args) == 1:
+		name = args[0]
 	}
 	location := *statePath
 	if location == "" {

@@ -11,7 +11,7 @@ import (
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
 )
 
-func runPlan(args []string, stdout, stderr io.Writer) error {
+func runPlanCmd(uiOut **ui, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
@@ -28,6 +28,7 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	u := newUI(&c, stdout, stderr)
+	*uiOut = u
 	l, err := load(ctx, &c, u, fs.Args(), nil)
 	if err != nil {
 		return err
@@ -40,7 +41,9 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	if missing := remoteWithoutToken(l); len(missing) > 0 && plan.Changes() > 0 {
 		u.log("Note: REPLICATE_API_TOKEN is not set, so remote stages were planned without reading Replicate; apply needs the token (or -simulate).")
 	}
-	if *out != "" {
+	if *out != "" && plan.Errored() {
+		u.log("Not saving the plan to %s: some instances could not be planned (see above).", *out)
+	} else if *out != "" {
 		saved, err := engine.NewSavedPlan(l.files, l.vars, sensitiveVars(l), l.engine.Secrets(), plan)
 		if err != nil {
 			return exitWith(exitError, fmt.Errorf("saving the plan: %w", err))
@@ -80,4 +83,10 @@ func sensitiveVars(l *loaded) map[string]bool {
 		}
 	}
 	return out
+}
+
+func runPlan(args []string, stdout, stderr io.Writer) error {
+	var u *ui
+	err := runPlanCmd(&u, args, stdout, stderr)
+	return u.jsonErrors(err)
 }

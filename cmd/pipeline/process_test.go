@@ -44,6 +44,11 @@ func TestSecondProcessGetsLockedExitFour(t *testing.T) {
 	if w.srv.Count("created training") != 0 {
 		t.Error("a locked apply started a training")
 	}
+	// Under -json the reason is a diagnostic event on stdout too.
+	js, _ := child(t, nil, "apply", "-auto-approve", "-json", w.conf).Output()
+	if !strings.Contains(string(js), `"type":"diagnostic"`) || !strings.Contains(string(js), "locked by pid") {
+		t.Errorf("-json lock error should be a diagnostic event:\n%s", js)
+	}
 	b, err := os.ReadFile(summary)
 	if err != nil || !strings.Contains(string(b), "| ana | locked elsewhere: state is locked by pid "+itoa(os.Getpid())) {
 		t.Errorf("the job summary should name the subject locked elsewhere (err %v):\n%s", err, b)
@@ -123,6 +128,11 @@ func TestStepSummaryForGitHubActions(t *testing.T) {
 	r := cli(t, "apply", "-auto-approve", "-only", "ben", w.conf)
 	if r.code != 0 {
 		t.Fatalf("apply: %s", r)
+	}
+	// Under -json the reason is a diagnostic event on stdout too.
+	js, _ := child(t, nil, "apply", "-auto-approve", "-json", w.conf).Output()
+	if !strings.Contains(string(js), `"type":"diagnostic"`) || !strings.Contains(string(js), "locked by pid") {
+		t.Errorf("-json lock error should be a diagnostic event:\n%s", js)
 	}
 	b, err := os.ReadFile(summary)
 	if err != nil {

@@ -415,7 +415,10 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 	so.Status = outComplete
 	if sp.Action == pipeline.ActionNoop {
 		so.Status = outNoop
+		return so
 	}
+	e.emit(pipeline.Event{Type: pipeline.EventStageComplete, Address: sp.Address, Kind: st.Kind, Key: ip.Key, ReadOnly: true,
+		Outputs: plainMap(sp.Outputs, nil), Warnings: sp.Warnings})
 	return so
 }
 

@@ -165,6 +165,12 @@ func (e *Engine) instances() ([]instanceSpec, error) {
 		if len(e.Only) > 0 {
 			return nil, errors.New("-only needs a batch block: this configuration has no batch")
 		}
+		if e.Shard.Count > 1 {
+			return nil, errors.New("-shard needs a batch block: this configuration has no batch, so every shard would run the same pipeline")
+		}
+		if err := e.checkReplace(nil, false); err != nil {
+			return nil, err
+		}
 		return []instanceSpec{{key: "", batch: false, value: cty.NilVal}}, nil
 	}
 	keys, values, diags := e.Module.BatchKeys(e.Vars)
@@ -174,6 +180,9 @@ func (e *Engine) instances() ([]instanceSpec, error) {
 	known := make(map[string]bool, len(keys))
 	for _, k := range keys {
 		known[k] = true
+	}
+	if err := e.checkReplace(known, true); err != nil {
+		return nil, err
 	}
 	only := make(map[string]bool, len(e.Only))
 	for _, k := range e.Only {
@@ -196,6 +205,39 @@ func (e *Engine) instances() ([]instanceSpec, error) {
 		out = append(out, instanceSpec{key: k, batch: true, value: values[k]})
 	}
 	return out, nil
+}
+
+// checkReplace refuses a -replace address that names no stage instance: a typo in CI must not
+// quietly re-run nothing.
+func (e *Engine) checkReplace(keys map[string]bool, batch bool) error {
+	for _, r := range e.Replace {
+		stage, key, hasKey := r, "", false
+		if i := strings.Index(r, "["); i >= 0 && strings.HasSuffix(r, "]") {
+			k, err := strconv.Unquote(r[i+1 : len(r)-1])
+			if err != nil {
+				return fmt.Errorf("-replace %q: the key must be quoted, e.g. train.lora[\"ana\"]", r)
+			}
+			stage, key, hasKey = r[:i], k, true
+		}
+		if e.Module.Stage(stage) == nil {
+			var names []string
+			for _, st := range e.Module.Stages() {
+				names = append(names, st.Addr)
+			}
+			hint := ""
+			if s := pipeline.Suggest(stage, names); s != "" {
+				hint = fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			return fmt.Errorf("-replace %q: no stage %s in the configuration%s", r, stage, hint)
+		}
+		switch {
+		case hasKey && !batch:
+			return fmt.Errorf("-replace %q: this configuration has no batch; use %s", r, stage)
+		case hasKey && !keys[key]:
+			return fmt.Errorf("-replace %q: no batch key %q", r, key)
+		}
+	}
+	return nil
 }
 
 func preview(keys []string, n int) string {
@@ -272,6 +314,9 @@ func (e *Engine) Acquire(ctx context.Context, operation string) (release func(),
 			switch {
 			case err == nil:
 				held = append(held, l)
+				if note := state.LockNote(l); note != "" {
+					e.emit(pipeline.Event{Type: pipeline.EventLog, Key: key, Message: note})
+				}
 			case errors.As(err, new(*state.LockedError)):
 				locked[key] = err
 			default:
@@ -310,8 +355,10 @@ func (e *Engine) Acquire(ctx context.Context, operation string) (release func(),
 	}
 	e.locked = locked
 	for _, k := range sortedKeys(locked) {
-		e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: "batch[" + strconv.Quote(k) + "]", Key: k,
-			Message: "locked elsewhere, skipped: " + locked[k].Error()})
+		for _, st := range e.Module.Stages() {
+			e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: Address(st.Addr, k, true), Kind: st.Kind, Key: k,
+				Message: "locked elsewhere, skipped: " + locked[k].Error()})
+		}
 	}
 	return release, nil
 }

@@ -449,3 +449,33 @@ func TestSimulatedResultsNeverPassForRealOnes(t *testing.T) {
 		t.Errorf("read-only stages do not depend on the simulator: %s", c.Action)
 	}
 }
+
+func TestReplaceAndShardArgumentsAreChecked(t *testing.T) {
+	f := newFixture(t, chain)
+	e, _ := f.engine()
+	f.apply(context.Background(), e)
+	for _, tc := range []struct {
+		replace []string
+		shard   engine.Shard
+		want    string
+	}{
+		{replace: []string{"work.trian"}, want: "did you mean work.train"},
+		{replace: []string{`work.train["ana"]`}, want: "has no batch"},
+		{shard: engine.Shard{Index: 1, Count: 2}, want: "-shard needs a batch block"},
+	} {
+		e, _ := f.engine()
+		e.Replace, e.Shard = tc.replace, tc.shard
+		if _, err := e.Plan(context.Background()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("replace %v shard %v: err = %v, want %q", tc.replace, tc.shard, err, tc.want)
+		}
+	}
+	e2, _ := f.engine()
+	e2.Replace = []string{"work.gate"}
+	plan, err := e2.Plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actions(plan); got["work.gate"] != "rerun" || got["work.train"] != "noop" || got["work.gen"] != "rerun" {
+		t.Errorf("-replace work.gate: %v, want gate and its downstream to re-run, train untouched", got)
+	}
+}

@@ -168,14 +168,20 @@ func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
 
 func (e *Engine) emitInstancePlan(ip *InstancePlan) {
 	if ip.Err != nil {
-		addr := "batch[" + fmt.Sprintf("%q", ip.Key) + "]"
-		if !ip.Batch {
-			addr = "pipeline"
+		// The instance could not be planned at all: each of its stages is reported as skipped
+		// with the reason, under its own address.
+		for _, st := range e.Module.Stages() {
+			addr := Address(st.Addr, ip.Key, ip.Batch)
+			e.emit(pipeline.Event{Type: pipeline.EventPlannedChange, Address: addr, Kind: st.Kind, Key: ip.Key,
+				ReadOnly: st.Schema.ReadOnly, Remote: st.Schema.Remote, Action: pipeline.ActionSkip, Message: ip.Err.Error()})
+			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: addr, Kind: st.Kind, Key: ip.Key, Message: ip.Err.Error(), Operation: "plan"})
 		}
-		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: addr, Key: ip.Key, Message: ip.Err.Error()})
 		return
 	}
 	for _, sp := range ip.Stages {
+		if sp.Err != nil {
+			sp.Action = pipeline.ActionSkip // it cannot run; the message says why
+		}
 		ev := pipeline.Event{
 			Type: pipeline.EventPlannedChange, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key,
 			ReadOnly: sp.ReadOnly, Remote: sp.Stage.Schema.Remote, Simulated: e.Env != nil && e.Env.Simulated && sp.Stage.Schema.Remote,
@@ -190,7 +196,7 @@ func (e *Engine) emitInstancePlan(ip *InstancePlan) {
 			ev.Refused = true
 		}
 		e.emit(ev)
-		if sp.ranInPlan && sp.Outputs != cty.NilVal {
+		if sp.ranInPlan && sp.Err == nil && sp.Outputs != cty.NilVal {
 			e.emit(pipeline.Event{
 				Type: pipeline.EventStageOutputs, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, ReadOnly: true,
 				Outputs: plainMap(sp.Outputs, nil), Warnings: sp.Warnings, Refused: sp.Refused != "", Message: sp.Refused,
@@ -695,14 +701,17 @@ func describeChange(name string, oldRaw, newRaw json.RawMessage) []string {
 	if len(oldRaw) == 0 || len(newRaw) == 0 || json.Unmarshal(oldRaw, &oldV) != nil || json.Unmarshal(newRaw, &newV) != nil {
 		return []string{name + " changed"}
 	}
+	// Long lists are recorded as {"$len": N}: compare their lengths.
+	if ol, ok := listLen(oldV); ok {
+		if nl, ok := listLen(newV); ok && ol != nl {
+			return []string{fmt.Sprintf("%s: %d items → %d items", name, ol, nl)}
+		} else if ok {
+			return []string{name + " changed"}
+		}
+	}
 	om, ok1 := oldV.(map[string]any)
 	nm, ok2 := newV.(map[string]any)
 	if ok1 && ok2 {
-		if l1, ok := om["$len"]; ok {
-			if l2, ok := nm["$len"]; ok {
-				return []string{fmt.Sprintf("%s: %v items → %v items", name, l1, l2)}
-			}
-		}
 		keys := map[string]bool{}
 		for k := range om {
 			keys[k] = true
@@ -728,12 +737,20 @@ func describeChange(name string, oldRaw, newRaw json.RawMessage) []string {
 		}
 		return out
 	}
-	ol, ok1 := oldV.([]any)
-	nl, ok2 := newV.([]any)
-	if ok1 && ok2 && len(ol) != len(nl) {
-		return []string{fmt.Sprintf("%s: %d items → %d items", name, len(ol), len(nl))}
-	}
 	return []string{fmt.Sprintf("%s: %s → %s", name, short(oldV), short(newV))}
+}
+
+// listLen is the length of a list display value, or of a long one recorded as {"$len": N}.
+func listLen(v any) (int, bool) {
+	switch t := v.(type) {
+	case []any:
+		return len(t), true
+	case map[string]any:
+		if n, ok := t["$len"].(float64); ok && len(t) == 1 {
+			return int(n), true
+		}
+	}
+	return 0, false
 }
 
 func short(v any) string {

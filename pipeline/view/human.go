@@ -215,8 +215,8 @@ func (h *Human) symbol(e pipeline.Event) (string, string) {
 	switch {
 	case e.Refused:
 		return h.c(cRed, "!"), "refused"
-	case e.Message != "" && e.Action == "":
-		return h.c(cRed, "x"), "failed to plan"
+	case e.Message != "":
+		return h.c(cRed, "x"), "cannot be planned"
 	}
 	if e.ReadOnly && e.Action != pipeline.ActionSkip {
 		switch e.Action {
@@ -243,9 +243,6 @@ func (h *Human) symbol(e pipeline.Event) (string, string) {
 
 func (h *Human) plannedChange(e pipeline.Event) {
 	sym, verb := h.symbol(e)
-	if e.Message != "" && !e.Refused {
-		sym, verb = h.c(cRed, "x"), "cannot be planned"
-	}
 	h.printf("  %s %s%s %s\n", sym, sim(e), h.c(cBold, e.Address), verb)
 	if e.Message != "" {
 		h.printf("      %s\n", indent(e.Message, "      "))
@@ -288,9 +285,6 @@ func (h *Human) stageSummaries() {
 			order = append(order, stage)
 		}
 		_, verb := h.symbol(e)
-		if e.Message != "" && !e.Refused {
-			verb = "cannot be planned"
-		}
 		a.counts[verb]++
 		if e.Refused || e.Message != "" {
 			a.trouble = append(a.trouble, e)
