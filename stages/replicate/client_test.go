@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -862,5 +865,23 @@ func TestUploadTimeoutScalesWithSizeAndIsBounded(t *testing.T) {
 	}
 	if n := ct.count("GET /v1/models/ostris/flux-dev-lora-trainer"); n < 2 {
 		t.Errorf("%d GET attempts, want the stalled one timed out and retried", n)
+	}
+}
+
+// A delivery URL whose output is gone answers 404, 410 or (on some CDNs) 403: all count as gone,
+// so generate runs the prediction again; a server error does not.
+func TestDownloadGoneStatuses(t *testing.T) {
+	srv := newServer(t)
+	c, _ := newClient(t, srv)
+	delivery := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(delivery.Close)
+	for code, gone := range map[int]bool{403: true, 404: true, 410: true, 500: false} {
+		_, err := c.Download(context.Background(), fmt.Sprintf("%s/%d", delivery.URL, code))
+		if err == nil || replicate.IsGone(err) != gone {
+			t.Errorf("download answered %d: err %v, IsGone %v; want %v", code, err, replicate.IsGone(err), gone)
+		}
 	}
 }
