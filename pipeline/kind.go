@@ -73,7 +73,17 @@ type Attribute struct {
 	// secret are treated as sensitive too).
 	Sensitive   bool
 	Description string
+	// OneOf lists the allowed values of a string attribute; Min and Max bound a number; Duration
+	// marks a string that must parse as a Go duration ("30s"). validate checks every value known
+	// without running anything (literals, defaults, variables with values) against them, with the
+	// expression's source range.
+	OneOf    []string
+	Min, Max *float64
+	Duration bool
 }
+
+// Bound is a helper for Attribute.Min and Attribute.Max.
+func Bound(v float64) *float64 { return &v }
 
 // BlockSchema describes a nested block type such as `rule "NAME" { ... }`.
 type BlockSchema struct {

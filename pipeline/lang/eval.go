@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -288,6 +289,9 @@ func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute,
 			// As in Terraform, null means "not set": the default applies.
 			v = decl.Default.WithMarks(v.Marks())
 		}
+		if !d.HasErrors() {
+			diags = append(diags, checkConstraints(name, decl, v, a.Expr.Range())...)
+		}
 		if !d.HasErrors() && decl.Required && v.IsNull() {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
@@ -299,6 +303,48 @@ func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute,
 		out[name] = v
 	}
 	return out, diags
+}
+
+// checkConstraints holds a known value against the attribute's OneOf, Min/Max and Duration.
+func checkConstraints(name string, decl *pipeline.Attribute, v cty.Value, rng hcl.Range) hcl.Diagnostics {
+	v, _ = v.UnmarkDeep()
+	if !v.IsKnown() || v.IsNull() {
+		return nil
+	}
+	bad := func(detail string) hcl.Diagnostics {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid value for " + name, Detail: detail, Subject: rng.Ptr()}}
+	}
+	switch {
+	case v.Type() == cty.String && len(decl.OneOf) > 0:
+		got := v.AsString()
+		for _, ok := range decl.OneOf {
+			if got == ok {
+				return nil
+			}
+		}
+		quoted := make([]string, len(decl.OneOf))
+		for i, o := range decl.OneOf {
+			quoted[i] = fmt.Sprintf("%q", o)
+		}
+		hint := ""
+		if s := pipeline.Suggest(got, decl.OneOf); s != "" {
+			hint = fmt.Sprintf(" Did you mean %q?", s)
+		}
+		return bad(fmt.Sprintf("%s = %q is not one of %s.%s", name, got, strings.Join(quoted, ", "), hint))
+	case v.Type() == cty.String && decl.Duration:
+		if d, err := time.ParseDuration(strings.TrimSpace(v.AsString())); err != nil || d <= 0 {
+			return bad(fmt.Sprintf("%s = %q is not a positive duration in Go syntax, such as \"30s\", \"500ms\" or \"2h\".", name, v.AsString()))
+		}
+	case v.Type() == cty.Number:
+		f, _ := v.AsBigFloat().Float64()
+		if decl.Min != nil && f < *decl.Min {
+			return bad(fmt.Sprintf("%s = %g is below its minimum %g.", name, f, *decl.Min))
+		}
+		if decl.Max != nil && f > *decl.Max {
+			return bad(fmt.Sprintf("%s = %g is above its maximum %g.", name, f, *decl.Max))
+		}
+	}
+	return nil
 }
 
 // sensitiveName reports whether an attribute name marks it as secret by convention.

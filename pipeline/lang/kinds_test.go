@@ -55,6 +55,9 @@ func testKinds() map[string]pipeline.Kind {
 			"hf_token": {Type: cty.String},
 			"note":     {Type: cty.String, Sensitive: true},
 			"label":    {Type: cty.String},
+			"mode":     {Type: cty.String, OneOf: []string{"warn", "fail"}},
+			"poll":     {Type: cty.String, Duration: true},
+			"keep":     {Type: cty.Number, Min: pipeline.Bound(1), Max: pipeline.Bound(10)},
 		},
 		Blocks: map[string]*pipeline.BlockSchema{
 			"rule":     {Labels: []string{"name"}, Many: true},

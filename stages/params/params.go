@@ -64,7 +64,7 @@ var schema = &pipeline.Schema{
 		"image_count":          {Type: cty.Number, Required: true, Description: "accepted photos (image_check.NAME.count)"},
 		"diversity":            {Type: cty.Number, Description: "the set's diversity 0–1 (image_check.NAME.diversity); a uniform set trains fewer steps"},
 		"previous_image_count": {Type: cty.Number, Description: "photos of the last accepted training; default: from state (the loss gate's record)"},
-		"on_fewer_images":      {Type: cty.String, Default: cty.StringVal("warn"), Description: `"warn" or "fail" when image_count < previous_image_count`},
+		"on_fewer_images":      {Type: cty.String, Default: cty.StringVal("warn"), OneOf: []string{"warn", "fail"}, Description: `"warn" or "fail" when image_count < previous_image_count`},
 	},
 	Blocks: map[string]*pipeline.BlockSchema{
 		"rule":     {Labels: []string{"name"}, Many: true},
