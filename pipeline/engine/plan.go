@@ -388,7 +388,10 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 		sp.Action = pipeline.ActionNoop
 	default:
 		sp.Action = pipeline.ActionRerun
-		sp.Reasons = append(changeReasons(sp.prior, sp.Parts, sp.Display), outputChanges(st.Schema.Outputs, sp.prior.Outputs, out)...)
+		if sp.prior.InputDigest != sp.Digest {
+			sp.Reasons = changeReasons(sp.prior, sp.Parts, sp.Display)
+		}
+		sp.Reasons = append(sp.Reasons, outputChanges(st.Schema.Outputs, sp.prior.Outputs, out)...)
 		if len(sp.Reasons) == 0 {
 			sp.Reasons = []string{"last run " + string(sp.prior.Status)}
 		}
