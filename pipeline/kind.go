@@ -80,6 +80,9 @@ type Attribute struct {
 	OneOf    []string
 	Min, Max *float64
 	Duration bool
+	// StageKind, when set, means the attribute names a whole stage of that kind (`training =
+	// train.lora`); validate rejects anything else.
+	StageKind string
 }
 
 // Bound is a helper for Attribute.Min and Attribute.Max.

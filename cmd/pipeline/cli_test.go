@@ -425,3 +425,45 @@ variable "rank" {`, 1)
 		t.Errorf("apply of a plan without the secret's value: %s", r)
 	}
 }
+
+// validate catches what plan would only find later: a stage of the wrong kind where a whole stage
+// is expected, values outside an attribute's choices or bounds, and malformed durations.
+func TestValidateChecksStageKindsChoicesAndBounds(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "bad.hcl")
+	os.WriteFile(conf, []byte(`
+stage "image_check" "photos" {
+  dir = "x"
+}
+stage "params" "tuned" {
+  image_count = image_check.photos.count
+}
+stage "train" "lora" {
+  images        = image_check.photos.accepted
+  poll_interval = "soon"
+}
+stage "loss_gate" "fit" {
+  training = image_check.photos
+}
+stage "generate" "g" {
+  version    = train.lora.version
+  prompts    = ["p"]
+  reference  = params.tuned
+  on_plastic = "explode"
+}
+stage "prune" "p" {
+  model     = "acme/x"
+  keep_last = -1
+}
+`), 0o644)
+	r := cli(t, "validate", "-no-color", conf)
+	if r.code != 1 {
+		t.Fatalf("validate should fail: %s", r)
+	}
+	for _, want := range []string{"bad.hcl:10:", "not a positive duration", "bad.hcl:13:", "whole train stage", "bad.hcl:18:", "whole image_check stage",
+		"bad.hcl:19:", `"explode" is not one of "warn", "fail"`, "bad.hcl:23:", "below its minimum 1"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("diagnostics lack %q:\n%s", want, r.stderr)
+		}
+	}
+}

@@ -283,6 +283,13 @@ func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute,
 			}
 			continue
 		}
+		if decl.StageKind != "" {
+			if d := checkStageRef(name, decl.StageKind, a.Expr); d != nil {
+				diags = append(diags, d)
+				out[name] = cty.DynamicVal
+				continue
+			}
+		}
 		v, d := evalExpr(a.Expr, ctx, ty, prefix+name, fmt.Sprintf("attribute %q", name), check)
 		diags = append(diags, d...)
 		if v.IsNull() && !decl.Required && decl.Default != cty.NilVal {
@@ -303,6 +310,22 @@ func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute,
 		out[name] = v
 	}
 	return out, diags
+}
+
+// checkStageRef requires expr to name a whole stage of the given kind (KIND.NAME).
+func checkStageRef(name, kind string, expr hcl.Expression) *hcl.Diagnostic {
+	tr, diags := hcl.AbsTraversalForExpr(expr)
+	if !diags.HasErrors() && len(tr) == 2 && tr.RootName() == kind {
+		if _, ok := tr[1].(hcl.TraverseAttr); ok {
+			return nil
+		}
+	}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Invalid value for " + name,
+		Detail:   fmt.Sprintf("%s must name a whole %s stage, e.g. %s = %s.NAME (the stage itself, not one of its outputs).", name, kind, name, kind),
+		Subject:  expr.Range().Ptr(),
+	}
 }
 
 // checkConstraints holds a known value against the attribute's OneOf, Min/Max and Duration.

@@ -58,6 +58,7 @@ func testKinds() map[string]pipeline.Kind {
 			"mode":     {Type: cty.String, OneOf: []string{"warn", "fail"}},
 			"poll":     {Type: cty.String, Duration: true},
 			"keep":     {Type: cty.Number, Min: pipeline.Bound(1), Max: pipeline.Bound(10)},
+			"source":   {Type: cty.DynamicPseudoType, StageKind: "check"},
 		},
 		Blocks: map[string]*pipeline.BlockSchema{
 			"rule":     {Labels: []string{"name"}, Many: true},

@@ -40,17 +40,17 @@ const (
 
 var schema = &pipeline.Schema{
 	Attributes: map[string]*pipeline.Attribute{
-		"training": {Type: cty.DynamicPseudoType, Required: true,
+		"training": {Type: cty.DynamicPseudoType, Required: true, StageKind: "train",
 			Description: "the train stage whose loss curve is judged: `training = train.lora`"},
-		"min_loss": {Type: cty.Number, Default: cty.NumberFloatVal(DefaultMinLoss),
+		"min_loss": {Type: cty.Number, Default: cty.NumberFloatVal(DefaultMinLoss), Min: pipeline.Bound(0),
 			Description: "a smoothed final loss below this is overfitting (null: no lower bound)"},
-		"max_loss": {Type: cty.Number,
+		"max_loss": {Type: cty.Number, Min: pipeline.Bound(0),
 			Description: "a smoothed final loss above this is underfitting (default: none)"},
-		"smoothing": {Type: cty.Number,
+		"smoothing": {Type: cty.Number, Min: pipeline.Bound(0), Max: pipeline.Bound(1),
 			Description: "EMA factor alpha in (0, 1]; default: an EMA spanning ~10% of the steps"},
 		"cancel_early": {Type: cty.Bool, Default: cty.False,
 			Description: "the train stage cancels the running training as soon as the smoothed loss falls under min_loss"},
-		"on_fail": {Type: cty.String, Default: cty.StringVal(OnFailDelete),
+		"on_fail": {Type: cty.String, Default: cty.StringVal(OnFailDelete), OneOf: []string{OnFailDelete, OnFailKeep},
 			Description: `"delete_version" deletes the rejected version so the model's latest stays the last good one; "keep" leaves it`},
 	},
 	Outputs: map[string]cty.Type{

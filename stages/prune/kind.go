@@ -42,7 +42,7 @@ var schema = &pipeline.Schema{
 	Attributes: map[string]*pipeline.Attribute{
 		"model": {Type: cty.String, Required: true,
 			Description: `the model "owner/name" whose old versions are deleted`},
-		"keep_last": {Type: cty.Number, Default: cty.NumberIntVal(3),
+		"keep_last": {Type: cty.Number, Default: cty.NumberIntVal(3), Min: pipeline.Bound(1),
 			Description: "how many of the newest versions stay (the version this run produced counts among them)"},
 		"keep": {Type: cty.List(cty.String), Default: cty.ListValEmpty(cty.String),
 			Description: `version ids (or "owner/name:id") never deleted`},

@@ -49,7 +49,7 @@ var schema = &pipeline.Schema{
 			Description: `model "owner/name" that receives the new version (default: replicate { destination }); created private when missing`},
 		"input": {Type: cty.DynamicPseudoType, Default: cty.EmptyObjectVal,
 			Description: "trainer inputs by the trainer's own names; input_images is filled in by the stage"},
-		"poll_interval": {Type: cty.String, Default: cty.StringVal("5s"),
+		"poll_interval": {Type: cty.String, Default: cty.StringVal("5s"), Duration: true,
 			Description: "first interval between polls of the training; it backs off from there"},
 	},
 	Outputs: map[string]cty.Type{

@@ -21,3 +21,22 @@ stage "work" "high" {
   images = ["a.jpg"]
   keep   = 11 # ERROR: is above its maximum 10
 }
+
+stage "check" "photos" {
+  dir = "x"
+}
+
+stage "work" "src_ok" {
+  images = ["a.jpg"]
+  source = check.photos
+}
+
+stage "work" "src_output" {
+  images = ["a.jpg"]
+  source = check.photos.count # ERROR: must name a whole check stage
+}
+
+stage "work" "src_kind" {
+  images = ["a.jpg"]
+  source = work.src_ok # ERROR: must name a whole check stage
+}
