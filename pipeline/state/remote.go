@@ -532,7 +532,8 @@ func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) er
 		}
 		key, _ := unescKey(strings.TrimSuffix(path.Base(obj), lockSuffix))
 		le := s.lockedErr(key, obj, held)
-		if !force && !le.Stale {
+		dead, _ := deadHolder(held)
+		if !force && !le.Stale && !dead {
 			return fmt.Errorf("state: lock %s on %s is live: pid %d on host %s refreshed it %s ago (stale after %s); nothing removed\n  hint: if you are sure that run is gone, pass -force",
 				id, s.objURL(obj), held.PID, held.Host, le.Age.Round(time.Second), s.opts.TTL)
 		}
