@@ -183,7 +183,7 @@ func TestKillNineMidTrainingThenTheShardReattaches(t *testing.T) {
 	}
 	w := newBatchWorld(t, map[string]int{"ana": 16, "ben": 16})
 	cmd := child(t, nil, "apply", "-auto-approve", "-json", "-only", "ana", "-state", w.stateURL, w.conf)
-	killWhenTraining(t, cmd, syscall.SIGKILL)
+	signalWhenTraining(t, cmd, syscall.SIGKILL)
 	if n := w.srv.Count("created training"); n != 1 {
 		t.Fatalf("%d trainings before the kill, want 1", n)
 	}
@@ -207,7 +207,7 @@ func TestMigrateLocalStateToRemoteKeepsTheInFlightTraining(t *testing.T) {
 	}
 	w := newBatchWorld(t, map[string]int{"ana": 16})
 	// A local run is killed mid-training: its state records the training in flight.
-	killWhenTraining(t, child(t, nil, "apply", "-auto-approve", "-json", w.conf), syscall.SIGKILL)
+	signalWhenTraining(t, child(t, nil, "apply", "-auto-approve", "-json", w.conf), syscall.SIGKILL)
 	r := cli(t, "state", "migrate", "-to", w.stateURL, w.conf)
 	if r.code != 0 {
 		t.Fatalf("state migrate: %s", r)
@@ -221,8 +221,9 @@ func TestMigrateLocalStateToRemoteKeepsTheInFlightTraining(t *testing.T) {
 	}
 }
 
-// killWhenTraining starts cmd (an apply with -json) and sends sig once a training reports progress.
-func killWhenTraining(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
+// signalWhenTraining starts cmd (an apply with -json), sends sig once a training reports
+// progress, and returns the process's stderr and exit error.
+func signalWhenTraining(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) (string, error) {
 	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -243,13 +244,16 @@ func killWhenTraining(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
 		}
 		if ev["type"] == "stage_progress" && strings.HasPrefix(fmt.Sprint(ev["address"]), "train.") {
 			if cur, _ := ev["current"].(float64); cur > 0 {
-				cmd.Process.Signal(sig)
+				if err := cmd.Process.Signal(sig); err != nil {
+					t.Fatal(err)
+				}
 				sent = true
 			}
 		}
 	}
-	cmd.Wait()
+	err = cmd.Wait()
 	if !sent {
 		t.Fatalf("no training progress before the process ended:\n%s", stderr.String())
 	}
+	return stderr.String(), err
 }

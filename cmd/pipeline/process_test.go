@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -62,40 +60,7 @@ func TestCtrlCDuringTrainingNeverCancelsItAndTheNextApplyReattaches(t *testing.T
 		t.Skip("end to end")
 	}
 	w := newWorld(t, `["ana"]`)
-	cmd := child(t, nil, "apply", "-auto-approve", "-json", w.conf)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 1<<22)
-	signalled := false
-	var lines []string
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		var ev map[string]any
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
-		}
-		if !signalled && ev["type"] == "stage_progress" && ev["address"] == `train.lora["ana"]` {
-			cur, _ := ev["current"].(float64)
-			if cur > 0 {
-				if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-					t.Fatal(err)
-				}
-				signalled = true
-			}
-		}
-	}
-	err = cmd.Wait()
-	if !signalled {
-		t.Fatalf("the training never reported progress:\n%s\n%s", strings.Join(lines, "\n"), stderr.String())
-	}
+	stderr, err := signalWhenTraining(t, child(t, nil, "apply", "-auto-approve", "-json", w.conf), syscall.SIGINT)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
 		t.Fatalf("an interrupted apply must exit non-zero, got %v", err)
@@ -103,8 +68,8 @@ func TestCtrlCDuringTrainingNeverCancelsItAndTheNextApplyReattaches(t *testing.T
 	if w.srv.Count("canceled training") != 0 {
 		t.Fatal("Ctrl-C cancelled a paid training")
 	}
-	if !strings.Contains(stderr.String(), "Stopping") {
-		t.Errorf("no stopping message on stderr: %s", stderr.String())
+	if !strings.Contains(stderr, "Stopping") {
+		t.Errorf("no stopping message on stderr: %s", stderr)
 	}
 	// The lock was released: the next apply can take it, re-attaches, and creates nothing new.
 	r := cli(t, "apply", "-auto-approve", w.conf)
