@@ -141,30 +141,40 @@ func (c *nativeConds) ifMatchWrite(as func(any) bool, version string) error {
 			return nil
 		}
 	case "gs":
-		gen, err := strconv.ParseInt(version, 10, 64)
-		if err != nil {
-			return fmt.Errorf("bad GCS generation %q", version)
-		}
 		var h **storage.ObjectHandle
 		if as(&h) {
-			*h = (*h).If(storage.Conditions{GenerationMatch: gen})
-			return nil
+			return gcsIfGeneration(h, version)
 		}
 	case "azblob":
 		var o *azblob.UploadStreamOptions
 		if as(&o) {
-			etag := azcore.ETag(version)
-			if o.AccessConditions == nil {
-				o.AccessConditions = &azblobblob.AccessConditions{}
-			}
-			if o.AccessConditions.ModifiedAccessConditions == nil {
-				o.AccessConditions.ModifiedAccessConditions = &azblobblob.ModifiedAccessConditions{}
-			}
-			o.AccessConditions.ModifiedAccessConditions.IfMatch = &etag
+			azureIfMatch(&o.AccessConditions, version)
 			return nil
 		}
 	}
 	return fmt.Errorf("cannot set a write precondition on %s through gocloud.dev/blob", c.service)
+}
+
+// gcsIfGeneration makes a GCS request conditional on the object's generation.
+func gcsIfGeneration(h **storage.ObjectHandle, version string) error {
+	gen, err := strconv.ParseInt(version, 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad GCS generation %q", version)
+	}
+	*h = (*h).If(storage.Conditions{GenerationMatch: gen})
+	return nil
+}
+
+// azureIfMatch makes an Azure request conditional on the blob's ETag.
+func azureIfMatch(ac **azblobblob.AccessConditions, version string) {
+	etag := azcore.ETag(version)
+	if *ac == nil {
+		*ac = &azblobblob.AccessConditions{}
+	}
+	if (*ac).ModifiedAccessConditions == nil {
+		(*ac).ModifiedAccessConditions = &azblobblob.ModifiedAccessConditions{}
+	}
+	(*ac).ModifiedAccessConditions.IfMatch = &etag
 }
 
 func (c *nativeConds) remove(ctx context.Context, obj, version string) error {
@@ -185,26 +195,14 @@ func (c *nativeConds) ifMatchDelete(as func(any) bool, version string) error {
 			return nil
 		}
 	case "gs":
-		gen, err := strconv.ParseInt(version, 10, 64)
-		if err != nil {
-			return fmt.Errorf("bad GCS generation %q", version)
-		}
 		var h **storage.ObjectHandle
 		if as(&h) {
-			*h = (*h).If(storage.Conditions{GenerationMatch: gen})
-			return nil
+			return gcsIfGeneration(h, version)
 		}
 	case "azblob":
 		var o *azblobblob.DeleteOptions
 		if as(&o) {
-			etag := azcore.ETag(version)
-			if o.AccessConditions == nil {
-				o.AccessConditions = &azblobblob.AccessConditions{}
-			}
-			if o.AccessConditions.ModifiedAccessConditions == nil {
-				o.AccessConditions.ModifiedAccessConditions = &azblobblob.ModifiedAccessConditions{}
-			}
-			o.AccessConditions.ModifiedAccessConditions.IfMatch = &etag
+			azureIfMatch(&o.AccessConditions, version)
 			return nil
 		}
 	}
