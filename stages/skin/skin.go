@@ -141,9 +141,9 @@ func measureFaces(src *lumaSource, faces []face) Figures {
 		}
 	}
 	half := f.side / 2
-	fig.Face = image.Rect(int(math.Round(f.cx-half)), int(math.Round(f.cy-half)),
-		int(math.Round(f.cx+half)), int(math.Round(f.cy+half)))
 	fig.FaceWidth = int(math.Round(f.side))
+	x0, y0 := int(math.Round(f.cx-half)), int(math.Round(f.cy-half))
+	fig.Face = image.Rect(x0, y0, x0+fig.FaceWidth, y0+fig.FaceWidth) // square, exactly FaceWidth wide
 	if fig.FaceWidth < MinFaceWidth {
 		fig.Reason = fmt.Sprintf("face %d px wide < %d px: too small to score", fig.FaceWidth, MinFaceWidth)
 		return fig
@@ -196,7 +196,7 @@ func detectFrom(src *lumaSource, pad float64, minFace int) ([]face, error) {
 	img := pigo.ImageParams{Pixels: pix, Rows: rows, Cols: cols, Dim: cols}
 	var faces []face
 	smallest := windowAtLeast(int(math.Floor(float64(minFace) * scale)))
-	for _, d := range refine(cl, img, scan(cl, img, smallest, min(cols, rows), 0.1, 0)) {
+	for _, d := range refine(cl, img, scan(cl, img, smallest, min(cols, rows), coarseShift, 0)) {
 		faces = append(faces, face{
 			cx:   (float64(d.Col-border) + 0.5) / scale,
 			cy:   (float64(d.Row-border) + 0.5) / scale,
@@ -217,6 +217,10 @@ func windowAtLeast(px int) int {
 	}
 	return w
 }
+
+// coarseShift is how far (× its size) the first scan moves the window; refine then re-scans each
+// candidate densely. 0.15 halves the cost but loses faces on the example photos: keep 0.1.
+const coarseShift = 0.1
 
 // scanScaleFactor is how much the detection window grows per step.
 const scanScaleFactor = 1.1
