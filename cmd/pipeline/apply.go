@@ -28,7 +28,7 @@ func runApplyCmd(uiOut **ui, args []string, stdin io.Reader, stdout, stderr io.W
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	files := fs.Args()
 	var saved *engine.SavedPlan
@@ -89,6 +89,11 @@ func runApplyCmd(uiOut **ui, args []string, stdin io.Reader, stdout, stderr io.W
 		return err
 	}
 	defer l.close()
+	if saved != nil {
+		if err := saved.CheckSensitive(l.vars); err != nil {
+			return exitWith(exitError, err)
+		}
+	}
 	if missing := remoteWithoutToken(l); len(missing) > 0 {
 		return exitWith(exitError, fmt.Errorf("REPLICATE_API_TOKEN is not set, and remote stages need it (%s).\nSet it (export REPLICATE_API_TOKEN=r8_...), or run with -simulate to use the offline simulator", strings.Join(missing, ", ")))
 	}

@@ -419,10 +419,30 @@ variable "rank" {`, 1)
 	b, _ := os.ReadFile(planFile)
 	assertNoSecret(t, "plan file", string(b), "hf_FromAPlainVariable")
 	assertNoSecret(t, "plan output", r.stdout+r.stderr, "hf_FromAPlainVariable")
-	// Applying the plan asks for the value again instead of guessing.
+	// Applying the plan asks for the value again instead of guessing, and knows a different one.
 	r = cli(t, "apply", planFile)
 	if r.code != 1 || !strings.Contains(r.stderr, `"hf"`) {
 		t.Errorf("apply of a plan without the secret's value: %s", r)
+	}
+	r = cli(t, "apply", "-var", "hf=hf_SomethingElse", planFile)
+	if r.code != 1 || !strings.Contains(r.stderr, "differs from the planned one") {
+		t.Errorf("apply of a plan with another secret value: %s", r)
+	}
+	if w.srv.Count("created training") != 0 {
+		t.Error("a refused saved plan started a training")
+	}
+}
+
+func TestHelpExitsZeroAndMissingConfigIsAnError(t *testing.T) {
+	for _, args := range [][]string{{"plan", "-h"}, {"apply", "-h"}, {"state", "-h"}, {"validate", "-h"}} {
+		if r := cli(t, args...); r.code != 0 {
+			t.Errorf("%v: exit %d, want 0\n%s", args, r.code, r)
+		}
+	}
+	for _, args := range [][]string{{"output", "nonexist.hcl"}, {"state", "list", "nonexist.hcl"}, {"output", "version"}} {
+		if r := cli(t, args...); r.code != 1 || !strings.Contains(r.stderr, "no such config file") {
+			t.Errorf("%v: %s, want exit 1 naming the missing config", args, r)
+		}
 	}
 }
 

@@ -247,6 +247,10 @@ func load(ctx context.Context, c *common, u *ui, files []string, savedVars map[s
 		}
 		u.log("[simulated] Using the built-in offline Replicate simulator at %s (world: %s). Nothing is sent to Replicate; every remote result below is simulated.", sim.URL(), world)
 	}
+	if c.parallelism < 1 {
+		l.close()
+		return nil, exitWith(exitError, fmt.Errorf("-parallelism %d: must be at least 1", c.parallelism))
+	}
 	shard := engine.Shard{}
 	if c.shard != "" {
 		s, err := engine.ParseShard(c.shard)

@@ -23,7 +23,7 @@ func runFmt(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	if fs.NArg() == 0 {
 		return exitWith(exitError, fmt.Errorf("no file given: pipeline fmt [-check] FILE..."))

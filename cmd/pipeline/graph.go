@@ -16,7 +16,7 @@ func runGraph(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	u := newUI(&c, stdout, stderr)
 	mod, err := loadModule(u, fs.Args())

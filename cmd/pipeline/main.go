@@ -8,6 +8,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -65,6 +66,15 @@ func (e *exitErr) Error() string {
 }
 
 func exitWith(code int, err error) error { return &exitErr{code: code, err: err} }
+
+// flagError ends a command whose flags did not parse: -h printed the usage (exit 0), anything
+// else was already reported by the flag package (exit 1).
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitWith(exitOK, nil)
+	}
+	return exitWith(exitError, nil)
+}
 
 const usage = `Usage: pipeline <command> [flags] [FILE...]
 

@@ -23,7 +23,7 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	// Arguments: [NAME] [FILE]. The config FILE is needed unless -state names the state.
 	var name, config string
@@ -36,6 +36,9 @@ func runOutput(args []string, stdout, stderr io.Writer) error {
 		return exitWith(exitError, errors.New("usage: pipeline output [-json] [-state PATH] [NAME] [FILE]"))
 	case len(args) == 1:
 		name = args[0]
+	}
+	if err := configExists(config); err != nil {
+		return err
 	}
 	location := *statePath
 	if location == "" {

@@ -17,13 +17,13 @@ func runPlanCmd(uiOut **ui, args []string, stdout, stderr io.Writer) error {
 	var c common
 	c.register(fs, true)
 	detailed := fs.Bool("detailed-exitcode", false, "exit 0 when nothing would change, 2 when changes are pending")
-	out := fs.String("out", "", "save the plan to this file for `pipeline apply FILE`")
+	out := fs.String("out", "", "save the plan to this file (apply it with: pipeline apply FILE)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: pipeline plan [flags] FILE...\n\nShows what apply would do. Read-only checks (image_check, params) run for real; nothing remote is written and state is never changed.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -38,6 +38,10 @@ func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return exitWith(exitError, nil)
 	}
 	sub, rest := args[0], args[1:]
+	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
+		fmt.Fprint(stdout, stateUsage)
+		return nil
+	}
 	fs := flag.NewFlagSet("state "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	statePath := fs.String("state", "", "state location: a path or a URL")
@@ -47,13 +51,16 @@ func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	to := fs.String("to", "", "migrate: the state location to copy to (a URL such as s3://bucket/prefix)")
 	fs.Usage = func() { fmt.Fprint(stderr, stateUsage); fs.PrintDefaults() }
 	if err := fs.Parse(rest); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	pos := fs.Args()
 	ctx := context.Background()
 	open := func(config string) (state.Store, error) {
 		if *statePath == "" && config == "" {
 			return nil, exitWith(exitError, errors.New("which state? give the config FILE or -state PATH"))
+		}
+		if err := configExists(config); err != nil {
+			return nil, err
 		}
 		if *statePath == "" && config != "" {
 			if url := stateURLFromConfig(config); url != "" {
@@ -75,6 +82,7 @@ func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return exitWith(exitError, err)
 		}
 		defer st.Close()
+		noteEmptyRemote(ctx, st, *statePath, arg(0), stderr)
 		return stateList(ctx, st, stdout)
 	case "show":
 		if len(pos) < 1 {
@@ -102,6 +110,7 @@ func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return exitWith(exitError, err)
 		}
 		defer st.Close()
+		noteEmptyRemote(ctx, st, *statePath, arg(0), stderr)
 		return statePull(ctx, st, stdout)
 	case "push":
 		if len(pos) < 1 {
@@ -148,6 +157,29 @@ func stateURLFromConfig(config string) string {
 		return ""
 	}
 	return url
+}
+
+// configExists refuses a config FILE argument that names nothing: reading the state of a config
+// that is not there would print an empty state and look like success.
+func configExists(config string) error {
+	if config == "" {
+		return nil
+	}
+	if _, err := os.Stat(config); err != nil {
+		return exitWith(exitError, fmt.Errorf("%s: no such config file (give the pipeline's .hcl file, or -state PATH)", config))
+	}
+	return nil
+}
+
+// noteEmptyRemote explains an empty remote state read without a config: a config's state lives
+// under <url>/<config stem>/, so the URL alone names the bucket prefix, not the state.
+func noteEmptyRemote(ctx context.Context, st state.Store, location, config string, stderr io.Writer) {
+	if config != "" || !state.IsURL(location) {
+		return
+	}
+	if keys, err := st.Keys(ctx); err == nil && len(keys) == 0 {
+		fmt.Fprintf(stderr, "note: no state under %s. A config's state lives under %s/<config stem>/: pass the config FILE too, or add the stem to the URL.\n", location, strings.TrimRight(location, "/"))
+	}
 }
 
 // parseAddr splits KIND.NAME["key"] into the stage address and key.

@@ -23,7 +23,7 @@ func writeStepSummary(l *loaded, out *engine.Outcome) {
 		return
 	}
 	defer f.Close()
-	fmt.Fprint(f, stepSummary(l.files, l.env.Simulated, out))
+	fmt.Fprint(f, l.engine.Redact(stepSummary(l.files, l.env.Simulated, out)))
 }
 
 func stepSummary(files []string, simulated bool, out *engine.Outcome) string {

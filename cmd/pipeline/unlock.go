@@ -20,13 +20,16 @@ func runForceUnlock(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	if fs.NArg() < 1 {
 		return exitWith(exitError, errors.New("usage: pipeline force-unlock [-force] [-state URL] ID [FILE]"))
 	}
 	id := fs.Arg(0)
 	config := fs.Arg(1)
+	if err := configExists(config); err != nil {
+		return err
+	}
 	location := *statePath
 	if location == "" && config != "" {
 		location = stateURLFromConfig(config)

@@ -18,7 +18,7 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitWith(exitError, nil)
+		return flagError(err)
 	}
 	u := newUI(&c, stdout, stderr)
 	if _, err := loadModule(u, fs.Args()); err != nil {

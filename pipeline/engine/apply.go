@@ -165,6 +165,24 @@ type stageRun struct {
 }
 
 func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *InstanceOutcome, sem chan struct{}) {
+	// An instance with a stage that cannot be planned is left out whole (SPEC): running its
+	// upstream stages would spend money on a pipeline that cannot finish.
+	for _, bad := range ip.Stages {
+		if bad.Err == nil {
+			continue
+		}
+		for _, sp := range ip.Stages {
+			so := &StageOutcome{Address: sp.Address, Kind: sp.Stage.Kind, Name: sp.Stage.Name, Status: outSkipped,
+				Message: "left out: " + bad.Address + " cannot be planned"}
+			if sp == bad {
+				so.Status, so.Message = outFailed, sp.Err.Error()
+			} else {
+				e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, Message: so.Message})
+			}
+			io.Stages = append(io.Stages, so)
+		}
+		return
+	}
 	runs := make(map[string]*stageRun, len(ip.Stages))
 	for _, sp := range ip.Stages {
 		runs[sp.Stage.Addr] = &stageRun{sp: sp, done: make(chan struct{})}

@@ -168,7 +168,7 @@ func (e *Engine) instances() ([]instanceSpec, error) {
 		if e.Shard.Count > 1 {
 			return nil, errors.New("-shard needs a batch block: this configuration has no batch, so every shard would run the same pipeline")
 		}
-		if err := e.checkReplace(nil, false); err != nil {
+		if err := e.checkReplace(nil, nil, false); err != nil {
 			return nil, err
 		}
 		return []instanceSpec{{key: "", batch: false, value: cty.NilVal}}, nil
@@ -181,9 +181,6 @@ func (e *Engine) instances() ([]instanceSpec, error) {
 	for _, k := range keys {
 		known[k] = true
 	}
-	if err := e.checkReplace(known, true); err != nil {
-		return nil, err
-	}
 	only := make(map[string]bool, len(e.Only))
 	for _, k := range e.Only {
 		if !known[k] {
@@ -192,6 +189,7 @@ func (e *Engine) instances() ([]instanceSpec, error) {
 		only[k] = true
 	}
 	var out []instanceSpec
+	selected := map[string]bool{}
 	for _, k := range keys {
 		if len(only) > 0 && !only[k] {
 			continue
@@ -199,17 +197,21 @@ func (e *Engine) instances() ([]instanceSpec, error) {
 		if !e.Shard.Has(k) {
 			continue
 		}
+		selected[k] = true
 		if _, ok := e.locked[k]; ok {
 			continue
 		}
 		out = append(out, instanceSpec{key: k, batch: true, value: values[k]})
+	}
+	if err := e.checkReplace(known, selected, true); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
 // checkReplace refuses a -replace address that names no stage instance: a typo in CI must not
 // quietly re-run nothing.
-func (e *Engine) checkReplace(keys map[string]bool, batch bool) error {
+func (e *Engine) checkReplace(keys, selected map[string]bool, batch bool) error {
 	for _, r := range e.Replace {
 		stage, key, hasKey := r, "", false
 		if i := strings.Index(r, "["); i >= 0 && strings.HasSuffix(r, "]") {
@@ -235,6 +237,8 @@ func (e *Engine) checkReplace(keys map[string]bool, batch bool) error {
 			return fmt.Errorf("-replace %q: this configuration has no batch; use %s", r, stage)
 		case hasKey && !keys[key]:
 			return fmt.Errorf("-replace %q: no batch key %q", r, key)
+		case hasKey && !selected[key]:
+			return fmt.Errorf("-replace %q: key %q is not selected by -only/-shard in this run", r, key)
 		}
 	}
 	return nil

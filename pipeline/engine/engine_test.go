@@ -308,6 +308,9 @@ stage "work" "train" {
   input     = "plain-${var.tok}"
   api_token = var.hf
 }
+stage "work" "gate" {
+  input = work.train.result
+}
 output "direct" {
   value = var.tok
 }

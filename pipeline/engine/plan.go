@@ -326,6 +326,10 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 	}
 	sp.Inputs, sp.Blocks, sp.Settings, sp.Sensitive = inputs, blocks, settings, sens
 	sp.Parts, sp.Display = digestParts(inputs, blocks, settings, sens)
+	for k, v := range sp.Display {
+		// Display values go to state and into later reasons: no secret in them, whatever path it took.
+		sp.Display[k] = e.secrets.redactJSON(v)
+	}
 	if st.Schema.Remote && e.Env != nil && e.Env.Simulated {
 		// Simulated results must never pass for real ones (nor the other way round): the
 		// simulator is part of a remote stage's inputs.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -25,6 +26,10 @@ type SavedPlan struct {
 	Files         []SavedFile                `json:"files"`
 	Vars          map[string]json.RawMessage `json:"variables"`
 	SensitiveVars []string                   `json:"sensitive_variables,omitempty"`
+	// SensitiveDigests are salted hashes of the left-out values, so apply can tell the user that a
+	// value given again differs from the planned one (never the value itself).
+	SensitiveDigests map[string]string `json:"sensitive_digests,omitempty"`
+	Salt             string            `json:"salt,omitempty"`
 	State         string                     `json:"state,omitempty"`
 	Only          []string                   `json:"only,omitempty"`
 	Shard         string                     `json:"shard,omitempty"`
@@ -46,8 +51,12 @@ const savedPlanVersion = 1
 // a variable whose value holds one of secrets (a value that reached a secret-named input, see
 // Engine.Secrets) is not written either. Both must be supplied again to apply the plan.
 func NewSavedPlan(files []string, vars map[string]cty.Value, sensitive map[string]bool, secrets []string, plan *Plan) (*SavedPlan, error) {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, err
+	}
 	sp := &SavedPlan{Version: savedPlanVersion, CreatedAt: time.Now().UTC(), Vars: map[string]json.RawMessage{},
-		Serials: map[string]uint64{}, Actions: map[string]string{}}
+		Serials: map[string]uint64{}, Actions: map[string]string{}, SensitiveDigests: map[string]string{}, Salt: hex.EncodeToString(salt)}
 	for _, f := range files {
 		abs, err := filepath.Abs(f)
 		if err != nil {
@@ -62,6 +71,9 @@ func NewSavedPlan(files []string, vars map[string]cty.Value, sensitive map[strin
 	for name, v := range vars {
 		if sensitive[name] || holdsSecret(v, secrets) {
 			sp.SensitiveVars = append(sp.SensitiveVars, name)
+			if d, ok := sp.saltedDigest(v); ok {
+				sp.SensitiveDigests[name] = d
+			}
 			continue
 		}
 		if !v.IsWhollyKnown() {
@@ -164,6 +176,36 @@ func (sp *SavedPlan) VarValues() (map[string]cty.Value, error) {
 		out[name] = v
 	}
 	return out, nil
+}
+
+func (sp *SavedPlan) saltedDigest(v cty.Value) (string, bool) {
+	if !v.IsWhollyKnown() {
+		return "", false
+	}
+	raw, err := marshalValue(v)
+	if err != nil {
+		return "", false
+	}
+	sum := sha256.Sum256(append([]byte(sp.Salt), raw...))
+	return hex.EncodeToString(sum[:]), true
+}
+
+// CheckSensitive tells, before anything runs, which left-out values differ from the planned ones.
+func (sp *SavedPlan) CheckSensitive(vars map[string]cty.Value) error {
+	var bad []string
+	for _, name := range sp.SensitiveVars {
+		want, ok := sp.SensitiveDigests[name]
+		if !ok {
+			continue
+		}
+		if got, ok := sp.saltedDigest(vars[name]); !ok || got != want {
+			bad = append(bad, name)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the saved plan left out the value of %s (sensitive); the value given now differs from the planned one: pass the same value again with -var or PIPELINE_VAR_%s", strings.Join(bad, ", "), bad[0])
 }
 
 // CheckCurrent refuses a stale plan: the state serial of an instance moved since the plan was

@@ -157,6 +157,10 @@ func (s *secrets) redactEvent(ev *pipeline.Event) {
 	}
 }
 
+// Redact replaces every secret this run knows in text (for reports written outside the engine,
+// such as the CI job summary).
+func (e *Engine) Redact(text string) string { return e.secrets.redact(text) }
+
 // Secrets returns the secret strings known so far (for plan files).
 func (e *Engine) Secrets() []string {
 	e.secrets.mu.RLock()

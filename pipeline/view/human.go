@@ -361,7 +361,11 @@ func (h *Human) summary(e pipeline.Event) {
 
 func (h *Human) failed(e pipeline.Event) {
 	if e.Operation == "plan" {
-		return // already shown with the planned change
+		// Already shown with the planned change; CI still gets its annotation.
+		if h.opt.CI {
+			fmt.Fprintf(h.w, "::error title=%s cannot be planned::%s\n", escapeProp(e.Address), escapeData(e.Message))
+		}
+		return
 	}
 	label := "failed"
 	sym := h.c(cRed, "✗")
