@@ -30,13 +30,13 @@ type SavedPlan struct {
 	// value given again differs from the planned one (never the value itself).
 	SensitiveDigests map[string]string `json:"sensitive_digests,omitempty"`
 	Salt             string            `json:"salt,omitempty"`
-	State         string                     `json:"state,omitempty"`
-	Only          []string                   `json:"only,omitempty"`
-	Shard         string                     `json:"shard,omitempty"`
-	Replace       []string                   `json:"replace,omitempty"`
-	Simulate      bool                       `json:"simulate,omitempty"`
-	Serials       map[string]uint64          `json:"serials"`
-	Actions       map[string]string          `json:"actions"`
+	State            string            `json:"state,omitempty"`
+	Only             []string          `json:"only,omitempty"`
+	Shard            string            `json:"shard,omitempty"`
+	Replace          []string          `json:"replace,omitempty"`
+	Simulate         bool              `json:"simulate,omitempty"`
+	Serials          map[string]uint64 `json:"serials"`
+	Actions          map[string]string `json:"actions"`
 }
 
 // SavedFile is one config file and the digest of its content.
