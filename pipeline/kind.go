@@ -268,6 +268,18 @@ type Env struct {
 	Simulated bool
 	// Values carries process-wide services that stage packages share (keyed by their own types).
 	Values map[any]any
+	// Redact replaces every secret value the run knows (sensitive variables, secret-named inputs)
+	// with "(sensitive)". A kind calls it on text it writes itself (a report, a file); the engine
+	// already scrubs everything the kind hands back. nil means nothing to redact.
+	Redact func(string) string
+}
+
+// RedactText applies env.Redact when there is one.
+func (env *Env) RedactText(s string) string {
+	if env == nil || env.Redact == nil {
+		return s
+	}
+	return env.Redact(s)
 }
 
 // RefusedError can be returned by a kind instead of Result.Refused.

@@ -143,6 +143,9 @@ func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
 		return nil, err
 	}
 	e.collectVarSecrets()
+	if e.Env != nil && e.Env.Redact == nil {
+		e.Env.Redact = e.secrets.redact
+	}
 	plan := &Plan{Batch: e.Module.HasBatch(), Instances: make([]*InstancePlan, len(specs))}
 	sem := make(chan struct{}, e.parallelism())
 	var wg sync.WaitGroup

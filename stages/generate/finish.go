@@ -58,13 +58,22 @@ type lossPoint struct {
 	Loss float64
 }
 
+// redactAll scrubs secrets from text the report and contact sheet show (a prompt may hold one).
+func redactAll(env *pipeline.Env, list []string) []string {
+	out := make([]string, len(list))
+	for i, x := range list {
+		out[i] = env.RedactText(x)
+	}
+	return out
+}
+
 // finish scores the images, judges both sides, applies the gate and writes sheet and report.
 func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Result, error) {
 	cfg := g.cfg
 	o := &outcome{
 		Address: g.req.Address, Simulated: g.req.Env != nil && g.req.Env.Simulated,
 		Version: cfg.Version, Previous: g.rec.Previous, PreviousNote: g.rec.PreviousNote,
-		Prompts: cfg.Prompts, Seeds: cfg.Seeds, Guidance: cfg.Guidance, Steps: cfg.Steps,
+		Prompts: redactAll(g.req.Env, cfg.Prompts), Seeds: cfg.Seeds, Guidance: cfg.Guidance, Steps: cfg.Steps,
 		LoraScale: cfg.LoraScale, MinRatio: cfg.MinRatio, OnPlastic: cfg.OnPlastic,
 		Ref: referenceOf(cfg.Reference), HasPrev: g.rec.Previous != "",
 		Losses: lossesFor(g.req.State, cfg.Version),

@@ -757,3 +757,24 @@ func TestPreviousVersionSkipsDeletedOnes(t *testing.T) {
 		}
 	})
 }
+
+// A prompt holding a secret (the engine's Env.Redact knows it) never reaches the report on disk.
+func TestReportRedactsSecretsInPrompts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 0)
+	h.env.Redact = func(s string) string { return strings.ReplaceAll(s, "SECRETNAME", "(sensitive)") }
+	version := h.train(natural)
+	res, err := h.apply(h.request(map[string]cty.Value{
+		"version":          cty.StringVal(version),
+		"prompts":          strList("a photo of SECRETNAME"),
+		"seeds":            numList(1),
+		"compare_previous": cty.False,
+	}, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := fileExists(t, filepath.Join(h.dir, str(res.Outputs["report"])))
+	if strings.Contains(string(report), "SECRETNAME") || !strings.Contains(string(report), "a photo of (sensitive)") {
+		t.Errorf("report should show the prompt with the secret redacted")
+	}
+}
