@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/replicate"
@@ -232,17 +233,18 @@ func parseTraining(v cty.Value) (judged, error) {
 		i, _ := n.AsBigFloat().Int64()
 		t.ImageCount = int(i)
 	}
-	if in := get("input"); in != cty.NilVal && in.IsKnown() && !in.IsNull() && in.CanIterateElements() {
+	if in := get("input"); in != cty.NilVal && in.IsWhollyKnown() && !in.IsNull() && in.CanIterateElements() {
+		// train's input output: the values sent, with their types.
 		t.Input = map[string]any{}
 		for it := in.ElementIterator(); it.Next(); {
 			k, e := it.Element()
-			if k.Type() != cty.String || !e.IsKnown() || e.IsNull() || e.Type() != cty.String {
+			if k.Type() != cty.String || e.IsNull() {
 				continue
 			}
-			// train encodes each input value as JSON text; fall back to the plain string.
+			b, err := ctyjson.Marshal(e, e.Type())
 			var val any
-			if json.Unmarshal([]byte(e.AsString()), &val) != nil {
-				val = e.AsString()
+			if err != nil || json.Unmarshal(b, &val) != nil {
+				continue
 			}
 			t.Input[k.AsString()] = val
 		}

@@ -59,7 +59,7 @@ func trainingVal(version string, final float64, imageCount int) cty.Value {
 		"losses":           cty.MapVal(losses),
 		"image_count":      cty.NumberIntVal(int64(imageCount)),
 		"images_digest":    cty.StringVal("sha256:abc"),
-		"input":            cty.MapVal(map[string]cty.Value{"steps": cty.StringVal("1000"), "trigger_word": cty.StringVal(`"TOK"`)}),
+		"input":            cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(1000), "trigger_word": cty.StringVal("TOK")}),
 		"previous_version": cty.StringVal(""),
 	})
 }
@@ -184,7 +184,7 @@ func TestOnFailKeepAndNoLosses(t *testing.T) {
 	empty := cty.ObjectVal(map[string]cty.Value{
 		"training_id": cty.StringVal("tr"), "version": cty.StringVal("acme/ana:" + ids[0]),
 		"losses": cty.MapValEmpty(cty.Number), "image_count": cty.NumberIntVal(3), "images_digest": cty.StringVal("d"),
-		"input": cty.MapValEmpty(cty.String), "weights": cty.StringVal(""), "previous_version": cty.StringVal(""),
+		"input": cty.EmptyObjectVal, "weights": cty.StringVal(""), "previous_version": cty.StringVal(""),
 	})
 	res, err = Kind{}.Apply(context.Background(), h.request(gateInputs(empty, OnFailDelete), nil, &recorder{}))
 	if err != nil || res.Refused == "" || !res.Outputs["final_loss"].IsNull() || h.srv.Count("DELETE version") != 0 {

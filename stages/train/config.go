@@ -277,22 +277,26 @@ func publicInput(in map[string]any, dropImages bool) map[string]any {
 	return out
 }
 
-// inputOutput is the `input` output: map(string) whose values are the JSON encoding of what was
-// sent (jsondecode() gives the value back), without input_images and without secrets.
+// inputOutput is the `input` output: an object of what was sent, with its types (numbers stay
+// numbers: train.lora.input.steps is 1000), without input_images and without secrets.
 func inputOutput(in map[string]any) cty.Value {
 	pub := publicInput(in, true)
 	if len(pub) == 0 {
-		return cty.MapValEmpty(cty.String)
+		return cty.EmptyObjectVal
 	}
-	m := make(map[string]cty.Value, len(pub))
-	for k, v := range pub {
-		b, err := json.Marshal(v)
-		if err != nil {
-			b = []byte(fmt.Sprintf("%q", fmt.Sprint(v)))
-		}
-		m[k] = cty.StringVal(string(b))
+	b, err := json.Marshal(pub)
+	if err != nil {
+		return cty.EmptyObjectVal
 	}
-	return cty.MapVal(m)
+	ty, err := ctyjson.ImpliedType(b)
+	if err != nil {
+		return cty.EmptyObjectVal
+	}
+	v, err := ctyjson.Unmarshal(b, ty)
+	if err != nil {
+		return cty.EmptyObjectVal
+	}
+	return v
 }
 
 // describeInput renders the input for notes: name=value in name order, secrets as (sensitive).

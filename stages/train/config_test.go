@@ -102,9 +102,9 @@ func TestParseConfig(t *testing.T) {
 	if _, set := cfg.Input["lora_rank"]; cfg.Input["steps"] != 1000.0 || set || len(cfg.Images) != 1 {
 		t.Fatalf("input %v images %v", cfg.Input, cfg.Images)
 	}
-	// The input output keeps values JSON-encoded and drops secrets and input_images.
+	// The input output keeps the values' types and drops secrets and input_images.
 	out := inputOutput(trainerInput(cfg.Input, "https://x/file"))
-	if !out.Equals(cty.MapVal(map[string]cty.Value{"steps": cty.StringVal("1000")})).True() {
+	if !out.Equals(cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(1000)})).True() {
 		t.Fatalf("input output %#v", out)
 	}
 	if d := describeInput(cfg.Input); strings.Contains(d, "hf_x") || !strings.Contains(d, "hf_token=(sensitive)") {

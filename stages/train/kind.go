@@ -13,7 +13,7 @@
 //
 // Outputs: training_id, version ("owner/name:id"), weights, losses (step -> loss, the step as a
 // string key), image_count, images_digest, input (what was sent, without input_images and without
-// secrets, as map(string) of JSON-encoded values: jsondecode(train.lora.input["steps"]) is 1000)
+// secrets, as an object whose values keep their types: train.lora.input.steps is 1000)
 // and previous_version (the destination's latest version before this training, "" if none).
 //
 // Crash safety: the stage saves an intent (upload URL, input, time) before it creates the training
@@ -59,7 +59,7 @@ var schema = &pipeline.Schema{
 		"losses":           cty.Map(cty.Number),
 		"image_count":      cty.Number,
 		"images_digest":    cty.String,
-		"input":            cty.Map(cty.String),
+		"input":            cty.DynamicPseudoType,
 		"previous_version": cty.String,
 	},
 	Remote:   true,

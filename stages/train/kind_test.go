@@ -66,7 +66,7 @@ func TestApplyHappyPath(t *testing.T) {
 		t.Fatalf("no loss at the last step: %v", losses)
 	}
 	inOut := out["input"].AsValueMap()
-	if str(inOut["steps"]) != "1000" || str(inOut["trigger_word"]) != `"TOK"` || inOut["input_images"] != cty.NilVal {
+	if !inOut["steps"].RawEquals(cty.NumberIntVal(1000)) || str(inOut["trigger_word"]) != "TOK" || inOut["input_images"] != cty.NilVal {
 		t.Fatalf("input output %v", inOut)
 	}
 	for k, want := range map[string]int{"created training": 1, "uploaded file": 1, "created model": 1} {
