@@ -482,3 +482,34 @@ func TestReplaceAndShardArgumentsAreChecked(t *testing.T) {
 		t.Errorf("-replace work.gate: %v, want gate and its downstream to re-run, train untouched", got)
 	}
 }
+
+// An instance with a stage that cannot be planned is left out whole: its upstream (paid) stages do
+// not run, while other instances do.
+func TestInstanceThatCannotBePlannedIsLeftOutWhole(t *testing.T) {
+	f := newFixture(t, `
+batch { for_each = toset(["ana", "ben"]) }
+stage "work" "train" { input = each.key }
+stage "work" "gen" { input = work.train.result }
+`)
+	f.work.planFail[`work.gen["ana"]`] = true
+	e, ev := f.engine()
+	_, out := f.apply(context.Background(), e)
+	if code := out.ExitStatus(); code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	if n := f.work.created(`work.train["ana"]`); n != 0 {
+		t.Errorf("ana's training ran %d times although ana's pipeline cannot finish", n)
+	}
+	if n := f.work.created(`work.gen["ben"]`); n != 1 {
+		t.Errorf("ben was not applied")
+	}
+	skipped := 0
+	for _, s := range ev.ofType(pipeline.EventStageSkipped) {
+		if s.Address == `work.train["ana"]` && strings.Contains(s.Message, "left out") {
+			skipped++
+		}
+	}
+	if skipped != 1 {
+		t.Errorf("work.train[\"ana\"] should be reported skipped (left out)")
+	}
+}

@@ -67,10 +67,12 @@ type workKind struct {
 	remote string
 	// upstream records Request.Upstream as Plan saw it, by address.
 	upstream map[string][]pipeline.Upstream
+	// planFail makes Plan of these addresses fail (a stage that cannot be planned).
+	planFail map[string]bool
 }
 
 func newWork() *workKind {
-	return &workKind{creates: map[string]int{}, fail: map[string]bool{}, upstream: map[string][]pipeline.Upstream{}}
+	return &workKind{creates: map[string]int{}, fail: map[string]bool{}, upstream: map[string][]pipeline.Upstream{}, planFail: map[string]bool{}}
 }
 
 func (*workKind) Name() string { return "work" }
@@ -89,7 +91,11 @@ func (*workKind) Schema() *pipeline.Schema {
 func (k *workKind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
 	k.mu.Lock()
 	k.upstream[req.Address] = req.Upstream
+	bad := k.planFail[req.Address]
 	k.mu.Unlock()
+	if bad {
+		return nil, errors.New("cannot plan: bad setting")
+	}
 	return &pipeline.Result{Notes: []string{"would start a job"}}, nil
 }
 
