@@ -86,6 +86,10 @@ type Data struct {
 	// deletion is asynchronous on Replicate, so others skip them while they are still listed
 	// (replicate.DeletedVersions).
 	DeletedVersions []string `json:"deleted_versions,omitempty"`
+	// RejectedVersions are the versions this gate rejected with on_fail = "delete_version",
+	// recorded before the delete is tried: if the delete does not finish, no stage takes the
+	// version for a good one and prune deletes it (replicate.RejectedVersions).
+	RejectedVersions []string `json:"rejected_versions,omitempty"`
 }
 
 // LastAccepted returns the last accepted training recorded by any loss_gate of a batch instance
@@ -376,7 +380,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		data := Data{LastAccepted: &Accepted{
 			TrainingID: t.TrainingID, Version: t.Version, ImageCount: t.ImageCount,
 			ImagesDigest: t.ImagesDigest, Input: t.Input,
-		}, DeletedVersions: prior.DeletedVersions}
+		}, DeletedVersions: prior.DeletedVersions, RejectedVersions: prior.RejectedVersions}
 		if err := req.Recorder.Save(data); err != nil {
 			return nil, fmt.Errorf("%s: recording the accepted training: %w", req.Address, err)
 		}
@@ -389,7 +393,11 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		// The version accepted before is the one refused now (stricter bounds): it is no longer accepted.
 		data.LastAccepted = nil
 	}
-	// Record the outcome before deleting anything, so even a failed delete leaves last_accepted right.
+	if s.OnFail != OnFailKeep && v.Judged && t.Version != "" {
+		data.RejectedVersions = replicate.RememberDeleted(data.RejectedVersions, t.Version)
+	}
+	// Record the outcome before deleting anything, so even a failed delete leaves last_accepted
+	// right and the rejected version marked.
 	if err := req.Recorder.Save(data); err != nil {
 		return nil, fmt.Errorf("%s: recording the gate's outcome: %w", req.Address, err)
 	}

@@ -281,6 +281,27 @@ func TestDeleteOutageIsAnErrorButOutcomeIsRecorded(t *testing.T) {
 	if d := rec.decoded(t); d.LastAccepted == nil || d.LastAccepted.Version != "acme/ana:"+ids[1] {
 		t.Fatalf("last_accepted not carried forward: %s", rec.data)
 	}
+	// The rejected version is marked before the delete is tried, so no stage takes it for a good
+	// one and prune finishes the delete.
+	if d := rec.decoded(t); len(d.RejectedVersions) != 1 || d.RejectedVersions[0] != "acme/ana:"+ids[0] {
+		t.Fatalf("rejected version not recorded before the delete: %s", rec.data)
+	}
+	view := stateRecords{{Kind: "loss_gate", Name: "fit", Data: rec.data}}
+	if !replicate.DeletedVersions(view)[ids[0]] {
+		t.Error("a rejected version must be skipped by stages that pick versions")
+	}
+}
+
+type stateRecords []pipeline.StageRecord
+
+func (s stateRecords) Records(kind string) []pipeline.StageRecord {
+	var out []pipeline.StageRecord
+	for _, r := range s {
+		if kind == "" || r.Kind == kind {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Version deletion is asynchronous on Replicate: the gate records what it deleted (and carries it

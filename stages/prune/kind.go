@@ -213,6 +213,7 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
 	}
+	unfinished := unfinishedRejections(req, s, versions, priorData(req).DeletedVersions)
 	versions = withoutDeleted(versions, replicate.DeletedVersions(req.State, priorData(req).DeletedVersions...))
 	as, err := arrivals(ctx, c, req, s, up, versions)
 	if err != nil {
@@ -222,7 +223,10 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	// The versions apply will list: a version trained upstream in this apply counts toward
 	// keep_last, so the plan deletes exactly what apply deletes.
 	sel := choose(withArrivals(versions, as, p), policy{KeepLast: s.KeepLast, Pinned: p})
-	res.Deletes = realIDs(sel.Delete)
+	res.Deletes = append(realIDs(sel.Delete), unfinished...)
+	if len(unfinished) > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("deletes %s first: rejected by the gate, its delete did not finish", strings.Join(unfinished, ", ")))
+	}
 	listed := plural(len(versions), "version")
 	if n := len(as) - countFound(as); n > 0 {
 		listed += fmt.Sprintf(" (+%d added first)", n)
@@ -308,10 +312,13 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
 	}
 	data := priorData(req)
+	// A version a gate rejected but could not finish deleting is deleted here first.
+	unfinished := unfinishedRejections(req, s, versions, data.DeletedVersions)
 	// Versions this pipeline already deleted may still be listed (deletion is asynchronous): they
 	// neither count toward keep_last nor get deleted twice.
 	versions = withoutDeleted(versions, replicate.DeletedVersions(req.State, data.DeletedVersions...))
 	sel := choose(versions, policy{KeepLast: s.KeepLast, Pinned: pins(req, s)})
+	sel.Delete = append(sel.Delete, unfinished...)
 	res := &pipeline.Result{}
 	var deleted []string
 	kept := append([]string(nil), sel.Keep...)
@@ -390,6 +397,27 @@ func priorData(req *pipeline.Request) pruneData {
 }
 
 // withoutDeleted drops the versions whose id is in deleted.
+// unfinishedRejections lists the ids of versions of the pruned model that a gate rejected and that
+// are still listed, except those this prune already deleted (deletion is asynchronous).
+func unfinishedRejections(req *pipeline.Request, s settings, versions []replicate.Version, mine []string) []string {
+	done := replicate.DeletedVersions(nil, mine...)
+	listed := map[string]bool{}
+	for _, v := range versions {
+		listed[v.ID] = true
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, ref := range replicate.RejectedVersions(req.State) {
+		owner, name, id, err := replicate.SplitVersion(ref)
+		if err != nil || owner+"/"+name != s.Model || !listed[id] || done[id] || seen[id] {
+			continue
+		}
+		seen[id] = true
+		out = append(out, id)
+	}
+	return out
+}
+
 func withoutDeleted(versions []replicate.Version, deleted map[string]bool) []replicate.Version {
 	if len(deleted) == 0 {
 		return versions

@@ -234,3 +234,54 @@ func TestPruneSkipsVersionsBeingDeleted(t *testing.T) {
 		t.Errorf("%d deletes, want 2 (the gate's and prune's one)", n)
 	}
 }
+
+// A version the gate rejected but could not finish deleting (interrupted, failing API) is deleted
+// by prune and never kept in place of a good one.
+func TestPruneFinishesAnUnfinishedRejection(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 4)
+	ids := h.srv.VersionIDs("acme", "ana") // newest first: new good, rejected, good, good
+	gate, _ := json.Marshal(lossgate.Data{LastAccepted: &lossgate.Accepted{Version: "acme/ana:" + ids[0]},
+		RejectedVersions: []string{"acme/ana:" + ids[1]}})
+	gateRec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
+	train := trainRecord(pipeline.StatusComplete, "acme/ana:"+ids[0])
+	state := stateView{"loss_gate": {gateRec}, "train": {train}, "": {train, gateRec}}
+	req := h.request(2, nil, state)
+	plan, err := Kind{}.Plan(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids[3], ids[1]}
+	if !sameSet(plan.Deletes, want) {
+		t.Fatalf("plan deletes %v, want the rejected %s and the oldest %s", plan.Deletes, ids[1], ids[3])
+	}
+	res, err := Kind{}.Apply(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted := listOf(res.Outputs["deleted"]); !sameSet(deleted, want) {
+		t.Fatalf("deleted %v, want %v", deleted, want)
+	}
+	if kept := listOf(res.Outputs["kept"]); !sameSet(kept, []string{ids[0], ids[2]}) {
+		t.Fatalf("kept %v, want the new version and the newest good old one", kept)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	m := map[string]int{}
+	for _, x := range a {
+		m[x]++
+	}
+	for _, x := range b {
+		m[x]--
+	}
+	for _, n := range m {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}

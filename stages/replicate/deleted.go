@@ -43,13 +43,19 @@ func DeletedVersions(view pipeline.StateView, extra ...string) map[string]bool {
 			continue
 		}
 		var d struct {
-			Deleted        json.RawMessage `json:"deleted"`
-			DeletedVersion []string        `json:"deleted_versions"`
+			Deleted         json.RawMessage `json:"deleted"`
+			DeletedVersion  []string        `json:"deleted_versions"`
+			RejectedVersion []string        `json:"rejected_versions"`
 		}
 		if json.Unmarshal(rec.Data, &d) != nil {
 			continue
 		}
 		for _, r := range d.DeletedVersion {
+			add(r)
+		}
+		// A rejected version whose delete has not finished (interrupted, refused, failing) is no
+		// good version either: nobody may pick it as "previous" or count it as kept.
+		for _, r := range d.RejectedVersion {
 			add(r)
 		}
 		var one string
@@ -59,6 +65,28 @@ func DeletedVersions(view pipeline.StateView, extra ...string) map[string]bool {
 	}
 	return out
 }
+
+// RejectedVersions returns the versions a gate of this batch instance rejected (recorded under
+// RejectedVersionsKey before it tries to delete them), as "owner/name:id" refs. A version in this
+// set that is still listed is one whose delete did not finish; prune deletes it.
+func RejectedVersions(view pipeline.StateView) []string {
+	if view == nil {
+		return nil
+	}
+	var out []string
+	for _, rec := range view.Records("") {
+		var d struct {
+			Rejected []string `json:"rejected_versions"`
+		}
+		if len(rec.Data) > 0 && json.Unmarshal(rec.Data, &d) == nil {
+			out = append(out, d.Rejected...)
+		}
+	}
+	return out
+}
+
+// RejectedVersionsKey is the key of the versions a gate rejected in its private data.
+const RejectedVersionsKey = "rejected_versions"
 
 // RememberDeleted appends ref to list (once), keeping the newest MaxDeletedVersions entries.
 func RememberDeleted(list []string, ref string) []string {
