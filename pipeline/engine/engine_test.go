@@ -513,3 +513,29 @@ stage "work" "gen" { input = work.train.result }
 		t.Errorf("work.train[\"ana\"] should be reported skipped (left out)")
 	}
 }
+
+// Changing the inputs of a stage whose last run was interrupted mid-flight warns that its remote
+// work is abandoned (and may still be billed).
+func TestPlanWarnsWhenNewInputsAbandonInFlightWork(t *testing.T) {
+	f := newFixture(t, chain)
+	e, _ := f.engine()
+	ctx, cancel := context.WithCancel(context.Background())
+	f.work.onStep = func(a, s string) error {
+		if a == "work.train" && s == "saved-id" {
+			cancel()
+			return ctx.Err()
+		}
+		return nil
+	}
+	f.apply(ctx, e)
+	f.work.onStep = nil
+	e2, _ := f.engine("n=2")
+	plan, err := e2.Plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	train := findStage(plan, "work.train")
+	if train.Action != pipeline.ActionRerun || len(train.Warnings) != 1 || !strings.Contains(train.Warnings[0], "abandoned") {
+		t.Errorf("plan of work.train: %s %q, want a re-run with a warning about the abandoned work", train.Action, train.Warnings)
+	}
+}

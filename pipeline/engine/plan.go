@@ -451,6 +451,11 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 	case prior.InputDigest != sp.Digest:
 		sp.Action = pipeline.ActionRerun
 		sp.Reasons = changeReasons(prior, sp.Parts, sp.Display)
+		if prior.Status == pipeline.StatusRunning || prior.Status == pipeline.StatusInterrupted {
+			// Money: the earlier run may still be working (and billing) remotely.
+			sp.Warnings = append(sp.Warnings, "the last run was "+string(prior.Status)+" with other inputs: its remote work is abandoned, "+
+				"not cancelled, and may still finish and be billed (cancel it on replicate.com if it should not)")
+		}
 	case prior.Status == pipeline.StatusFailed:
 		sp.Action = pipeline.ActionRerun
 		sp.Reasons = []string{"the last run failed: " + firstLine(prior.Error)}

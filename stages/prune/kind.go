@@ -147,6 +147,13 @@ func pins(req *pipeline.Request, s settings) map[string]string {
 			}
 		}
 	}
+	for _, ref := range priorData(req).RefusedVersions {
+		if id, same := versionID(ref, s.Model); same && id != "" {
+			if _, ok := p[id]; !ok {
+				p[id] = "the API refused to delete it before"
+			}
+		}
+	}
 	return p
 }
 
@@ -335,8 +342,12 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 			}
 			return nil, fmt.Errorf("%s: deleting version %s of %s: %w (deleted so far: %s); hint: run apply again", req.Address, id, s.Model, err, strings.Join(deleted, ", "))
 		case refusal != "":
-			res.Warnings = append(res.Warnings, fmt.Sprintf("version %s of %s was not deleted: %s", id, s.Model, refusal))
+			res.Warnings = append(res.Warnings, fmt.Sprintf("version %s of %s was not deleted: %s (it is kept from now on)", id, s.Model, refusal))
 			kept = append(kept, id)
+			data.RefusedVersions = replicate.RememberDeleted(data.RefusedVersions, s.Model+":"+id)
+			if err := req.Recorder.Save(data); err != nil {
+				return nil, fmt.Errorf("%s: recording the refused version %s: %w", req.Address, id, err)
+			}
 		default:
 			deleted = append(deleted, id)
 			data.DeletedVersions = replicate.RememberDeleted(data.DeletedVersions, s.Model+":"+id)
@@ -385,6 +396,9 @@ func deleteVersion(ctx context.Context, c *replicate.Client, s settings, id stri
 // (bounded), which later runs and other stages skip while Replicate finishes deleting them.
 type pruneData struct {
 	DeletedVersions []string `json:"deleted_versions,omitempty"`
+	// RefusedVersions are versions the API refused to delete (other users' predictions, a training
+	// base, a deployment): kept from then on, so plan settles instead of asking again every run.
+	RefusedVersions []string `json:"refused_versions,omitempty"`
 }
 
 // priorData reads the recorded pruneData (empty when there is none or it is unreadable).

@@ -285,3 +285,37 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+type savingRecorder struct{ data []byte }
+
+func (r *savingRecorder) Save(v any) error {
+	b, err := json.Marshal(v)
+	r.data = b
+	return err
+}
+func (*savingRecorder) Progress(pipeline.Progress) {}
+func (*savingRecorder) Warn(string)                {}
+
+// A version the API refused to delete is remembered and kept, so the next plan settles (no
+// pending delete, -detailed-exitcode 0) instead of asking again on every run.
+func TestRefusedVersionIsNotPlannedAgain(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 3)
+	ids := h.srv.VersionIDs("acme", "ana")
+	h.srv.ForbidDelete(ids[2], "Other users have made predictions with this version.")
+	rec := &savingRecorder{}
+	req := h.request(2, nil, stateView{})
+	req.Recorder = rec
+	if _, err := (Kind{}).Apply(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	next := h.request(2, nil, stateView{})
+	next.Prior = &pipeline.Prior{Status: pipeline.StatusComplete, Data: rec.data}
+	plan, err := Kind{}.Plan(context.Background(), next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Deletes) != 0 {
+		t.Errorf("plan deletes %v again after the API refused", plan.Deletes)
+	}
+}
