@@ -38,7 +38,8 @@ type StageOutcome struct {
 	Address string
 	Kind    string
 	Name    string
-	// Status: "complete", "noop", "failed", "refused", "skipped", "interrupted", "not_started".
+	// Status: "complete", "read" (a read-only check ran again), "noop", "failed", "refused",
+	// "skipped", "interrupted", "not_started".
 	Status  string
 	Message string
 	Outputs cty.Value
@@ -79,6 +80,7 @@ func (o *Outcome) ExitStatus() int {
 const (
 	outComplete    = "complete"
 	outNoop        = "noop"
+	outRead        = "read" // a read-only check ran again: never a change
 	outFailed      = "failed"
 	outRefused     = "refused"
 	outSkipped     = "skipped"
@@ -248,7 +250,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	for _, d := range st.Deps {
 		dr := runs[d]
 		switch dr.out.Status {
-		case outComplete, outNoop:
+		case outComplete, outNoop, outRead:
 			continue
 		case outNotStarted, outInterrupted:
 			so.Status = outNotStarted
@@ -430,7 +432,7 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, ReadOnly: true, Message: sp.Refused, Refused: true, Operation: "apply"})
 		return so
 	}
-	so.Status = outComplete
+	so.Status = outRead
 	if sp.Action == pipeline.ActionNoop {
 		so.Status = outNoop
 		return so

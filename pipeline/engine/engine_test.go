@@ -198,6 +198,12 @@ func TestApplyThenPlanIsUpToDate(t *testing.T) {
 	if plan.Changes() != 0 {
 		t.Errorf("Changes() = %d after apply", plan.Changes())
 	}
+	// A second apply does nothing.
+	e3, _ := f.engine()
+	_, again := f.apply(context.Background(), e3)
+	if c := again.Counts(); c["complete"] != 0 || c["read"] != 0 || f.work.totalCreated() != 3 {
+		t.Errorf("second apply: %v, %d jobs; want nothing done", c, f.work.totalCreated())
+	}
 	// Root outputs were recorded.
 	inst, _ := e2.Store.Get(context.Background(), "")
 	if !strings.Contains(string(inst.Outputs), "job-work.train-1") {

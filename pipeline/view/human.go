@@ -347,6 +347,9 @@ func (h *Human) summary(e pipeline.Event) {
 		return
 	}
 	parts := []string{fmt.Sprintf("%d done", c["complete"]), fmt.Sprintf("%d up to date", c["noop"])}
+	if c["read"] > 0 {
+		parts = append(parts, fmt.Sprintf("%d checks read", c["read"]))
+	}
 	for _, k := range []string{"refused", "failed", "skipped", "interrupted", "not_started", "locked"} {
 		if c[k] > 0 {
 			label := strings.ReplaceAll(k, "_", " ")
