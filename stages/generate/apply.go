@@ -430,12 +430,8 @@ func (g *generator) waitAll(ctx context.Context) error {
 		}
 		g.req.Recorder.Progress(pipeline.Progress{Current: total - int64(pending), Total: total,
 			Message: fmt.Sprintf("%d of %d prediction(s) finished", total-int64(pending), total)})
-		t := time.NewTimer(poll.Next())
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if replicate.Sleep(ctx, poll.Next()) != nil {
 			return g.stop(ctx)
-		case <-t.C:
 		}
 	}
 }

@@ -381,12 +381,8 @@ func deleteVersion(ctx context.Context, c *replicate.Client, s settings, id stri
 		if ctx.Err() != nil || attempt == deleteAttempts {
 			break
 		}
-		t := time.NewTimer(time.Duration(attempt) * deleteBackoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return "", ctx.Err()
-		case <-t.C:
+		if err := replicate.Sleep(ctx, time.Duration(attempt)*deleteBackoff); err != nil {
+			return "", err
 		}
 	}
 	return "", err

@@ -132,7 +132,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		timeout:    2 * time.Minute,
 		uploadRate: 64 << 10,
 		backoff:    time.Second,
-		sleep:      sleepCtx,
+		sleep:      Sleep,
 		now:        time.Now,
 	}
 	for _, o := range opts {
@@ -409,7 +409,9 @@ func retrySafe(ctx context.Context) context.Context {
 	return context.WithValue(ctx, retrySafeKey, true)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits d, or less when ctx is done (then it returns ctx.Err()). The stages wait between
+// polls and retries with it.
+func Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}

@@ -539,21 +539,9 @@ func (r *run) create(ctx context.Context, fileURL string) (*replicate.Training, 
 		if attempt >= createAttempts {
 			return nil, fmt.Errorf("%s: %w (tried %d times; no training was created)", req.Address, err, attempt)
 		}
-		if err := sleep(ctx, time.Duration(attempt)*createBackoff); err != nil {
+		if err := replicate.Sleep(ctx, time.Duration(attempt)*createBackoff); err != nil {
 			return nil, err
 		}
-	}
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
@@ -608,7 +596,7 @@ func (r *run) follow(ctx context.Context, t *replicate.Training) (*pipeline.Resu
 		if t.Terminal() {
 			break
 		}
-		if err := sleep(ctx, poll.Next()); err != nil {
+		if err := replicate.Sleep(ctx, poll.Next()); err != nil {
 			return nil, r.stop(ctx, err)
 		}
 		nt, err := r.c.GetTraining(ctx, t.ID)
