@@ -202,6 +202,21 @@ type StateView interface {
 	Records(kind string) []StageRecord
 }
 
+// RecordList is a StateView over a fixed list of records: what a kind's tests hand it in place of
+// the engine's view of state.
+type RecordList []StageRecord
+
+// Records returns the records of the given kind ("" = all), in list order.
+func (l RecordList) Records(kind string) []StageRecord {
+	var out []StageRecord
+	for _, r := range l {
+		if kind == "" || r.Kind == kind {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // StageRecord is a read-only view of another stage's record.
 type StageRecord struct {
 	Kind, Name string

@@ -89,17 +89,7 @@ func (r *recorder) prior(status pipeline.Status) *pipeline.Prior {
 }
 
 // stateView is the engine's view of the other stages of this batch instance.
-type stateView []pipeline.StageRecord
-
-func (s stateView) Records(kind string) []pipeline.StageRecord {
-	var out []pipeline.StageRecord
-	for _, r := range s {
-		if kind == "" || r.Kind == kind {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type stateView = pipeline.RecordList
 
 // harness is a Replicate test server with the subject's model, a client bound to it, the
 // subject's photos and their image_check figures.

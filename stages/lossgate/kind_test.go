@@ -292,17 +292,7 @@ func TestDeleteOutageIsAnErrorButOutcomeIsRecorded(t *testing.T) {
 	}
 }
 
-type stateRecords []pipeline.StageRecord
-
-func (s stateRecords) Records(kind string) []pipeline.StageRecord {
-	var out []pipeline.StageRecord
-	for _, r := range s {
-		if kind == "" || r.Kind == kind {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type stateRecords = pipeline.RecordList
 
 // Version deletion is asynchronous on Replicate: the gate records what it deleted (and carries it
 // forward when a later training passes) so generate, train and prune skip a version still listed.

@@ -13,17 +13,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
-type states []pipeline.StageRecord
-
-func (s states) Records(kind string) []pipeline.StageRecord {
-	var out []pipeline.StageRecord
-	for _, r := range s {
-		if kind == "" || r.Kind == kind {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type states = pipeline.RecordList
 
 func request(count int, blocks ...pipeline.Block) *pipeline.Request {
 	return &pipeline.Request{

@@ -606,17 +606,7 @@ func TestPreviousVersionSkipsVersionsBeingDeleted(t *testing.T) {
 	}
 }
 
-type records []pipeline.StageRecord
-
-func (s records) Records(kind string) []pipeline.StageRecord {
-	var out []pipeline.StageRecord
-	for _, r := range s {
-		if kind == "" || r.Kind == kind {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type records = pipeline.RecordList
 
 // A training that answers 404 while it is followed is gone: the stage forgets it (so the next
 // apply does not re-attach to it) and says to run apply again, instead of counting failed polls.
