@@ -20,7 +20,7 @@ import (
 	_ "golang.org/x/image/webp"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
 // Sides of a comparison.

@@ -13,8 +13,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/replicate"
-	"github.com/pipeline-dev/pipeline/stages/skin"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
 // scoredImage is one downloaded image with its face figures and its own verdict against the

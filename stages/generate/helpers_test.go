@@ -20,9 +20,9 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/replicate"
-	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
-	"github.com/pipeline-dev/pipeline/stages/skin"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
 var errKilled = errors.New("killed: state write failed")

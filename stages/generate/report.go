@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/pipeline-dev/pipeline/stages/skin"
+	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
 // The report is one self-contained HTML file beside the images (no scripts, no external resources):

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/image/font/basicfont"
 	"golang.org/x/image/math/fixed"
 
-	"github.com/pipeline-dev/pipeline/stages/skin"
+	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
 // Contact sheet geometry (pixels).

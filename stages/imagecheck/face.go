@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"image"
 
-	"github.com/pipeline-dev/pipeline/stages/skin"
+	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
 // faceFigures are the per-photo face measurements from package skin, taken on the small copy the

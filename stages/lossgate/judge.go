@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strconv"
 
-	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
 // DefaultMinLoss is the smoothed loss under which a LoRA counts as overfit: it has memorised the

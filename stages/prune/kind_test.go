@@ -12,8 +12,8 @@ import (
 
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/lossgate"
-	"github.com/pipeline-dev/pipeline/stages/replicate"
-	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 func init() { deleteBackoff = time.Millisecond }

@@ -5,7 +5,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
 // policy is what prune keeps.

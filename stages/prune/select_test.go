@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
 func versions(ids ...string) []replicate.Version {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
 // newPrefix marks the placeholder id of a version an upstream train stage will add in this apply.

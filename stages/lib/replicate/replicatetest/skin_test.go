@@ -7,7 +7,7 @@ import (
 
 	"github.com/disintegration/imaging"
 
-	"github.com/pipeline-dev/pipeline/stages/skin"
+	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
 // TestSimulatedSkinIsWhatTheGuardMeasures renders the public-domain portraits the skin package

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pipeline-dev/pipeline/stages/replicate"
-	"github.com/pipeline-dev/pipeline/stages/skin"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
 func call(t *testing.T, s *Server, method, path, token string, body any) (int, http.Header, []byte) {

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/replicate"
-	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 // fakeClock records the client's waits and advances a fake time instead of sleeping.
