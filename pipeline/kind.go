@@ -277,8 +277,12 @@ type Result struct {
 type Env struct {
 	// Getenv reads an environment variable (REPLICATE_API_TOKEN, REPLICATE_BASE_URL).
 	Getenv func(string) string
-	// CacheDir is a directory beside the state for caches (e.g. image analysis); created on demand.
+	// CacheDir is a local directory beside the state for caches that must stay on this machine
+	// (prepared photo copies); created on demand.
 	CacheDir string
+	// Cache holds figures shared by every runner of a batch (with remote state it is in the same
+	// store); nil means none: compute again.
+	Cache Cache
 	// Simulated is true under -simulate.
 	Simulated bool
 	// Values carries process-wide services that stage packages share (keyed by their own types).
