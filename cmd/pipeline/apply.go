@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/zclconf/go-cty/cty"
@@ -17,7 +18,70 @@ import (
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
 )
 
-func runApplyCmd(uiOut **ui, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// applyCommand is `pipeline apply [flags] FILE... | PLANFILE`.
+type applyCommand struct {
+	cmdIO
+	// signals delivers Ctrl-C/SIGTERM (nil: this process's own); abort ends the process on the
+	// second one (nil: os.Exit). Tests inject both.
+	signals <-chan os.Signal
+	abort   func(code int)
+
+	ui *ui
+	// release drops the state locks; the signal handler calls it, so it is guarded.
+	mu      sync.Mutex
+	release func()
+}
+
+// Run implements command. Its final error is also a -json diagnostic.
+func (c *applyCommand) Run(args []string) error {
+	err := c.run(args)
+	return c.ui.jsonErrors(err)
+}
+
+func (c *applyCommand) setRelease(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.release = f
+}
+
+// releaseLocks drops the locks taken so far (none yet: nothing to do).
+func (c *applyCommand) releaseLocks() {
+	c.mu.Lock()
+	f := c.release
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// onSignals handles Ctrl-C/SIGTERM until stop is called: the first stops starting work
+// (running stages record what they know; remote trainings keep running and are re-attached
+// later), the second aborts now (state stays valid: every write is atomic).
+func (c *applyCommand) onSignals(cancel context.CancelFunc) (stop func()) {
+	sigs, stop := c.signals, func() {}
+	if sigs == nil {
+		ch := make(chan os.Signal, 2)
+		signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+		sigs, stop = ch, func() { signal.Stop(ch) }
+	}
+	abort := c.abort
+	if abort == nil {
+		abort = os.Exit
+	}
+	go func() {
+		<-sigs
+		fmt.Fprintln(c.stderr, "\nStopping: no new stages start; running stages record what they know (remote trainings keep running and are re-attached by the next apply). Press Ctrl-C again to abort now.")
+		cancel()
+		<-sigs
+		fmt.Fprintln(c.stderr, "Aborting. State on disk is valid; run apply again to resume.")
+		c.releaseLocks()
+		abort(130)
+	}()
+	return stop
+}
+
+func (ac *applyCommand) run(args []string) error {
+	stdin, stdout, stderr := ac.stdin, ac.stdout, ac.stderr
 	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
@@ -62,28 +126,12 @@ func runApplyCmd(uiOut **ui, args []string, stdin io.Reader, stdout, stderr io.W
 		c.only, c.shard, c.replace, c.simulate = saved.Only, saved.Shard, saved.Replace, saved.Simulate
 	}
 
-	// First Ctrl-C/SIGTERM: stop starting work, let running stages record, save, unlock.
-	// Second: abort now (state stays valid: every write is atomic).
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	var release func()
-	go func() {
-		<-sigs
-		fmt.Fprintln(stderr, "\nStopping: no new stages start; running stages record what they know (remote trainings keep running and are re-attached by the next apply). Press Ctrl-C again to abort now.")
-		cancel()
-		<-sigs
-		fmt.Fprintln(stderr, "Aborting. State on disk is valid; run apply again to resume.")
-		if release != nil {
-			release()
-		}
-		os.Exit(130)
-	}()
+	defer ac.onSignals(cancel)()
 
 	u := newUI(&c, stdout, stderr)
-	*uiOut = u
+	ac.ui = u
 	l, err := load(ctx, &c, u, files, savedVars)
 	if err != nil {
 		return err
@@ -112,7 +160,7 @@ func runApplyCmd(uiOut **ui, args []string, stdin io.Reader, stdout, stderr io.W
 		}
 		return exitWith(exitError, err)
 	}
-	release = rel
+	ac.setRelease(rel)
 	defer rel()
 
 	plan, err := l.engine.Plan(ctx)
@@ -134,16 +182,11 @@ func runApplyCmd(uiOut **ui, args []string, stdin io.Reader, stdout, stderr io.W
 		return exitWith(exitError, err)
 	}
 	writeStepSummary(l, outcome)
-	if code := outcome.ExitStatus(); code != 0 {
-		if plan.Errored() && code == 0 {
-			code = exitError
-		}
-		return exitWith(code, nil)
+	if err := outcome.Err(); err != nil {
+		return shown(err)
 	}
-	if plan.Errored() {
-		return exitWith(exitError, nil)
-	}
-	return nil
+	// An instance that could not be planned was reported and left out; the others ran.
+	return shown(plan.Err(false))
 }
 
 // confirm asks on a terminal; without one (or in CI) apply refuses instead of guessing.
@@ -158,10 +201,4 @@ func confirm(stdin io.Reader, stderr io.Writer) error {
 		return exitWith(exitError, errors.New("apply cancelled"))
 	}
 	return nil
-}
-
-func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	var u *ui
-	err := runApplyCmd(&u, args, stdin, stdout, stderr)
-	return u.jsonErrors(err)
 }

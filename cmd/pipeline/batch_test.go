@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 // Batch retrains in CI: many subjects, shard processes sharing remote state (file:// here, the same

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 // The CLI tests drive `pipeline` exactly as users and CI do: in process through run() for most,

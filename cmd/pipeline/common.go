@@ -20,7 +20,7 @@ import (
 	"github.com/pipeline-dev/pipeline/pipeline/lang"
 	"github.com/pipeline-dev/pipeline/pipeline/state"
 	"github.com/pipeline-dev/pipeline/pipeline/view"
-	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 // multiFlag is a repeatable string flag.
@@ -128,7 +128,7 @@ func (u *ui) diagnostics(files map[string]*hcl.File, diags hcl.Diagnostics) {
 // jsonErrors makes a command's final error a -json diagnostic event too, so a machine reading
 // stdout learns why the run stopped (a lock, a refused confirmation, a bad flag), not only stderr.
 func (u *ui) jsonErrors(err error) error {
-	var ee *exitErr
+	var ee *cliError
 	if u == nil || u.json == nil || err == nil || !errors.As(err, &ee) || ee.err == nil {
 		return err
 	}

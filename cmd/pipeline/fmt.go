@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/hashicorp/hcl/v2"
@@ -12,7 +11,12 @@ import (
 	"github.com/pipeline-dev/pipeline/pipeline/config"
 )
 
-func runFmt(args []string, stdout, stderr io.Writer) error {
+// fmtCommand is `pipeline fmt [-check] FILE...`.
+type fmtCommand struct{ cmdIO }
+
+// Run implements command.
+func (fc *fmtCommand) Run(args []string) error {
+	stdout, stderr := fc.stdout, fc.stderr
 	fs := flag.NewFlagSet("fmt", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	check := fs.Bool("check", false, "do not write: list files that are not formatted and exit 3")

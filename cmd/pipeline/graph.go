@@ -3,10 +3,14 @@ package main
 import (
 	"flag"
 	"fmt"
-	"io"
 )
 
-func runGraph(args []string, stdout, stderr io.Writer) error {
+// graphCommand is `pipeline graph FILE...`.
+type graphCommand struct{ cmdIO }
+
+// Run implements command.
+func (gc *graphCommand) Run(args []string) error {
+	stdout, stderr := gc.stdout, gc.stderr
 	fs := flag.NewFlagSet("graph", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common

@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/pipeline/engine"
 	"github.com/pipeline-dev/pipeline/stages/generate"
 	"github.com/pipeline-dev/pipeline/stages/imagecheck"
 	"github.com/pipeline-dev/pipeline/stages/lossgate"
@@ -42,30 +43,42 @@ func kinds() map[string]pipeline.Kind {
 	return m
 }
 
-// Exit codes (SPEC): 0 ok, 1 error, 2 changes pending (plan -detailed-exitcode), 3 a check
-// refused, 4 state locked.
+// Exit codes (SPEC), named once: engine.ExitOK … engine.ExitLocked.
 const (
-	exitOK      = 0
-	exitError   = 1
-	exitChanges = 2
-	exitRefused = 3
-	exitLocked  = 4
+	exitOK      = engine.ExitOK
+	exitError   = engine.ExitError
+	exitRefused = engine.ExitRefused
+	exitLocked  = engine.ExitLocked
 )
 
-// exitError carries an exit code; its message (if any) was not printed yet.
-type exitErr struct {
+// cliError ends a command with an exit code; a nil err means the reason was already shown
+// (diagnostics, stage failures), so main prints nothing more.
+type cliError struct {
 	code int
 	err  error
 }
 
-func (e *exitErr) Error() string {
+func (e *cliError) Error() string {
 	if e.err == nil {
 		return fmt.Sprintf("exit %d", e.code)
 	}
 	return e.err.Error()
 }
 
-func exitWith(code int, err error) error { return &exitErr{code: code, err: err} }
+// Code implements engine.ExitCoder.
+func (e *cliError) Code() int { return e.code }
+
+func (e *cliError) Unwrap() error { return e.err }
+
+func exitWith(code int, err error) error { return &cliError{code: code, err: err} }
+
+// shown ends a command with err's exit code (engine.CodeOf) once its reasons were printed.
+func shown(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &cliError{code: engine.CodeOf(err)}
+}
 
 // flagError ends a command whose flags did not parse: -h printed the usage (exit 0), anything
 // else was already reported by the flag package (exit 1).
@@ -74,6 +87,29 @@ func flagError(err error) error {
 		return exitWith(exitOK, nil)
 	}
 	return exitWith(exitError, nil)
+}
+
+// cmdIO is what every command reads and writes.
+type cmdIO struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// command is one subcommand: `pipeline NAME args...`.
+type command interface {
+	Run(args []string) error
+}
+
+// commands builds each subcommand for one run.
+var commands = map[string]func(cmdIO) command{
+	"validate":     func(io cmdIO) command { return &validateCommand{cmdIO: io} },
+	"plan":         func(io cmdIO) command { return &planCommand{cmdIO: io} },
+	"apply":        func(io cmdIO) command { return &applyCommand{cmdIO: io} },
+	"graph":        func(io cmdIO) command { return &graphCommand{cmdIO: io} },
+	"fmt":          func(io cmdIO) command { return &fmtCommand{cmdIO: io} },
+	"output":       func(io cmdIO) command { return &outputCommand{cmdIO: io} },
+	"state":        func(io cmdIO) command { return &stateCommand{cmdIO: io} },
+	"force-unlock": func(io cmdIO) command { return &unlockCommand{cmdIO: io} },
 }
 
 const usage = `Usage: pipeline <command> [flags] [FILE...]
@@ -102,43 +138,32 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return exitError
 	}
-	cmd, rest := args[0], args[1:]
-	var err error
-	switch cmd {
-	case "validate":
-		err = runValidate(rest, stdout, stderr)
-	case "plan":
-		err = runPlan(rest, stdout, stderr)
-	case "apply":
-		err = runApply(rest, stdin, stdout, stderr)
-	case "graph":
-		err = runGraph(rest, stdout, stderr)
-	case "fmt":
-		err = runFmt(rest, stdout, stderr)
-	case "output":
-		err = runOutput(rest, stdout, stderr)
-	case "state":
-		err = runState(rest, stdin, stdout, stderr)
-	case "force-unlock":
-		err = runForceUnlock(rest, stdout, stderr)
+	name, rest := args[0], args[1:]
+	switch name {
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "pipeline %s\n", version)
+		return exitOK
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-	default:
-		fmt.Fprintf(stderr, "pipeline: unknown command %q\n\n%s", cmd, usage)
+		return exitOK
+	}
+	newCmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "pipeline: unknown command %q\n\n%s", name, usage)
 		return exitError
 	}
+	return exitCode(newCmd(cmdIO{stdin: stdin, stdout: stdout, stderr: stderr}).Run(rest), stderr)
+}
+
+// exitCode is the one place an error becomes an exit status: its message is printed unless the
+// command already showed why.
+func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	var ee *exitErr
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintf(stderr, "Error: %v\n", ee.err)
-		}
-		return ee.code
+	var ce *cliError
+	if !errors.As(err, &ce) || ce.err != nil {
+		fmt.Fprintf(stderr, "Error: %v\n", err)
 	}
-	fmt.Fprintf(stderr, "Error: %v\n", err)
-	return exitError
+	return engine.CodeOf(err)
 }

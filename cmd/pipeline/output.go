@@ -6,14 +6,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 
 	"github.com/pipeline-dev/pipeline/pipeline/state"
 )
 
-func runOutput(args []string, stdout, stderr io.Writer) error {
+// outputCommand is `pipeline output [-json] [NAME] [FILE]`.
+type outputCommand struct{ cmdIO }
+
+// Run implements command.
+func (oc *outputCommand) Run(args []string) error {
+	stdout, stderr := oc.stdout, oc.stderr
 	fs := flag.NewFlagSet("output", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")

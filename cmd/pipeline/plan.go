@@ -4,14 +4,26 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os/signal"
 	"syscall"
 
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
 )
 
-func runPlanCmd(uiOut **ui, args []string, stdout, stderr io.Writer) error {
+// planCommand is `pipeline plan [flags] FILE...`.
+type planCommand struct {
+	cmdIO
+	ui *ui
+}
+
+// Run implements command. Its final error is also a -json diagnostic.
+func (c *planCommand) Run(args []string) error {
+	err := c.run(args)
+	return c.ui.jsonErrors(err)
+}
+
+func (pc *planCommand) run(args []string) error {
+	stdout, stderr := pc.stdout, pc.stderr
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
@@ -28,7 +40,7 @@ func runPlanCmd(uiOut **ui, args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	u := newUI(&c, stdout, stderr)
-	*uiOut = u
+	pc.ui = u
 	l, err := load(ctx, &c, u, fs.Args(), nil)
 	if err != nil {
 		return err
@@ -54,15 +66,7 @@ func runPlanCmd(uiOut **ui, args []string, stdout, stderr io.Writer) error {
 		}
 		u.log("Saved the plan to %s. Apply it with: pipeline apply %s", *out, *out)
 	}
-	switch {
-	case plan.Errored():
-		return exitWith(exitError, nil)
-	case plan.Refused():
-		return exitWith(exitRefused, nil)
-	case *detailed && plan.Changes() > 0:
-		return exitWith(exitChanges, nil)
-	}
-	return nil
+	return shown(plan.Err(*detailed))
 }
 
 func planError(u *ui, l *loaded, err error) error {
@@ -83,10 +87,4 @@ func sensitiveVars(l *loaded) map[string]bool {
 		}
 	}
 	return out
-}
-
-func runPlan(args []string, stdout, stderr io.Writer) error {
-	var u *ui
-	err := runPlanCmd(&u, args, stdout, stderr)
-	return u.jsonErrors(err)
 }

@@ -32,7 +32,12 @@ FILE is the pipeline config whose state to use (default location beside it); -st
 the state directly.
 `
 
-func runState(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// stateCommand is `pipeline state SUBCOMMAND ...`.
+type stateCommand struct{ cmdIO }
+
+// Run implements command.
+func (sc *stateCommand) Run(args []string) error {
+	stdout, stderr := sc.stdout, sc.stderr
 	if len(args) == 0 {
 		fmt.Fprint(stderr, stateUsage)
 		return exitWith(exitError, nil)

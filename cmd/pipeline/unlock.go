@@ -5,12 +5,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 
 	"github.com/pipeline-dev/pipeline/pipeline/state"
 )
 
-func runForceUnlock(args []string, stdout, stderr io.Writer) error {
+// unlockCommand is `pipeline force-unlock [-force] ID`.
+type unlockCommand struct{ cmdIO }
+
+// Run implements command.
+func (uc *unlockCommand) Run(args []string) error {
+	stdout, stderr := uc.stdout, uc.stderr
 	fs := flag.NewFlagSet("force-unlock", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	force := fs.Bool("force", false, "remove the lock even if it does not look stale")

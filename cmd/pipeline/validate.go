@@ -3,12 +3,16 @@ package main
 import (
 	"flag"
 	"fmt"
-	"io"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
 )
 
-func runValidate(args []string, stdout, stderr io.Writer) error {
+// validateCommand is `pipeline validate FILE...`.
+type validateCommand struct{ cmdIO }
+
+// Run implements command.
+func (vc *validateCommand) Run(args []string) error {
+	stdout, stderr := vc.stdout, vc.stderr
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common

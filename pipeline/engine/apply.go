@@ -38,19 +38,18 @@ type StageOutcome struct {
 	Address string
 	Kind    string
 	Name    string
-	// Status: "complete", "read" (a read-only check ran again), "noop", "failed", "refused",
-	// "skipped", "interrupted", "not_started".
-	Status  string
+	Status  Status
 	Message string
 	Outputs cty.Value
 }
 
-// Counts tallies stage outcomes.
+// Counts tallies stage outcomes by status ("complete", "noop", "failed", ...; "locked" counts
+// the batch keys left out for a lock).
 func (o *Outcome) Counts() map[string]int {
 	c := map[string]int{}
 	for _, io := range o.Instances {
 		for _, so := range io.Stages {
-			c[so.Status]++
+			c[string(so.Status)]++
 		}
 	}
 	if len(o.Locked) > 0 {
@@ -58,35 +57,6 @@ func (o *Outcome) Counts() map[string]int {
 	}
 	return c
 }
-
-// ExitStatus maps an outcome to the SPEC's batch exit status: 1 if any instance errored, else 3 if
-// any check refused, else 4 if any instance was skipped for a live lock, else 0. An interrupted
-// run exits 1 when nothing else went wrong.
-func (o *Outcome) ExitStatus() int {
-	c := o.Counts()
-	switch {
-	case c["failed"] > 0:
-		return 1
-	case c["refused"] > 0:
-		return 3
-	case len(o.Locked) > 0:
-		return 4
-	case o.Interrupted || c["interrupted"] > 0:
-		return 1
-	}
-	return 0
-}
-
-const (
-	outComplete    = "complete"
-	outNoop        = "noop"
-	outRead        = "read" // a read-only check ran again: never a change
-	outFailed      = "failed"
-	outRefused     = "refused"
-	outSkipped     = "skipped"
-	outInterrupted = "interrupted"
-	outNotStarted  = "not_started"
-)
 
 // Apply runs the plan: every instance's DAG is walked with bounded parallelism across all
 // instances. A failure skips its downstream stages only; other instances go on. When ctx is
@@ -99,7 +69,7 @@ func (e *Engine) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 		io := &InstanceOutcome{Key: ip.Key, Batch: ip.Batch}
 		out.Instances[i] = io
 		if ip.Err != nil {
-			io.Stages = append(io.Stages, &StageOutcome{Address: "batch", Status: outFailed, Message: ip.Err.Error()})
+			io.Stages = append(io.Stages, &StageOutcome{Address: "batch", Status: StatusFailed, Message: ip.Err.Error()})
 			continue
 		}
 		wg.Add(1)
@@ -174,10 +144,10 @@ func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *Instan
 			continue
 		}
 		for _, sp := range ip.Stages {
-			so := &StageOutcome{Address: sp.Address, Kind: sp.Stage.Kind, Name: sp.Stage.Name, Status: outSkipped,
+			so := &StageOutcome{Address: sp.Address, Kind: sp.Stage.Kind, Name: sp.Stage.Name, Status: StatusSkipped,
 				Message: "left out: " + bad.Address + " cannot be planned"}
 			if sp == bad {
-				so.Status, so.Message = outFailed, sp.Err.Error()
+				so.Status, so.Message = StatusFailed, sp.Err.Error()
 			} else {
 				e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, Message: so.Message})
 			}
@@ -249,47 +219,47 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	}
 	for _, d := range st.Deps {
 		dr := runs[d]
-		switch dr.out.Status {
-		case outComplete, outNoop, outRead:
+		switch ds := dr.out.Status; {
+		case ds.ok():
 			continue
-		case outNotStarted, outInterrupted:
-			so.Status = outNotStarted
+		case ds == StatusNotStarted || ds == StatusInterrupted:
+			so.Status = StatusNotStarted
 			return so
 		default:
-			so.Status = outSkipped
-			so.Message = "upstream " + d + " " + dr.out.Status
+			so.Status = StatusSkipped
+			so.Message = "upstream " + d + " " + string(ds)
 			e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message})
 			return so
 		}
 	}
 	switch {
 	case sp.Err != nil:
-		so.Status, so.Message = outFailed, sp.Err.Error()
+		so.Status, so.Message = StatusFailed, sp.Err.Error()
 		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
 		return so
 	case sp.Action == pipeline.ActionSkip:
-		so.Status, so.Message = outSkipped, firstOr(sp.Reasons, "skipped")
+		so.Status, so.Message = StatusSkipped, firstOr(sp.Reasons, "skipped")
 		e.emit(pipeline.Event{Type: pipeline.EventStageSkipped, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message})
 		return so
 	case sp.Action == pipeline.ActionNoop && !sp.ReadOnly:
 		so.Outputs = sp.Outputs
 		setOutputs(sp.Outputs)
 		if sp.Refused != "" {
-			so.Status, so.Message = outRefused, sp.Refused
+			so.Status, so.Message = StatusRefused, sp.Refused
 			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Refused: true, Operation: "apply"})
 			return so
 		}
-		so.Status = outNoop
+		so.Status = StatusNoop
 		return so
 	}
 	if ctx.Err() != nil {
-		so.Status = outNotStarted
+		so.Status = StatusNotStarted
 		return so
 	}
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():
-		so.Status = outNotStarted
+		so.Status = StatusNotStarted
 		return so
 	}
 	defer func() { <-sem }()
@@ -367,11 +337,11 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		}
 		e.finishRecord(ctx, ip, st.Addr, status, nil, err.Error(), durable)
 		if status == pipeline.StatusInterrupted {
-			so.Status, so.Message = outInterrupted, "interrupted: recorded in state, the next apply resumes it"
+			so.Status, so.Message = StatusInterrupted, "interrupted: recorded in state, the next apply resumes it"
 			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
 			return so
 		}
-		so.Status, so.Message = outFailed, err.Error()
+		so.Status, so.Message = StatusFailed, err.Error()
 		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Simulated: e.simulated(st.Schema.Remote), Operation: "apply"})
 		return so
 	}
@@ -387,7 +357,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		Outputs: plainMap(outputs, sensitiveByName(outputs, nil, nil)), Warnings: res.Warnings, Deletes: res.Deletes, Notes: res.Notes}
 	if res.Refused != "" {
 		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusRefused, raw, res.Refused, durable)
-		so.Status, so.Message = outRefused, res.Refused
+		so.Status, so.Message = StatusRefused, res.Refused
 		ev.Type = pipeline.EventStageOutputs
 		ev.Refused, ev.Message = true, res.Refused
 		e.emit(ev)
@@ -397,7 +367,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		return so
 	}
 	e.finishRecord(ctx, ip, st.Addr, pipeline.StatusComplete, raw, "", durable)
-	so.Status = outComplete
+	so.Status = StatusComplete
 	ev.Type = pipeline.EventStageOutputs
 	e.emit(ev)
 	ev.Type = pipeline.EventStageComplete
@@ -428,13 +398,13 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 	so.Outputs = sp.Outputs
 	setOutputs(sp.Outputs)
 	if sp.Refused != "" {
-		so.Status, so.Message = outRefused, sp.Refused
+		so.Status, so.Message = StatusRefused, sp.Refused
 		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, ReadOnly: true, Message: sp.Refused, Refused: true, Operation: "apply"})
 		return so
 	}
-	so.Status = outRead
+	so.Status = StatusRead
 	if sp.Action == pipeline.ActionNoop {
-		so.Status = outNoop
+		so.Status = StatusNoop
 		return so
 	}
 	e.emit(pipeline.Event{Type: pipeline.EventStageComplete, Address: sp.Address, Kind: st.Kind, Key: ip.Key, ReadOnly: true,
@@ -443,7 +413,7 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 }
 
 func (e *Engine) fail(ip *InstancePlan, sp *StagePlan, so *StageOutcome, err error) *StageOutcome {
-	so.Status, so.Message = outFailed, err.Error()
+	so.Status, so.Message = StatusFailed, err.Error()
 	e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
 	return so
 }
