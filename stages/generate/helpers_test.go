@@ -118,7 +118,7 @@ var (
 )
 
 // loadSubject returns the named test subject, made from the public-domain faces in
-// ../skin/testdata with ordinary variations (mirror, exposure, crop):
+// ../lib/skin/testdata with ordinary variations (mirror, exposure, crop):
 //   - "astronaut": the NASA portrait enlarged to 1024² (face ~200 px, as in a half-body photo);
 //   - "hopper": the US Navy portrait as shipped, 512×600 (face ~230 px, a head-and-shoulders shot).
 func loadSubject(t *testing.T, name string) *subject {
@@ -129,7 +129,7 @@ func loadSubject(t *testing.T, name string) *subject {
 		return s
 	}
 	file := map[string]string{"astronaut": "astronaut.jpg", "hopper": "grace_hopper.jpg"}[name]
-	src, err := imaging.Open(filepath.Join("..", "skin", "testdata", file))
+	src, err := imaging.Open(filepath.Join("..", "lib", "skin", "testdata", file))
 	if err != nil {
 		t.Fatalf("test photos: %v", err)
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // TestSimulatedSkinIsWhatTheGuardMeasures renders the public-domain portraits the skin package
-// tests with (stages/skin/testdata) the way predictions do and scores them with skin.Measure, the
+// tests with (stages/lib/skin/testdata) the way predictions do and scores them with skin.Measure, the
 // figure the generate stage judges: natural versions keep their texture, an overfit version and
 // guidance 5 fall under the 0.65 ratio as plastic (not blur: edges stay).
 func TestSimulatedSkinIsWhatTheGuardMeasures(t *testing.T) {
