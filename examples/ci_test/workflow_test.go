@@ -29,7 +29,7 @@ import (
 	"github.com/rhysd/actionlint"
 
 	"github.com/pipeline-dev/pipeline/pipeline/state"
-	"github.com/pipeline-dev/pipeline/stages/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 const workflowPath = "../github-actions/retrain.yml"
