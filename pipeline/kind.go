@@ -21,6 +21,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -60,6 +62,20 @@ type Schema struct {
 	// their types). validate rejects an attribute no registered kind declares, so a typo such as
 	// `trainr` in the replicate block is caught before anything runs.
 	SettingsAttributes map[string]map[string]*Attribute
+	// Summary declares the columns this kind adds to the CI job summary (one row per subject), in
+	// order, each read from the stage's outputs.
+	Summary []SummaryColumn
+	// Done is the word the job summary's outcome column uses when a stage of this kind ran to
+	// completion in the apply ("trained"); "" when its completion is not news.
+	Done string
+}
+
+// SummaryColumn is one column of the job summary: Title, read from output Path (attribute names
+// joined by dots: "values.lora_rank").
+type SummaryColumn struct {
+	Title, Path string
+	// Order places the column among all kinds' columns (ascending; ties keep stage order).
+	Order int
 }
 
 // Attribute is one attribute of a stage block or nested block.
@@ -73,13 +89,19 @@ type Attribute struct {
 	// secret are treated as sensitive too).
 	Sensitive   bool
 	Description string
-	// OneOf lists the allowed values of a string attribute; Min and Max bound a number; Duration
-	// marks a string that must parse as a Go duration ("30s"). validate checks every value known
-	// without running anything (literals, defaults, variables with values) against them, with the
-	// expression's source range.
-	OneOf    []string
-	Min, Max *float64
-	Duration bool
+	// Constraints on a known value, checked by validate, by plan (at the expression's source
+	// range) and by Decode, from this declaration only: OneOf lists the allowed values of a
+	// string; Min and Max bound a number (ExclusiveMin: the value must be above Min); Whole asks
+	// for a whole number; Duration marks a string that must parse as a positive Go duration
+	// ("30s"), at least MinDuration; Check is any other rule, given the value and the whole
+	// inputs object (whose other attributes may be unknown): its error is the detail shown.
+	OneOf        []string
+	Min, Max     *float64
+	ExclusiveMin bool
+	Whole        bool
+	Duration     bool
+	MinDuration  time.Duration
+	Check        func(v, inputs cty.Value) error
 	// StageKind, when set, means the attribute names a whole stage of that kind (`training =
 	// train.lora`); validate rejects anything else.
 	StageKind string
@@ -125,18 +147,27 @@ type Request struct {
 	BaseDir string
 	// DeclRange is where the stage block is declared, for messages.
 	DeclRange hcl.Range
+	// AttrRanges are where the attributes written in the block are (their expressions).
+	AttrRanges map[string]hcl.Range
+	// Schema is the kind's schema: Decode checks the inputs against it.
+	Schema *Schema
 	// Prior is what state recorded for this instance last time, nil if it never ran.
 	Prior *Prior
 	// State reads the records of the other stages of the same batch instance, as they are in state.
 	State StateView
-	// Dependents are the stages that reference this one directly, with their attributes evaluated as
-	// far as known now (references to this stage's outputs are unknown). A train stage uses this to find
-	// a loss_gate with cancel_early.
-	Dependents []Dependent
+	// Consultants are the stages that depend on this one and asked to be consulted while it runs
+	// (their kind implements Consultant): a loss_gate with cancel_early judges the running loss of
+	// the training it names. The producing kind never needs to know the consultant's kind.
+	Consultants []Consultation
 	// Upstream lists the stages this one depends on, directly or through others, that this run
-	// will run or re-run (their outputs are unknown during plan). A prune stage learns from it that
-	// train.lora adds a version before it runs, so its plan can list exactly what apply deletes.
+	// will run or re-run (their outputs are unknown during plan), with the effects their plan
+	// announced. A prune stage learns from it that a version will be added before it runs, so its
+	// plan can list exactly what apply deletes.
 	Upstream []Upstream
+	// Shared lists the resources (see ResourceUser) that more than one batch instance of the
+	// whole config names, with how many do: "replicate model acme/all-users" → 1000. A resource
+	// missing from it is this instance's own. Read only.
+	Shared map[string]int
 	// Recorder persists private data and reports progress. In plan it is a no-op recorder.
 	Recorder Recorder
 	// Env is the process environment the command runs in.
@@ -196,15 +227,23 @@ const (
 	StatusInterrupted Status = "interrupted"
 )
 
-// StateView reads other stage records of the same batch instance.
+// StateView reads what state recorded for the same batch instance.
 type StateView interface {
 	// Records returns the recorded stages of the given kind in this instance ("" = all kinds).
 	Records(kind string) []StageRecord
+	// Shared returns the instance's shared record called name (nil when there is none): facts
+	// that belong to the subject rather than to one stage (the model versions made for it), which
+	// stages of any kind keep through Recorder.UpdateShared. The package that names the record
+	// owns its format and gives typed accessors; no kind parses another kind's records.
+	Shared(name string) json.RawMessage
 }
 
-// RecordList is a StateView over a fixed list of records: what a kind's tests hand it in place of
-// the engine's view of state.
+// RecordList is a StateView over a fixed list of records (and no shared records): what a kind's
+// tests hand it in place of the engine's view of state.
 type RecordList []StageRecord
+
+// Shared implements StateView: a RecordList holds no shared records.
+func (RecordList) Shared(string) json.RawMessage { return nil }
 
 // Records returns the records of the given kind ("" = all), in list order.
 func (l RecordList) Records(kind string) []StageRecord {
@@ -225,16 +264,41 @@ type StageRecord struct {
 	Data       json.RawMessage
 }
 
-// Dependent is a stage that references the stage being run.
-type Dependent struct {
-	Kind, Name string
-	Inputs     cty.Value
+// Consultation is a dependent stage that watches this one while it runs.
+type Consultation struct {
+	// Address names the consulting stage ("loss_gate.fit").
+	Address string
+	// Note says for plan what it watches for ("cancels the training once its smoothed loss
+	// falls under min_loss 0.2").
+	Note string
+	// Consult judges what the running stage observed so far — an object whose shape the running
+	// kind documents (train: {step, total, losses}) — and returns a reason to stop now, or "".
+	Consult func(observed cty.Value) (stop string, err error)
+}
+
+// Consultant is implemented by a kind whose stages are consulted, while it runs, by the stage they
+// depend on. The engine asks it for every dependent stage of a running one.
+type Consultant interface {
+	// Consultation says whether a stage with these inputs wants to be consulted by upstream stage
+	// (the attribute value naming it may be unknown: it is that stage's own output). nil: no.
+	Consultation(inputs cty.Value, upstream string) *Consultation
+}
+
+// ResourceUser is implemented by a kind whose stages work on remote resources other batch
+// instances may share (a destination model): the engine collects them for the whole batch
+// before it plans and tells every stage which are shared (Request.Shared).
+type ResourceUser interface {
+	// Resources names the resources of one instance, from inputs that may be partly unknown
+	// (an unknown one is left out), e.g. "replicate model acme/shared-lora".
+	Resources(req *Request) []string
 }
 
 // Upstream is an upstream stage that will run in this apply.
 type Upstream struct {
 	Kind, Name string
 	Action     Action
+	// Effects are what its plan said it does that downstream stages may need to know (Result.Effects).
+	Effects []string
 }
 
 // Recorder is how a kind reports progress and persists what it must remember.
@@ -246,6 +310,10 @@ type Recorder interface {
 	Progress(p Progress)
 	// Warn reports a warning about this stage instance.
 	Warn(msg string)
+	// UpdateShared replaces the instance's shared record called name with what update returns
+	// for its current value (nil when there is none), atomically with respect to other stages of
+	// the instance, and writes state durably before it returns.
+	UpdateShared(name string, update func(old json.RawMessage) (json.RawMessage, error)) error
 }
 
 // Progress is one progress report.
@@ -271,6 +339,10 @@ type Result struct {
 	// Digest adds named components to the input digest (e.g. the content of the images). A component
 	// that changes makes the stage re-run with the reason "NAME changed". Only Plan's value is used.
 	Digest map[string]string
+	// Effects are what the stage will do that downstream stages may need to know, as strings the
+	// package that defines them documents (e.g. a library's "adds a version to model X"): the
+	// engine hands them to downstream stages in Request.Upstream. Only Plan's value is used.
+	Effects []string
 }
 
 // Env is the environment a command runs in, handed to every stage.
@@ -310,4 +382,50 @@ func (e *RefusedError) Error() string { return e.Reason }
 func IsRefused(err error) bool {
 	var r *RefusedError
 	return errors.As(err, &r)
+}
+
+// MemShared keeps shared records in memory: what a kind's tests hand it (as part of their
+// recorder and state view) in place of the engine's state. Safe for concurrent use.
+type MemShared struct {
+	mu sync.Mutex
+	m  map[string]json.RawMessage
+}
+
+// Shared implements StateView.Shared.
+func (s *MemShared) Shared(name string) json.RawMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(json.RawMessage(nil), s.m[name]...)
+}
+
+// UpdateShared implements Recorder.UpdateShared.
+func (s *MemShared) UpdateShared(name string, update func(old json.RawMessage) (json.RawMessage, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next, err := update(append(json.RawMessage(nil), s.m[name]...))
+	if err != nil {
+		return err
+	}
+	if s.m == nil {
+		s.m = map[string]json.RawMessage{}
+	}
+	s.m[name] = next
+	return nil
+}
+
+// MemState is a StateView over fixed records and in-memory shared records, for kinds' tests.
+type MemState struct {
+	List   RecordList
+	Memory *MemShared
+}
+
+// Records implements StateView.
+func (s MemState) Records(kind string) []StageRecord { return s.List.Records(kind) }
+
+// Shared implements StateView.
+func (s MemState) Shared(name string) json.RawMessage {
+	if s.Memory == nil {
+		return nil
+	}
+	return s.Memory.Shared(name)
 }

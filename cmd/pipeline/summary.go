@@ -3,11 +3,14 @@ package main
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
+	"github.com/pipeline-dev/pipeline/pipeline/lang"
 )
 
 // writeStepSummary appends a Markdown table of the run to $GITHUB_STEP_SUMMARY (GitHub Actions):
@@ -23,88 +26,110 @@ func writeStepSummary(l *loaded, out *engine.Outcome) {
 		return
 	}
 	defer f.Close()
-	fmt.Fprint(f, l.engine.Redact(stepSummary(l.files, l.env.Simulated, out)))
+	fmt.Fprint(f, l.engine.Redact(stepSummary(l.files, l.env.Simulated, l.mod.Stages(), out)))
 }
 
-func stepSummary(files []string, simulated bool, out *engine.Outcome) string {
+// column is one column of the job summary: a stage's output, as its kind declares it.
+type column struct {
+	pipeline.SummaryColumn
+	kind, name string
+}
+
+// summaryColumns gathers the columns the stages' kinds declare, ordered by their Order (ties
+// keep stage order), and the word each kind uses for a completed stage ("trained").
+func summaryColumns(stages []*lang.Stage) (cols []column, done map[string]string) {
+	done = map[string]string{}
+	for _, st := range stages {
+		if st.Schema == nil {
+			continue
+		}
+		for _, c := range st.Schema.Summary {
+			cols = append(cols, column{SummaryColumn: c, kind: st.Kind, name: st.Name})
+		}
+		if st.Schema.Done != "" {
+			done[st.Kind] = st.Schema.Done
+		}
+	}
+	sort.SliceStable(cols, func(i, j int) bool { return cols[i].Order < cols[j].Order })
+	return cols, done
+}
+
+func stepSummary(files []string, simulated bool, stages []*lang.Stage, out *engine.Outcome) string {
+	cols, done := summaryColumns(stages)
 	var b strings.Builder
 	title := "pipeline apply " + strings.Join(files, " ")
 	if simulated {
 		title += " (simulated: offline Replicate simulator)"
 	}
 	fmt.Fprintf(&b, "### %s\n\n", mdEscape(title))
-	b.WriteString("| subject | outcome | photos | rank | steps | final loss | version | report |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	head, rule := "| subject | outcome |", "|---|---|"
+	for _, c := range cols {
+		head += " " + mdEscape(c.Title) + " |"
+		rule += "---|"
+	}
+	b.WriteString(head + "\n" + rule + "\n")
 	for _, io := range out.Instances {
 		subject := io.Key
 		if !io.Batch {
 			subject = "(pipeline)"
 		}
-		row := summaryRow(io)
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", mdEscape(subject), mdEscape(row.outcome), row.photos, row.rank, row.steps, row.loss, mdEscape(row.version), mdEscape(row.report))
+		fmt.Fprintf(&b, "| %s | %s |", mdEscape(subject), mdEscape(rowOutcome(io, done)))
+		for _, c := range cols {
+			fmt.Fprintf(&b, " %s |", mdEscape(cell(io, c)))
+		}
+		b.WriteString("\n")
 	}
 	for _, k := range out.LockedKeys() {
-		fmt.Fprintf(&b, "| %s | locked elsewhere: %s | | | | | | |\n", mdEscape(k), mdEscape(firstLineOf(out.Locked[k].Error())))
+		fmt.Fprintf(&b, "| %s | locked elsewhere: %s |%s\n", mdEscape(k), mdEscape(firstLineOf(out.Locked[k].Error())), strings.Repeat(" |", len(cols)))
 	}
 	c := out.Counts()
 	fmt.Fprintf(&b, "\n%d stage runs done, %d up to date, %d refused, %d failed, %d skipped.\n\n", c["complete"], c["noop"], c["refused"], c["failed"], c["skipped"])
 	return b.String()
 }
 
-type row struct{ outcome, photos, rank, steps, loss, version, report string }
-
-func summaryRow(io *engine.InstanceOutcome) row {
-	r := row{outcome: "up to date"}
-	trained := false
-	var problems []string
+// rowOutcome says in a few words how a subject's run ended: its first problem, else what the
+// stages that completed did ("trained"), else that it is up to date.
+func rowOutcome(io *engine.InstanceOutcome, done map[string]string) string {
+	outcome := "up to date"
 	for _, so := range io.Stages {
-		o := so.Outputs
-		switch so.Kind {
-		case "image_check":
-			r.photos = numAttr(o, "count")
-		case "params":
-			if v := attr(o, "values"); v != cty.NilVal && v.IsKnown() && !v.IsNull() && v.CanIterateElements() {
-				r.rank = numAttr(v, "lora_rank")
-				r.steps = numAttr(v, "steps")
-			}
-		case "train":
-			r.version = strAttr(o, "version")
-			if so.Status == "complete" {
-				trained = true
-			}
-		case "loss_gate":
-			r.loss = numAttr(o, "final_loss")
-		case "generate":
-			r.report = strAttr(o, "report")
-		}
 		switch so.Status {
-		case "refused":
-			if so.Kind == "loss_gate" {
-				problems = append(problems, "rejected by the gate (loss "+r.loss+"): "+so.Message)
-			} else {
-				problems = append(problems, so.Address+" refused: "+so.Message)
-			}
-		case "failed":
-			problems = append(problems, so.Address+" failed: "+firstLineOf(so.Message))
-		case "interrupted", "not_started":
-			problems = append(problems, "interrupted: resumes on the next run")
-		}
-	}
-	switch {
-	case len(problems) > 0:
-		r.outcome = problems[0]
-	case trained:
-		r.outcome = "trained"
-	}
-	if len(problems) == 0 {
-		for _, so := range io.Stages {
-			if so.Status == "skipped" {
-				r.outcome = "skipped: " + so.Message
-				break
+		case engine.StatusRefused:
+			return so.Address + " refused: " + so.Message
+		case engine.StatusFailed:
+			return so.Address + " failed: " + firstLineOf(so.Message)
+		case engine.StatusInterrupted, engine.StatusNotStarted:
+			return "interrupted: resumes on the next run"
+		case engine.StatusComplete:
+			if w := done[so.Kind]; w != "" {
+				outcome = w
 			}
 		}
 	}
-	return r
+	for _, so := range io.Stages {
+		if so.Status == engine.StatusSkipped {
+			return "skipped: " + so.Message
+		}
+	}
+	return outcome
+}
+
+// cell is one column's value for a subject: the stage's output at the column's path.
+func cell(io *engine.InstanceOutcome, c column) string {
+	for _, so := range io.Stages {
+		if so.Kind != c.kind || so.Name != c.name {
+			continue
+		}
+		v := so.Outputs
+		path := strings.Split(c.Path, ".")
+		for _, step := range path[:len(path)-1] {
+			v = attr(v, step)
+		}
+		if s := numAttr(v, path[len(path)-1]); s != "" {
+			return s
+		}
+		return strAttr(v, path[len(path)-1])
+	}
+	return ""
 }
 
 func attr(v cty.Value, name string) cty.Value {

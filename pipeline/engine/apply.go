@@ -511,6 +511,32 @@ func (r *recorder) Save(data any) error {
 	return r.e.Store.Put(context.WithoutCancel(r.ctx), r.ip.Key, r.ip.state)
 }
 
+// UpdateShared implements pipeline.Recorder. Updates of an instance's shared records are
+// serialised by sharedMu; update runs without the state lock, so it may read the instance's
+// records (a ledger built from an older state's records does).
+func (r *recorder) UpdateShared(name string, update func(old json.RawMessage) (json.RawMessage, error)) error {
+	r.ip.sharedMu.Lock()
+	defer r.ip.sharedMu.Unlock()
+	r.ip.mu.Lock()
+	old := append(json.RawMessage(nil), r.ip.state.Shared[name]...)
+	r.ip.mu.Unlock()
+	next, err := update(old)
+	if err != nil {
+		return err
+	}
+	r.ip.mu.Lock()
+	defer r.ip.mu.Unlock()
+	if r.ip.state.Shared == nil {
+		r.ip.state.Shared = map[string]json.RawMessage{}
+	}
+	if next == nil {
+		delete(r.ip.state.Shared, name)
+	} else {
+		r.ip.state.Shared[name] = r.e.secrets.redactJSON(scrubSecrets(next))
+	}
+	return r.e.Store.Put(context.WithoutCancel(r.ctx), r.ip.Key, r.ip.state)
+}
+
 func (r *recorder) Progress(p pipeline.Progress) {
 	pp := p
 	r.e.emit(pipeline.Event{Type: pipeline.EventStageProgress, Address: r.sp.Address, Kind: r.sp.Stage.Kind, Key: r.ip.Key,

@@ -13,6 +13,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -22,7 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
@@ -52,7 +52,8 @@ type Engine struct {
 	now    func() time.Time
 	locked map[string]error // keys whose lock another process holds (Acquire)
 
-	secrets secrets
+	secrets   secrets
+	resources resourceCounts // what the batch's instances share (collected by Plan)
 
 	dirtyMu sync.Mutex
 	dirty   map[*InstancePlan]bool // instances with records not yet written (flushDirty)
@@ -126,25 +127,7 @@ type instanceSpec struct {
 }
 
 // DiagError wraps diagnostics as an error so callers can render them with source snippets.
-type DiagError struct{ Diags hcl.Diagnostics }
-
-func (e *DiagError) Error() string {
-	var msgs []string
-	for _, d := range e.Diags {
-		if d.Severity != hcl.DiagError {
-			continue
-		}
-		msg := d.Summary
-		if d.Detail != "" {
-			msg += ": " + d.Detail
-		}
-		if d.Subject != nil {
-			msg = d.Subject.String() + ": " + msg
-		}
-		msgs = append(msgs, msg)
-	}
-	return strings.Join(msgs, "; ")
-}
+type DiagError = pipeline.DiagError
 
 // Keys lists the batch keys this run selects (after -only and -shard); [""] outside a batch.
 func (e *Engine) Keys() ([]string, error) {
@@ -283,6 +266,13 @@ func (v *stateView) Records(kind string) []pipeline.StageRecord {
 		out = append(out, sr)
 	}
 	return out
+}
+
+// Shared implements pipeline.StateView.
+func (v *stateView) Shared(name string) json.RawMessage {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append(json.RawMessage(nil), v.inst.Shared[name]...)
 }
 
 // Interrupted is returned (wrapped) when a run stopped because its context was cancelled.

@@ -34,9 +34,11 @@ type InstancePlan struct {
 
 	byAddr map[string]*StagePlan
 	mu     sync.Mutex // guards state below during apply
-	state  *state.Instance
-	scope  *lang.Scope
-	view   *stateView
+	// sharedMu serialises updates of the instance's shared records (recorder.UpdateShared).
+	sharedMu sync.Mutex
+	state    *state.Instance
+	scope    *lang.Scope
+	view     *stateView
 }
 
 // StagePlan is the plan of one stage instance.
@@ -49,6 +51,8 @@ type StagePlan struct {
 	Notes    []string
 	Deletes  []string
 	Warnings []string
+	// Effects are what the stage's plan said it does (pipeline.Result.Effects).
+	Effects []string
 	// Refused is set when a read-only stage refused the data during plan.
 	Refused string
 	// Err is set when the stage instance failed to plan.
@@ -143,6 +147,7 @@ func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
 		return nil, err
 	}
 	e.collectVarSecrets()
+	e.resources = e.collectResources()
 	if e.Env != nil && e.Env.Redact == nil {
 		e.Env.Redact = e.secrets.redact
 	}
@@ -329,6 +334,7 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 	}
 	sp.Inputs, sp.Blocks, sp.Settings, sp.Sensitive = inputs, blocks, settings, sens
 	sp.Parts, sp.Display = digestParts(inputs, blocks, settings, sens)
+	dropNewDefaults(sp)
 	for k, v := range sp.Display {
 		// Display values go to state and into later reasons: no secret in them, whatever path it took.
 		sp.Display[k] = e.secrets.redactJSON(v)
@@ -339,6 +345,32 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 		sp.Parts[simulatedPart] = hashString("simulated")
 	}
 	return nil
+}
+
+// dropNewDefaults leaves out of the digest every input that holds its schema default and that
+// the recorded run did not digest: an attribute a release adds (or one a user writes out with
+// its default value) never re-runs a finished stage. An input the recorded run digested stays
+// in, so its digest still matches.
+func dropNewDefaults(sp *StagePlan) {
+	for name, decl := range sp.Stage.Schema.Attributes {
+		part, ok := sp.Parts[name]
+		if !ok || decl == nil {
+			continue
+		}
+		if sp.prior != nil {
+			if _, had := sp.prior.DigestParts[name]; had {
+				continue
+			}
+		}
+		def := decl.Default
+		if def == cty.NilVal {
+			def = cty.NullVal(decl.Type) // no default: unset is null
+		}
+		if d, known := digestOf(def); known && d == part {
+			delete(sp.Parts, name)
+			delete(sp.Display, name)
+		}
+	}
 }
 
 // simulatedPart is the digest component present only for remote stages run under -simulate.
@@ -414,7 +446,7 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 		sp.Outputs = unknownOutputs(st.Schema.Outputs)
 		return
 	}
-	sp.Notes, sp.Warnings, sp.Deletes, sp.Refused = res.Notes, res.Warnings, res.Deletes, res.Refused
+	sp.Notes, sp.Warnings, sp.Deletes, sp.Refused, sp.Effects = res.Notes, res.Warnings, res.Deletes, res.Refused, res.Effects
 	known := sp.Inputs.IsWhollyKnown()
 	for k, v := range res.Digest {
 		if v == "" {
@@ -526,19 +558,21 @@ func call(ctx context.Context, fn func(context.Context, *pipeline.Request) (*pip
 func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pipeline.Recorder) *pipeline.Request {
 	st := sp.Stage
 	req := &pipeline.Request{
-		Address:   sp.Address,
-		Kind:      st.Kind,
-		Name:      st.Name,
-		Key:       ip.Key,
-		Inputs:    sp.Inputs,
-		Blocks:    sp.Blocks,
-		Settings:  sp.Settings,
-		BaseDir:   st.Config.BaseDir,
-		DeclRange: st.Config.DeclRange,
-		State:     ip.view,
-		Recorder:  rec,
-		Env:       e.Env,
-		Planning:  planning,
+		Address:    sp.Address,
+		Kind:       st.Kind,
+		Name:       st.Name,
+		Key:        ip.Key,
+		Inputs:     sp.Inputs,
+		Blocks:     sp.Blocks,
+		Settings:   sp.Settings,
+		BaseDir:    st.Config.BaseDir,
+		DeclRange:  st.Config.DeclRange,
+		AttrRanges: st.AttrRanges,
+		Schema:     st.Schema,
+		State:      ip.view,
+		Recorder:   rec,
+		Env:        e.Env,
+		Planning:   planning,
 	}
 	req.Upstream = upstreamRuns(ip, st)
 	if p := sp.prior; p != nil {
@@ -549,19 +583,33 @@ func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pip
 		}
 		req.Prior = prior
 	}
-	// Dependents matter to a running stage (train consults a cancel_early gate), not to a plan.
+	req.Consultants = e.consultants(ip, st)
+	req.Shared = e.shared()
+	return req
+}
+
+// consultants asks the kinds of st's dependent stages whether they watch it while it runs.
+func (e *Engine) consultants(ip *InstancePlan, st *lang.Stage) []pipeline.Consultation {
+	var out []pipeline.Consultation
 	for _, d := range st.Dependents {
-		if planning {
-			break
-		}
 		dst := e.Module.Stage(d)
 		if dst == nil {
 			continue
 		}
-		in, _, _, _ := ip.scope.EvalStage(dst)
-		req.Dependents = append(req.Dependents, pipeline.Dependent{Kind: dst.Kind, Name: dst.Name, Inputs: in})
+		ck, ok := dst.Impl.(pipeline.Consultant)
+		if !ok {
+			continue
+		}
+		in, _, _, diags := ip.scope.EvalStage(dst)
+		if diags.HasErrors() {
+			continue // the dependent reports its own errors when it plans
+		}
+		if c := ck.Consultation(in, st.Addr); c != nil {
+			c.Address = Address(dst.Addr, ip.Key, ip.Batch)
+			out = append(out, *c)
+		}
 	}
-	return req
+	return out
 }
 
 // upstreamRuns lists the non-read-only stages st depends on (transitively) that will run.
@@ -582,7 +630,7 @@ func upstreamRuns(ip *InstancePlan, st *lang.Stage) []pipeline.Upstream {
 			if !dp.ReadOnly {
 				switch dp.Action {
 				case pipeline.ActionRun, pipeline.ActionRerun, pipeline.ActionDelete:
-					out = append(out, pipeline.Upstream{Kind: dp.Stage.Kind, Name: dp.Stage.Name, Action: dp.Action})
+					out = append(out, pipeline.Upstream{Kind: dp.Stage.Kind, Name: dp.Stage.Name, Action: dp.Action, Effects: dp.Effects})
 				}
 			}
 			walk(dp.Stage)
@@ -597,6 +645,11 @@ type nopRecorder struct{}
 func (nopRecorder) Save(any) error             { return nil }
 func (nopRecorder) Progress(pipeline.Progress) {}
 func (nopRecorder) Warn(string)                {}
+
+// UpdateShared does nothing: plan never changes state.
+func (nopRecorder) UpdateShared(string, func(json.RawMessage) (json.RawMessage, error)) error {
+	return nil
+}
 
 // digestParts splits a stage's inputs into named components, each with its digest ("" when not
 // wholly known) and a display value for "old → new" reasons.

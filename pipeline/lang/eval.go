@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -265,6 +264,7 @@ func objectOf(attrs map[string]cty.Value) cty.Value {
 func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute, ctx *hcl.EvalContext, prefix string, check exprCheck) (map[string]cty.Value, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	out := make(map[string]cty.Value, len(declared))
+	evaluated := map[string]bool{} // written in the block and evaluated without error
 	for _, name := range sortedKeys(declared) {
 		decl := declared[name]
 		if decl == nil {
@@ -297,7 +297,7 @@ func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute,
 			v = decl.Default.WithMarks(v.Marks())
 		}
 		if !d.HasErrors() {
-			diags = append(diags, checkConstraints(name, decl, v, a.Expr.Range())...)
+			evaluated[name] = true
 		}
 		if !d.HasErrors() && decl.Required && v.IsNull() {
 			diags = append(diags, &hcl.Diagnostic{
@@ -308,6 +308,14 @@ func evalDeclared(attrs hcl.Attributes, declared map[string]*pipeline.Attribute,
 			})
 		}
 		out[name] = v
+	}
+	// Constraints last: a rule may compare attributes (max_loss above min_loss).
+	in := objectOf(out)
+	for _, name := range sortedKeys(evaluated) {
+		if msg := declared[name].Problem(name, out[name], in); msg != "" {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for " + name, Detail: msg,
+				Subject: attrs[name].Expr.Range().Ptr()})
+		}
 	}
 	return out, diags
 }
@@ -326,48 +334,6 @@ func checkStageRef(name, kind string, expr hcl.Expression) *hcl.Diagnostic {
 		Detail:   fmt.Sprintf("%s must name a whole %s stage, e.g. %s = %s.NAME (the stage itself, not one of its outputs).", name, kind, name, kind),
 		Subject:  expr.Range().Ptr(),
 	}
-}
-
-// checkConstraints holds a known value against the attribute's OneOf, Min/Max and Duration.
-func checkConstraints(name string, decl *pipeline.Attribute, v cty.Value, rng hcl.Range) hcl.Diagnostics {
-	v, _ = v.UnmarkDeep()
-	if !v.IsKnown() || v.IsNull() {
-		return nil
-	}
-	bad := func(detail string) hcl.Diagnostics {
-		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid value for " + name, Detail: detail, Subject: rng.Ptr()}}
-	}
-	switch {
-	case v.Type() == cty.String && len(decl.OneOf) > 0:
-		got := v.AsString()
-		for _, ok := range decl.OneOf {
-			if got == ok {
-				return nil
-			}
-		}
-		quoted := make([]string, len(decl.OneOf))
-		for i, o := range decl.OneOf {
-			quoted[i] = fmt.Sprintf("%q", o)
-		}
-		hint := ""
-		if s := pipeline.Suggest(got, decl.OneOf); s != "" {
-			hint = fmt.Sprintf(" Did you mean %q?", s)
-		}
-		return bad(fmt.Sprintf("%s = %q is not one of %s.%s", name, got, strings.Join(quoted, ", "), hint))
-	case v.Type() == cty.String && decl.Duration:
-		if d, err := time.ParseDuration(strings.TrimSpace(v.AsString())); err != nil || d <= 0 {
-			return bad(fmt.Sprintf("%s = %q is not a positive duration in Go syntax, such as \"30s\", \"500ms\" or \"2h\".", name, v.AsString()))
-		}
-	case v.Type() == cty.Number:
-		f, _ := v.AsBigFloat().Float64()
-		if decl.Min != nil && f < *decl.Min {
-			return bad(fmt.Sprintf("%s = %g is below its minimum %g.", name, f, *decl.Min))
-		}
-		if decl.Max != nil && f > *decl.Max {
-			return bad(fmt.Sprintf("%s = %g is above its maximum %g.", name, f, *decl.Max))
-		}
-	}
-	return nil
 }
 
 // sensitiveName reports whether an attribute name marks it as secret by convention.

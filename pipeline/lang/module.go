@@ -61,6 +61,8 @@ type Stage struct {
 	// Deps are the stages this one depends on directly, Dependents those depending on it directly
 	// (addresses, in file order).
 	Deps, Dependents []string
+	// AttrRanges are the source ranges of the attribute expressions written in the block.
+	AttrRanges map[string]hcl.Range
 }
 
 // Load parses the files and checks them against kinds (keyed by kind name). The module is
@@ -190,6 +192,7 @@ func build(cfg *config.Config, kinds map[string]pipeline.Kind) (*Module, hcl.Dia
 		if impl, ok := kinds[cs.Kind]; ok && impl != nil {
 			st.Impl = impl
 			st.Schema = schemaOf(impl)
+			st.AttrRanges = attrRanges(cs.Body, st.Schema)
 		} else {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
@@ -239,4 +242,20 @@ func build(cfg *config.Config, kinds map[string]pipeline.Kind) (*Module, hcl.Dia
 		st.Dependents = m.graph.Dependents(st.Addr)
 	}
 	return m, diags
+}
+
+// attrRanges finds where each declared attribute of a stage body is written.
+func attrRanges(body hcl.Body, schema *pipeline.Schema) map[string]hcl.Range {
+	if body == nil || schema == nil {
+		return nil
+	}
+	content, _, _ := body.PartialContent(bodySchema(schema.Attributes, nil))
+	if content == nil {
+		return nil
+	}
+	out := make(map[string]hcl.Range, len(content.Attributes))
+	for name, a := range content.Attributes {
+		out[name] = a.Expr.Range()
+	}
+	return out
 }

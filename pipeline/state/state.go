@@ -79,6 +79,9 @@ type Instance struct {
 	Records map[string]*Record `json:"records"`
 	// Outputs are the root outputs (a ctyjson object with its type).
 	Outputs json.RawMessage `json:"outputs,omitempty"`
+	// Shared holds the instance's shared records by name (pipeline.StateView.Shared): facts of
+	// the subject that stages of any kind keep, such as the model versions made for it.
+	Shared map[string]json.RawMessage `json:"shared,omitempty"`
 }
 
 // SetRecord stores r under its address, creating the map when needed.
@@ -120,6 +123,9 @@ func (in *Instance) compactRaw() {
 		for k, v := range r.Inputs {
 			r.Inputs[k] = compactJSON(v)
 		}
+	}
+	for k, v := range in.Shared {
+		in.Shared[k] = compactJSON(v)
 	}
 }
 

@@ -39,12 +39,9 @@ type record struct {
 	PreviousResolved bool   `json:"previous_resolved,omitempty"`
 	PreviousNote     string `json:"previous_note,omitempty"`
 	Runs             []*run `json:"runs"`
-	// Deleted is the version deleted by the plastic-skin gate.
+	// Deleted is the version deleted by the plastic-skin gate (a resumed run does not try again;
+	// the subject's version ledger tells the other stages).
 	Deleted string `json:"deleted,omitempty"`
-	// DeletedVersions are the versions this stage's gate deleted in this and earlier runs
-	// ("owner/name:id", bounded). Deletion is asynchronous on Replicate: until it takes effect the
-	// version is still listed, and no stage may pick it (replicate.DeletedVersions).
-	DeletedVersions []string `json:"deleted_versions,omitempty"`
 }
 
 // run is one prompt × seed on one version.
@@ -108,7 +105,7 @@ type generator struct {
 
 func (g *generator) save() error {
 	if err := g.req.Recorder.Save(g.rec); err != nil {
-		return fmt.Errorf("%s: recording predictions in state: %w", g.req.Address, err)
+		return fmt.Errorf("recording predictions in state: %w", err)
 	}
 	return nil
 }
@@ -124,17 +121,17 @@ func (g *generator) stop(ctx context.Context) error {
 
 // Apply implements pipeline.Kind.
 func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
-	cfg, err := parseConfig(req.Inputs, false)
+	cfg, err := parseConfig(req, false)
 	if err != nil {
-		return nil, fmt.Errorf("%s (%s): %w", req.Address, req.DeclRange, err)
+		return nil, err
 	}
 	owner, name, _, err := replicate.SplitVersion(cfg.Version)
-	if err != nil || owner == "" {
-		return nil, fmt.Errorf("%s: version %q is not \"owner/name:id\"; hint: use the train stage's output, e.g. version = train.lora.version", req.Address, cfg.Version)
+	if err != nil {
+		return nil, err // checkVersion already refused anything else
 	}
 	c, err := replicate.FromEnv(req.Env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	cfg.OutDir = outDirFor(cfg.OutDir, req.Key)
 	outAbs := cfg.OutDir
@@ -145,16 +142,15 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 
 	var prior record
 	if _, err := req.Prior.Decode(&prior); err != nil {
-		req.Recorder.Warn(fmt.Sprintf("%s: ignoring unreadable recorded data (predictions may be looked up again): %v", req.Address, err))
+		req.Recorder.Warn(fmt.Sprintf("ignoring unreadable recorded data (predictions may be looked up again): %v", err))
 	}
 	if prior.Version == cfg.Version {
 		g.rec.Deleted = prior.Deleted // a gate that already deleted this version does not try again
 	}
-	g.rec.DeletedVersions = prior.DeletedVersions
 	if cfg.ComparePrevious {
 		if prior.Version == cfg.Version && prior.PreviousResolved {
 			g.rec.Previous, g.rec.PreviousResolved, g.rec.PreviousNote = prior.Previous, true, prior.PreviousNote
-		} else if err := g.resolvePrevious(ctx, owner, name, replicate.DeletedVersions(req.State, prior.DeletedVersions...)); err != nil {
+		} else if err := g.resolvePrevious(ctx, owner, name); err != nil {
 			return nil, err
 		}
 	}
@@ -163,7 +159,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		return nil, err
 	}
 	if err := os.MkdirAll(outAbs, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: creating out_dir %s: %w; hint: check out_dir and its permissions", req.Address, outAbs, err)
+		return nil, fmt.Errorf("creating out_dir %s: %w; hint: check out_dir and its permissions", outAbs, err)
 	}
 	var imgs []outImage
 	for attempt := 0; ; attempt++ {
@@ -182,7 +178,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 			break
 		}
 		if attempt > 0 {
-			return nil, fmt.Errorf("%s: the output of %s is gone right after it finished; hint: run apply again", req.Address, expired[0].label(cfg.Prompts))
+			return nil, fmt.Errorf("the output of %s is gone right after it finished; hint: run apply again", expired[0].label(cfg.Prompts))
 		}
 		// Replicate deletes API predictions' outputs after an hour: an apply resumed later runs
 		// those again (nothing else can bring the image back).
@@ -192,24 +188,44 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		}
 	}
 	if failed := g.failed(sideNew); len(failed) > 0 {
-		return nil, fmt.Errorf("%s: %d prediction(s) on the new version failed: %s; hint: run apply again to retry them (the %d finished ones are reused)",
-			req.Address, len(failed), strings.Join(failed, "; "), len(imgs))
+		return nil, fmt.Errorf("%d prediction(s) on the new version failed: %s; hint: run apply again to retry them (the %d finished ones are reused)",
+			len(failed), strings.Join(failed, "; "), len(imgs))
 	}
 	return g.finish(ctx, imgs)
 }
 
-// resolvePrevious finds the destination's newest version older than the new one that this
-// pipeline did not delete.
-func (g *generator) resolvePrevious(ctx context.Context, owner, name string, deleted map[string]bool) error {
-	prev, note, err := previousOf(ctx, g.c, g.cfg.Version, deleted)
+// resolvePrevious finds the version to compare with: the destination's newest version older than
+// the new one that this pipeline did not delete — on a destination other subjects share, this
+// subject's own previous version.
+func (g *generator) resolvePrevious(ctx context.Context, owner, name string) error {
+	prev, note, err := previousFor(ctx, g.req, g.c, g.cfg.Version)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%s: listing the versions of %s/%s to find the previous one: %w; hint: set compare_previous = false to skip the comparison", g.req.Address, owner, name, err)
+		return fmt.Errorf("listing the versions of %s/%s to find the previous one: %w; hint: set compare_previous = false to skip the comparison", owner, name, err)
 	}
 	g.rec.Previous, g.rec.PreviousNote, g.rec.PreviousResolved = prev, note, true
 	return nil
+}
+
+// previousFor is the version to compare version with. The subject's version ledger decides on a
+// shared destination (no request: every other version is another subject's); otherwise the
+// model's versions are listed.
+func previousFor(ctx context.Context, req *pipeline.Request, c *replicate.Client, version string) (prev, note string, err error) {
+	owner, name, vid, err := replicate.SplitVersion(version)
+	if err != nil {
+		return "", "", err
+	}
+	model := owner + "/" + name
+	l := replicate.LedgerOf(req.State)
+	if n := req.Shared[replicate.ModelResource(model)]; n > 1 {
+		if prev := l.PreviousOwn(model, version); prev != "" {
+			return prev, "", nil
+		}
+		return "", fmt.Sprintf("compare_previous: skipped, this subject has no version of %s older than %s (the model is shared by %d subjects: others' versions are not compared)", model, shortID(vid), n), nil
+	}
+	return previousOf(ctx, c, version, l.Gone())
 }
 
 // previousOf returns the newest version of version's model older than it ("owner/name:id") and
@@ -283,23 +299,6 @@ func (g *generator) startAll(ctx context.Context) error {
 		if r.PredictionID != "" || g.haveFile(r) || (r.Side == sidePrevious && g.rec.Previous == "") {
 			continue
 		}
-		if !r.IntentAt.IsZero() {
-			p, err := g.c.FindPrediction(ctx, r.Version, r.Input, r.IntentAt)
-			if err != nil {
-				if ctx.Err() != nil {
-					return g.stop(ctx)
-				}
-				return fmt.Errorf("%s: looking for the prediction an earlier run started (%s): %w; hint: run apply again", g.req.Address, r.label(g.cfg.Prompts), err)
-			}
-			if p != nil {
-				r.PredictionID, r.Status = p.ID, p.Status
-				g.req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("re-attached to prediction %s (%s) started by an earlier run", p.ID, p.Status)})
-				if err := g.save(); err != nil {
-					return err
-				}
-				continue
-			}
-		}
 		if err := g.create(ctx, r); err != nil {
 			if reason := refusal(err); r.Side == sidePrevious && reason != "" {
 				// The previous version cannot run (deleted meanwhile, or not ours to run): the
@@ -344,30 +343,40 @@ func (g *generator) skipPrevious(reason string) error {
 	return g.save()
 }
 
+// create starts r's prediction through replicate.CreateOnce: an intent an earlier run recorded
+// is looked up first, and a create without a clear answer is reconciled before it is repeated.
 func (g *generator) create(ctx context.Context, r *run) error {
-	r.IntentAt = time.Now().UTC()
-	if err := g.save(); err != nil {
-		return err
+	once := &replicate.Intent{At: r.IntentAt, ID: r.PredictionID}
+	save := func() error {
+		r.IntentAt, r.PredictionID = once.At, once.ID
+		return g.save()
 	}
-	p, err := g.c.CreatePrediction(ctx, r.Version, r.Input)
-	if err != nil && replicate.IsMaybeCreated(err) && ctx.Err() == nil {
-		// The create may have reached Replicate: look before paying twice.
-		found, ferr := g.c.FindPrediction(ctx, r.Version, r.Input, r.IntentAt)
-		switch {
-		case ferr == nil && found != nil:
-			p, err = found, nil
-		case ferr == nil:
-			p, err = g.c.CreatePrediction(ctx, r.Version, r.Input)
-		}
-	}
+	p, found, err := replicate.CreateOnce(ctx, g.c, once, save,
+		func(ctx context.Context) (*replicate.Prediction, string, error) {
+			p, err := g.c.CreatePrediction(ctx, r.Version, r.Input)
+			if err != nil {
+				return nil, "", err
+			}
+			return p, p.ID, nil
+		},
+		func(ctx context.Context, after time.Time) (*replicate.Prediction, string, bool, error) {
+			p, err := g.c.FindPrediction(ctx, r.Version, r.Input, after)
+			if err != nil || p == nil {
+				return nil, "", false, err
+			}
+			return p, p.ID, true, nil
+		})
 	if err != nil {
 		if ctx.Err() != nil {
 			return g.stop(ctx)
 		}
-		return fmt.Errorf("%s: starting a prediction (%s): %w; hint: run apply again (a prediction that did start is found by its input)", g.req.Address, r.label(g.cfg.Prompts), err)
+		return fmt.Errorf("starting a prediction (%s): %w; hint: run apply again (a prediction that did start is found by its input)", r.label(g.cfg.Prompts), err)
 	}
-	r.PredictionID, r.Status = p.ID, p.Status
-	return g.save()
+	r.Status = p.Status
+	if found {
+		g.req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("re-attached to prediction %s (%s) started by an earlier run", p.ID, p.Status)})
+	}
+	return nil
 }
 
 func (g *generator) haveFile(r *run) bool {
@@ -410,7 +419,7 @@ func (g *generator) waitAll(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return g.stop(ctx)
 				}
-				return fmt.Errorf("%s: following prediction %s (%s): %w; hint: run apply again to re-attach", g.req.Address, r.PredictionID, r.label(g.cfg.Prompts), err)
+				return fmt.Errorf("following prediction %s (%s): %w; hint: run apply again to re-attach", r.PredictionID, r.label(g.cfg.Prompts), err)
 			}
 			if p.Status != r.Status {
 				r.Status, r.Error, changed = p.Status, p.Error, true
@@ -469,7 +478,7 @@ func (g *generator) downloadAll(ctx context.Context) ([]outImage, []*run, error)
 			// A changed out_dir gets its own copy, so that the report's relative paths hold.
 			if want := filepath.Join(g.cfg.OutDir, r.fileName(strings.TrimPrefix(filepath.Ext(r.File), "."))); want != r.File {
 				if err := writeAtomic(g.abs(want), data); err != nil {
-					return nil, nil, fmt.Errorf("%s: writing %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(want), err)
+					return nil, nil, fmt.Errorf("writing %s: %w; hint: check out_dir and its permissions", g.abs(want), err)
 				}
 				r.File = want
 			}
@@ -498,7 +507,7 @@ func (g *generator) downloadAll(ctx context.Context) ([]outImage, []*run, error)
 		format := sniff(data)
 		img, _, err := image.Decode(bytes.NewReader(data))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: the image of prediction %s (%s) does not decode: %v; hint: the model answered something that is not an image", g.req.Address, r.PredictionID, r.label(g.cfg.Prompts), err)
+			return nil, nil, fmt.Errorf("the image of prediction %s (%s) does not decode: %v; hint: the model answered something that is not an image", r.PredictionID, r.label(g.cfg.Prompts), err)
 		}
 		if format != "png" {
 			g.warnings = append(g.warnings, fmt.Sprintf("%s: the model answered %s although PNG was requested; scored as is, but JPEG compression raises the texture index and can hide plastic skin", r.File, strings.ToUpper(format)))
@@ -528,7 +537,7 @@ func (g *generator) fetch(ctx context.Context, r *run) (data []byte, gone bool, 
 		if ctx.Err() != nil {
 			return nil, false, g.stop(ctx)
 		}
-		return nil, false, fmt.Errorf("%s: downloading the image of prediction %s (%s): %w; hint: run apply again", g.req.Address, r.PredictionID, r.label(g.cfg.Prompts), err)
+		return nil, false, fmt.Errorf("downloading the image of prediction %s (%s): %w; hint: run apply again", r.PredictionID, r.label(g.cfg.Prompts), err)
 	}
 	ext := sniff(data)
 	if ext == "jpeg" {
@@ -536,7 +545,7 @@ func (g *generator) fetch(ctx context.Context, r *run) (data []byte, gone bool, 
 	}
 	rel := filepath.Join(g.cfg.OutDir, r.fileName(ext))
 	if err := writeAtomic(g.abs(rel), data); err != nil {
-		return nil, false, fmt.Errorf("%s: writing %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(rel), err)
+		return nil, false, fmt.Errorf("writing %s: %w; hint: check out_dir and its permissions", g.abs(rel), err)
 	}
 	r.File, r.SHA256 = rel, sum(data)
 	return data, false, g.save()

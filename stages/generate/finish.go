@@ -76,7 +76,7 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 		Prompts: redactAll(g.req.Env, cfg.Prompts), Seeds: cfg.Seeds, Guidance: cfg.Guidance, Steps: cfg.Steps,
 		LoraScale: cfg.LoraScale, MinRatio: cfg.MinRatio, OnPlastic: cfg.OnPlastic,
 		Ref: referenceOf(cfg.Reference), HasPrev: g.rec.Previous != "",
-		Losses: lossesFor(g.req.State, cfg.Version),
+		Losses: lossesOf(cfg.Gate),
 	}
 	o.RefTexture, o.RefSharpness = skin.Median(o.Ref.texture), skin.Median(o.Ref.sharpness)
 	for _, im := range imgs {
@@ -132,11 +132,11 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 
 	sheetRel := filepath.Join(cfg.OutDir, "contact_sheet.png")
 	if err := writeSheet(g.abs(sheetRel), o); err != nil {
-		return nil, fmt.Errorf("%s: writing the contact sheet %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(sheetRel), err)
+		return nil, fmt.Errorf("writing the contact sheet %s: %w; hint: check out_dir and its permissions", g.abs(sheetRel), err)
 	}
 	reportRel := filepath.Join(cfg.OutDir, "report.html")
 	if err := writeReport(g.abs(reportRel), o); err != nil {
-		return nil, fmt.Errorf("%s: writing the report %s: %w; hint: check out_dir and its permissions", g.req.Address, g.abs(reportRel), err)
+		return nil, fmt.Errorf("writing the report %s: %w; hint: check out_dir and its permissions", g.abs(reportRel), err)
 	}
 
 	var paths []cty.Value
@@ -196,16 +196,22 @@ func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) 
 	}
 	owner, name, id, err := replicate.SplitVersion(g.cfg.Version)
 	if err != nil {
-		return fmt.Errorf("%s: %w", g.req.Address, err)
+		return err
+	}
+	// Recorded before the delete: if it does not finish, no stage takes the version for a good one.
+	if err := replicate.UpdateLedger(g.req, func(l *replicate.Ledger) { l.Judge(g.cfg.Version, replicate.Rejected) }); err != nil {
+		return fmt.Errorf("recording the refused version: %w", err)
 	}
 	err = g.c.DeleteVersion(ctx, owner, name, id)
 	var apiErr *replicate.APIError
 	switch {
 	case err == nil || replicate.IsNotFound(err):
 		g.rec.Deleted = g.cfg.Version
-		g.rec.DeletedVersions = replicate.RememberDeleted(g.rec.DeletedVersions, g.cfg.Version)
 		res.Deletes = append(res.Deletes, g.cfg.Version)
 		o.Gate += ", version deleted"
+		if err := replicate.UpdateLedger(g.req, func(l *replicate.Ledger) { l.MarkDeleted(g.cfg.Version) }); err != nil {
+			return fmt.Errorf("recording the deleted version: %w", err)
+		}
 		return g.save()
 	case errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && apiErr.Status != 401 && apiErr.Status != 429:
 		detail := apiErr.Detail
@@ -218,7 +224,7 @@ func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) 
 	case ctx.Err() != nil:
 		return g.stop(ctx)
 	}
-	return fmt.Errorf("%s: %s; deleting the refused version %s failed: %w; hint: run apply again to retry the delete", g.req.Address, res.Refused, g.cfg.Version, err)
+	return fmt.Errorf("%s; deleting the refused version %s failed: %w; hint: run apply again to retry the delete", res.Refused, g.cfg.Version, err)
 }
 
 // judge is the verdict of one side against the reference photos.
@@ -260,36 +266,13 @@ func (o *outcome) refReason() string {
 	return ""
 }
 
-// lossesFor reads the loss series of the train stage (same batch instance) that produced version;
-// with no such record, of the only train stage there is.
-func lossesFor(sv pipeline.StateView, version string) []lossPoint {
-	if sv == nil {
+// lossesOf reads the loss series a loss_gate judged (its `losses` output: step → loss), for the
+// report's chart; nil without a gate.
+func lossesOf(gate cty.Value) []lossPoint {
+	if gate == cty.NilVal || gate.IsNull() || !gate.IsWhollyKnown() || !gate.Type().IsObjectType() || !gate.Type().HasAttribute("losses") {
 		return nil
 	}
-	recs := sv.Records("train")
-	var pick *pipeline.StageRecord
-	for i := range recs {
-		out := recs[i].Outputs
-		if out == cty.NilVal || out.IsNull() || !out.IsKnown() || !out.Type().IsObjectType() || !out.Type().HasAttribute("version") {
-			continue
-		}
-		v := out.GetAttr("version")
-		if v.IsKnown() && !v.IsNull() && v.Type() == cty.String && v.AsString() == version {
-			pick = &recs[i]
-			break
-		}
-	}
-	if pick == nil && len(recs) == 1 {
-		pick = &recs[0]
-	}
-	if pick == nil {
-		return nil
-	}
-	out, _ := pick.Outputs.UnmarkDeep()
-	if out == cty.NilVal || out.IsNull() || !out.IsWhollyKnown() || !out.Type().IsObjectType() || !out.Type().HasAttribute("losses") {
-		return nil
-	}
-	l := out.GetAttr("losses")
+	l := gate.GetAttr("losses")
 	if l.IsNull() || !(l.Type().IsMapType() || l.Type().IsObjectType()) {
 		return nil
 	}

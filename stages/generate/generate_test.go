@@ -307,8 +307,8 @@ func TestPlasticSkin(t *testing.T) {
 		t.Errorf("versions left %v, want only the good %s", ids, good)
 	}
 	// Deletion is asynchronous on Replicate: the deleted version is recorded for other stages.
-	if d := recFail.record().DeletedVersions; len(d) != 1 || d[0] != version {
-		t.Errorf("deleted_versions %v, want [%s]", d, version)
+	if l := replicate.LedgerOf(pipeline.MemState{Memory: &recFail.MemShared}); !l.Gone()[version[strings.LastIndex(version, ":")+1:]] || len(l.Versions) != 1 || !l.Versions[0].Deleted {
+		t.Errorf("ledger %+v, want %s deleted", l, version)
 	}
 	html := string(fileExists(t, filepath.Join(h.dir, "generated", "report.html")))
 	if !strings.Contains(html, "version deleted") || !strings.Contains(html, `class="verdict plastic"`) {
@@ -507,7 +507,8 @@ func TestConfigErrors(t *testing.T) {
 		}
 		set["version"] = cty.StringVal("acme/ana-lora:abc")
 		_, err := Kind{}.Plan(context.Background(), h.request(set, nil, &recorder{}))
-		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "generate.check") {
+		// A config problem is a diagnostic (at the attribute's range; the engine names the stage).
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.As(err, new(*pipeline.DiagError)) {
 			t.Errorf("%s: error %v", want, err)
 		}
 	}
@@ -727,7 +728,9 @@ func TestPreviousVersionSkipsDeletedOnes(t *testing.T) {
 		gate, _ := json.Marshal(map[string]any{"last_accepted": nil, "deleted_versions": []string{model + ":" + older[0]}})
 		req := h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
 			"seeds": numList(1), "reference": h.ref}, nil, &recorder{})
-		req.State = append(req.State.(stateView), pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusRefused, Data: gate})
+		st := req.State.(pipeline.MemState)
+		st.List = append(st.List, pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusRefused, Data: gate})
+		req.State = st
 		res, err := h.apply(req)
 		if err != nil {
 			t.Fatal(err)

@@ -31,6 +31,7 @@ var errKilled = errors.New("killed: state write failed")
 // number FailOn returns an error without storing (the process died before the write); OnProgress
 // runs on every progress report (a test cancels the context there: Ctrl-C mid-wait).
 type recorder struct {
+	pipeline.MemShared
 	mu         sync.Mutex
 	data       json.RawMessage
 	saves      int
@@ -279,13 +280,15 @@ func numList(ns ...int64) cty.Value {
 }
 
 // losses is a train stage record for version with a short decaying loss series.
-func trainRecord(version string) pipeline.StageRecord {
+// gateVal is a loss_gate's output object (what `gate = loss_gate.fit` hands generate): a curve
+// of 21 points settling at 0.3, judged against min_loss 0.2.
+func gateVal() cty.Value {
 	l := map[string]cty.Value{}
 	for step := 0; step <= 1000; step += 50 {
 		l[fmt.Sprint(step)] = cty.NumberFloatVal(0.3 + 0.55*float64(1000-step)/1000*float64(1000-step)/1000)
 	}
-	return pipeline.StageRecord{Kind: "train", Name: "lora", Status: pipeline.StatusComplete,
-		Outputs: cty.ObjectVal(map[string]cty.Value{"version": cty.StringVal(version), "losses": cty.MapVal(l)})}
+	return cty.ObjectVal(map[string]cty.Value{"passed": cty.True, "final_loss": cty.NumberFloatVal(0.3), "reason": cty.StringVal("ok"),
+		"min_loss": cty.NumberFloatVal(0.2), "max_loss": cty.NullVal(cty.Number), "losses": cty.MapVal(l)})
 }
 
 // request is what the engine passes for `generate.check`.
@@ -293,10 +296,10 @@ func (h *harness) request(set map[string]cty.Value, prior *pipeline.Prior, rec *
 	if set["poll_interval"] == cty.NilVal {
 		set["poll_interval"] = cty.StringVal("1ms")
 	}
-	var st stateView
-	if v := set["version"]; v != cty.NilVal && v.IsKnown() && !v.IsNull() {
-		st = stateView{trainRecord(v.AsString())}
+	if set["gate"] == cty.NilVal {
+		set["gate"] = gateVal()
 	}
+	st := pipeline.MemState{Memory: &rec.MemShared}
 	return &pipeline.Request{
 		Address: "generate.check", Kind: "generate", Name: "check",
 		Inputs:   inputs(set),

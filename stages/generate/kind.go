@@ -26,6 +26,7 @@ package generate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -58,24 +59,27 @@ const PortraitGuidance = 3.5
 
 var schema = &pipeline.Schema{
 	Attributes: map[string]*pipeline.Attribute{
-		"version": {Type: cty.String, Required: true,
+		"version": {Type: cty.String, Required: true, Check: checkVersion,
 			Description: `the version to test, "owner/name:id" (e.g. train.lora.version)`},
-		"prompts": {Type: cty.List(cty.String), Required: true,
+		"prompts": {Type: cty.List(cty.String), Required: true, Check: checkPrompts,
 			Description: "test prompts; each runs once per seed on each version"},
-		"seeds": {Type: cty.List(cty.Number), Default: cty.ListVal([]cty.Value{cty.NumberIntVal(1), cty.NumberIntVal(2)}),
+		"seeds": {Type: cty.List(cty.Number), Default: cty.ListVal([]cty.Value{cty.NumberIntVal(1), cty.NumberIntVal(2)}), Check: checkSeeds,
 			Description: "seeds (integers): the same seed on both versions makes the comparison fair"},
-		"guidance_scale": {Type: cty.Number, Default: cty.NumberFloatVal(3.5), Min: pipeline.Bound(0),
-			Description: "guidance scale; portraits: 3.5 or below avoids waxy skin"},
-		"num_inference_steps": {Type: cty.Number, Default: cty.NumberIntVal(28), Min: pipeline.Bound(1)},
-		"lora_scale":          {Type: cty.Number, Default: cty.NumberFloatVal(1.0), Min: pipeline.Bound(-1), Max: pipeline.Bound(2)},
+		"guidance_scale": {Type: cty.Number, Default: cty.NumberFloatVal(3.5), Min: pipeline.Bound(0), Max: pipeline.Bound(10),
+			Description: "guidance scale (the Flux LoRA models accept 0–10); portraits: 3.5 or below avoids waxy skin"},
+		"num_inference_steps": {Type: cty.Number, Default: cty.NumberIntVal(28), Min: pipeline.Bound(1), Max: pipeline.Bound(50), Whole: true},
+		"lora_scale": {Type: cty.Number, Default: cty.NumberFloatVal(1.0), Min: pipeline.Bound(-1), Max: pipeline.Bound(2),
+			Description: "how strongly the LoRA applies (the Flux LoRA models accept -1–2)"},
 		"compare_previous": {Type: cty.Bool, Default: cty.True,
 			Description: "also run the prompts on the model's previous version (skipped with a note when there is none)"},
-		"out_dir": {Type: cty.String, Default: cty.StringVal("generated"),
+		"out_dir": {Type: cty.String, Default: cty.StringVal("generated"), Check: notBlank("out_dir", `out_dir = "generated"`),
 			Description: "where images, contact sheet and report are written (relative to the config file); in a batch, a subdirectory per key unless out_dir already names the key"},
+		"gate": {Type: cty.DynamicPseudoType, StageKind: "loss_gate",
+			Description: "a loss_gate stage (e.g. loss_gate.fit): the report draws the training's loss curve and the gate's threshold"},
 		"reference": {Type: cty.DynamicPseudoType, StageKind: "image_check",
 			Description: "an image_check stage (e.g. image_check.photos): the subject's photos and their texture figures"},
-		"min_texture_ratio": {Type: cty.Number, Default: cty.NumberFloatVal(skin.DefaultMinTextureRatio), Min: pipeline.Bound(0),
-			Description: "texture ratio (generated ÷ photos) below which the skin counts as plastic"},
+		"min_texture_ratio": {Type: cty.Number, Default: cty.NumberFloatVal(skin.DefaultMinTextureRatio), Min: pipeline.Bound(0.01), Max: pipeline.Bound(2),
+			Description: "texture ratio (generated ÷ photos) below which the skin counts as plastic; 0.65 is the default, from simulated smoothing of real photos"},
 		"on_plastic": {Type: cty.String, Default: cty.StringVal(OnPlasticWarn), OneOf: []string{OnPlasticWarn, OnPlasticFail},
 			Description: `"warn" or "fail" (a gate: exit 3, later stages skipped, the version handled per on_fail)`},
 		"on_fail": {Type: cty.String, Default: cty.StringVal(OnFailDelete), OneOf: []string{OnFailDelete, OnFailKeep},
@@ -95,159 +99,106 @@ var schema = &pipeline.Schema{
 		"previous_verdict":       cty.String,
 		"reason":                 cty.String,
 	},
-	Remote:   true,
-	Settings: []string{"replicate"},
+	Remote:             true,
+	Settings:           []string{"replicate"},
+	SettingsAttributes: map[string]map[string]*pipeline.Attribute{"replicate": replicate.SettingsSchema},
+	Summary:            []pipeline.SummaryColumn{{Title: "report", Path: "report", Order: 60}},
 }
 
 // Schema implements pipeline.Kind.
 func (Kind) Schema() *pipeline.Schema { return schema }
 
-// config is the evaluated stage configuration. Fields whose value is unknown during plan keep
-// their zero value and are flagged in known.
+// config is the evaluated stage configuration (pipeline.Decode fills it from the schema).
+// Fields whose value is unknown during plan keep their zero value and are flagged in known.
 type config struct {
-	Version         string
-	Prompts         []string
-	Seeds           []int64
-	Guidance        float64
-	Steps           int64
-	LoraScale       float64
-	ComparePrevious bool
-	OutDir          string
-	MinRatio        float64
-	OnPlastic       string
-	OnFail          string
-	PollInterval    time.Duration
-	Reference       cty.Value
+	Version         string        `cty:"version"`
+	Prompts         []string      `cty:"prompts"`
+	Seeds           []int64       `cty:"seeds"`
+	Guidance        float64       `cty:"guidance_scale"`
+	Steps           int64         `cty:"num_inference_steps"`
+	LoraScale       float64       `cty:"lora_scale"`
+	ComparePrevious bool          `cty:"compare_previous"`
+	OutDir          string        `cty:"out_dir"`
+	MinRatio        float64       `cty:"min_texture_ratio"`
+	OnPlastic       string        `cty:"on_plastic"`
+	OnFail          string        `cty:"on_fail"`
+	PollInterval    time.Duration `cty:"poll_interval"`
+	Reference       cty.Value     `cty:"reference"`
+	Gate            cty.Value     `cty:"gate"`
 
 	versionKnown, promptsKnown, seedsKnown bool
 }
 
-// parseConfig converts and checks the inputs; unknown values are allowed only while planning.
-func parseConfig(in cty.Value, planning bool) (*config, error) {
+// parseConfig decodes the inputs; unknown values are allowed only while planning.
+func parseConfig(req *pipeline.Request, planning bool) (*config, error) {
 	c := &config{}
-	get := func(name string) (cty.Value, bool) {
-		if in == cty.NilVal || in.IsNull() || !in.Type().IsObjectType() || !in.Type().HasAttribute(name) {
-			return cty.NilVal, false
-		}
-		v, _ := in.GetAttr(name).Unmark()
-		if !v.IsWhollyKnown() {
-			return v, false
-		}
-		return v, true
+	if err := pipeline.Err(schema.Decode(req, c)); err != nil {
+		return nil, err
 	}
-	var errs []string
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
-
-	if v, ok := get("version"); ok && !v.IsNull() {
-		c.Version = strings.TrimSpace(v.AsString())
-		c.versionKnown = true
-		if c.Version == "" {
-			bad("version is empty; hint: use the train stage's output, e.g. version = train.lora.version")
-		}
-	} else if ok {
-		bad("version is null; hint: use the train stage's output, e.g. version = train.lora.version")
-	}
-	if v, ok := get("prompts"); ok {
-		c.promptsKnown = true
-		if v.IsNull() || v.LengthInt() == 0 {
-			bad("prompts is empty; hint: add at least one test prompt with the trigger word, e.g. [\"a photo of TOK\"]")
-		} else {
-			for i, p := range v.AsValueSlice() {
-				if p.IsNull() || strings.TrimSpace(p.AsString()) == "" {
-					bad("prompts[%d] is empty", i)
-					continue
-				}
-				c.Prompts = append(c.Prompts, p.AsString())
-			}
-		}
-	}
-	if v, ok := get("seeds"); ok {
-		c.seedsKnown = true
-		if v.IsNull() || v.LengthInt() == 0 {
-			bad("seeds is empty; hint: seeds = [1, 2]")
-		} else {
-			seen := map[int64]bool{}
-			for i, s := range v.AsValueSlice() {
-				f, _ := s.AsBigFloat().Float64()
-				if s.IsNull() || f != math.Trunc(f) || f < 0 || f > math.MaxInt32 {
-					bad("seeds[%d] = %s is not a whole number from 0 to %d", i, s.AsBigFloat().String(), math.MaxInt32)
-					continue
-				}
-				if seen[int64(f)] {
-					bad("seeds[%d] = %d is listed twice", i, int64(f))
-					continue
-				}
-				seen[int64(f)] = true
-				c.Seeds = append(c.Seeds, int64(f))
-			}
-		}
-	}
-	num := func(name string, dst *float64, lo, hi float64, hint string) {
-		if v, ok := get(name); ok && !v.IsNull() {
-			f, _ := v.AsBigFloat().Float64()
-			if f < lo || f > hi || math.IsNaN(f) {
-				bad("%s = %g is outside %g–%g%s", name, f, lo, hi, hint)
-				return
-			}
-			*dst = f
-		}
-	}
-	c.Guidance, c.LoraScale, c.MinRatio = PortraitGuidance, 1, skin.DefaultMinTextureRatio
-	num("guidance_scale", &c.Guidance, 0, 10, " (the Flux LoRA models accept 0–10)")
-	num("lora_scale", &c.LoraScale, -1, 2, " (the Flux LoRA models accept -1–2)")
-	num("min_texture_ratio", &c.MinRatio, 0.01, 2, "; hint: 0.65 is the default, from simulated smoothing of real photos")
-	steps := 28.0
-	num("num_inference_steps", &steps, 1, 50, "")
-	if steps != math.Trunc(steps) {
-		bad("num_inference_steps = %g is not a whole number", steps)
-	}
-	c.Steps = int64(steps)
-	c.ComparePrevious = true
-	if v, ok := get("compare_previous"); ok && !v.IsNull() {
-		c.ComparePrevious = v.True()
-	}
-	c.OutDir = "generated"
-	if v, ok := get("out_dir"); ok && !v.IsNull() {
-		c.OutDir = v.AsString()
-		if strings.TrimSpace(c.OutDir) == "" {
-			bad("out_dir is empty; hint: out_dir = \"generated\"")
-		}
-	}
-	c.OnPlastic = OnPlasticWarn
-	if v, ok := get("on_plastic"); ok && !v.IsNull() {
-		c.OnPlastic = v.AsString()
-		if c.OnPlastic != OnPlasticWarn && c.OnPlastic != OnPlasticFail {
-			bad("on_plastic = %q is not one of %q, %q", c.OnPlastic, OnPlasticWarn, OnPlasticFail)
-		}
-	}
-	c.OnFail = OnFailDelete
-	if v, ok := get("on_fail"); ok && !v.IsNull() {
-		c.OnFail = v.AsString()
-		if c.OnFail != OnFailDelete && c.OnFail != OnFailKeep {
-			bad("on_fail = %q is not one of %q, %q", c.OnFail, OnFailDelete, OnFailKeep)
-		}
-	}
-	c.PollInterval = 2 * time.Second
-	if v, ok := get("poll_interval"); ok && !v.IsNull() {
-		d, err := time.ParseDuration(v.AsString())
-		if err != nil || d <= 0 {
-			bad("poll_interval = %q is not a positive duration; hint: Go syntax such as \"2s\" or \"500ms\"", v.AsString())
-		} else {
-			c.PollInterval = d
-		}
-	}
-	if in != cty.NilVal && !in.IsNull() && in.Type().IsObjectType() && in.Type().HasAttribute("reference") {
-		c.Reference, _ = in.GetAttr("reference").UnmarkDeep()
-	} else {
+	c.Version = strings.TrimSpace(c.Version)
+	c.versionKnown, c.promptsKnown, c.seedsKnown = req.Known("version"), req.Known("prompts"), req.Known("seeds")
+	if c.Reference == cty.NilVal {
 		c.Reference = cty.NullVal(cty.DynamicPseudoType)
 	}
 	if !planning && (!c.versionKnown || !c.promptsKnown || !c.seedsKnown) {
-		bad("version, prompts and seeds must be known when the stage runs")
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s", strings.Join(errs, "; "))
+		return nil, fmt.Errorf("version, prompts and seeds must be known when the stage runs")
 	}
 	return c, nil
+}
+
+// checkVersion: the version to test is "owner/name:id" (a bare id names no model to compare in).
+func checkVersion(v, _ cty.Value) error {
+	ref := strings.TrimSpace(v.AsString())
+	if ref == "" {
+		return errors.New("version is empty; hint: use the train stage's output, e.g. version = train.lora.version")
+	}
+	if owner, name, id, err := replicate.SplitVersion(ref); err != nil || owner == "" || name == "" || id == "" {
+		return fmt.Errorf("version %q is not \"owner/name:id\"; hint: use the train stage's output, e.g. version = train.lora.version", ref)
+	}
+	return nil
+}
+
+func checkPrompts(v, _ cty.Value) error {
+	if v.LengthInt() == 0 {
+		return errors.New("prompts is empty; hint: add at least one test prompt with the trigger word, e.g. [\"a photo of TOK\"]")
+	}
+	for i, p := range v.AsValueSlice() {
+		if p.IsNull() || strings.TrimSpace(p.AsString()) == "" {
+			return fmt.Errorf("prompts[%d] is empty", i)
+		}
+	}
+	return nil
+}
+
+func checkSeeds(v, _ cty.Value) error {
+	if v.LengthInt() == 0 {
+		return errors.New("seeds is empty; hint: seeds = [1, 2]")
+	}
+	seen := map[int64]bool{}
+	for i, s := range v.AsValueSlice() {
+		f := math.NaN()
+		if !s.IsNull() {
+			f, _ = s.AsBigFloat().Float64()
+		}
+		if f != math.Trunc(f) || f < 0 || f > math.MaxInt32 {
+			return fmt.Errorf("seeds[%d] = %s is not a whole number from 0 to %d", i, s.AsBigFloat().String(), math.MaxInt32)
+		}
+		if seen[int64(f)] {
+			return fmt.Errorf("seeds[%d] = %d is listed twice", i, int64(f))
+		}
+		seen[int64(f)] = true
+	}
+	return nil
+}
+
+// notBlank refuses an empty string, with an example of a good value.
+func notBlank(name, example string) func(v, _ cty.Value) error {
+	return func(v, _ cty.Value) error {
+		if strings.TrimSpace(v.AsString()) == "" {
+			return fmt.Errorf("%s is empty; hint: %s", name, example)
+		}
+		return nil
+	}
 }
 
 // outDirFor keeps the batch instances of one stage apart: in a batch (key != ""), images go to
@@ -299,7 +250,7 @@ func previousNote(ctx context.Context, req *pipeline.Request, c *config) string 
 	if err != nil {
 		return general
 	}
-	prev, note, err := previousOf(ctx, cl, c.Version, replicate.DeletedVersions(req.State))
+	prev, note, err := previousFor(ctx, req, cl, c.Version)
 	switch {
 	case err != nil:
 		return general + "; the versions could not be listed now: " + err.Error()
@@ -317,9 +268,9 @@ func guidanceWarning(g float64) string {
 
 // Plan implements pipeline.Kind: it lists the runs and the guard's settings; outputs stay unknown.
 func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
-	c, err := parseConfig(req.Inputs, true)
+	c, err := parseConfig(req, true)
 	if err != nil {
-		return nil, fmt.Errorf("%s (%s): %w", req.Address, req.DeclRange, err)
+		return nil, err
 	}
 	c.OutDir = outDirFor(c.OutDir, req.Key)
 	res := &pipeline.Result{}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
@@ -50,25 +49,17 @@ func TestReferenceOf(t *testing.T) {
 	}
 }
 
-func TestLossesFor(t *testing.T) {
-	rec := trainRecord("acme/m:v2")
-	other := pipeline.StageRecord{Kind: "train", Name: "other", Outputs: cty.ObjectVal(map[string]cty.Value{
-		"version": cty.StringVal("acme/m:v1"),
-		"losses":  cty.MapVal(map[string]cty.Value{"10": cty.NumberFloatVal(0.5), "x": cty.NumberFloatVal(1)}),
-	})}
-	pts := lossesFor(stateView{other, rec}, "acme/m:v2")
+func TestLossesOf(t *testing.T) {
+	pts := lossesOf(gateVal())
 	if len(pts) != 21 || pts[0].Step != 0 || pts[20].Step != 1000 || pts[0].Loss <= pts[20].Loss {
-		t.Errorf("matching version: %v", pts)
+		t.Errorf("the gate's curve: %v", pts)
 	}
-	if pts := lossesFor(stateView{other, rec}, "acme/m:v9"); pts != nil {
-		t.Errorf("no matching record among two: %v", pts)
+	odd := cty.ObjectVal(map[string]cty.Value{"losses": cty.MapVal(map[string]cty.Value{"10": cty.NumberFloatVal(0.5), "x": cty.NumberFloatVal(1)})})
+	if pts := lossesOf(odd); len(pts) != 1 || pts[0].Step != 10 {
+		t.Errorf("a step that is not a number is left out: %v", pts)
 	}
-	// A single train stage is taken even when its version differs (a version passed by hand).
-	if pts := lossesFor(stateView{other}, "acme/m:v9"); len(pts) != 1 || pts[0].Step != 10 {
-		t.Errorf("single record: %v", pts)
-	}
-	if pts := lossesFor(nil, "x"); pts != nil {
-		t.Errorf("no state: %v", pts)
+	if pts := lossesOf(cty.NullVal(cty.DynamicPseudoType)); pts != nil {
+		t.Errorf("no gate: %v", pts)
 	}
 	v := lossCurve(nil)
 	if v.Points != 0 || v.Path != "" {

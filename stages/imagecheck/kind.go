@@ -20,7 +20,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/big"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -80,20 +79,21 @@ func patternsVal() cty.Value {
 var schema = &pipeline.Schema{
 	ReadOnly: true,
 	Attributes: map[string]*pipeline.Attribute{
-		"dir":                {Type: cty.String, Required: true, Description: "directory of the subject's photos, relative to the config file (its subdirectories are not searched)"},
-		"patterns":           {Type: cty.List(cty.String), Default: patternsVal(), Description: "file name patterns considered (case-insensitive); names starting with . are ignored"},
-		"min_count":          {Type: cty.Number, Default: cty.NumberIntVal(15), Min: pipeline.Bound(0), Description: "fewer accepted photos refuse the run"},
-		"max_count":          {Type: cty.Number, Default: cty.NumberIntVal(50), Min: pipeline.Bound(1), Description: "more accepted photos are a warning"},
-		"min_side":           {Type: cty.Number, Default: cty.NumberIntVal(1024), Min: pipeline.Bound(1), Description: "shortest side in pixels"},
+		"dir":                {Type: cty.String, Required: true, Check: checkDir, Description: "directory of the subject's photos, relative to the config file (its subdirectories are not searched)"},
+		"patterns":           {Type: cty.List(cty.String), Default: patternsVal(), Check: checkPatterns, Description: "file name patterns considered (case-insensitive); names starting with . are ignored"},
+		"min_count":          {Type: cty.Number, Default: cty.NumberIntVal(15), Min: pipeline.Bound(0), Whole: true, Description: "fewer accepted photos refuse the run"},
+		"max_count":          {Type: cty.Number, Default: cty.NumberIntVal(50), Min: pipeline.Bound(1), Whole: true, Check: checkMaxCount, Description: "more accepted photos are a warning"},
+		"min_side":           {Type: cty.Number, Default: cty.NumberIntVal(1024), Min: pipeline.Bound(1), Whole: true, Description: "shortest side in pixels"},
 		"max_aspect":         {Type: cty.Number, Default: cty.NumberFloatVal(2.0), Min: pipeline.Bound(1), Description: "long side ÷ short side"},
 		"max_pixels":         {Type: cty.Number, Default: cty.NumberFloatVal(50e6), Min: pipeline.Bound(1), Description: "larger headers are rejected before decoding"},
-		"duplicate_distance": {Type: cty.Number, Default: cty.NumberIntVal(10), Min: pipeline.Bound(0), Max: pipeline.Bound(64), Description: "perceptual-hash Hamming distance at or under which two photos are near-duplicates"},
+		"duplicate_distance": {Type: cty.Number, Default: cty.NumberIntVal(10), Min: pipeline.Bound(0), Max: pipeline.Bound(64), Whole: true, Description: "perceptual-hash Hamming distance at or under which two photos are near-duplicates (a 64-bit hash differs in at most 64 bits)"},
 		"min_sharpness":      {Type: cty.Number, Min: pipeline.Bound(0), Description: "absolute blur threshold (Laplacian variance at 256 px); unset: relative to the set's median; 0: off"},
 		"exposure": {Type: exposureType, Default: cty.ObjectVal(map[string]cty.Value{
 			"max_dark": cty.NumberFloatVal(0.5), "max_bright": cty.NumberFloatVal(0.5),
-		}), Description: "share of pixels at luma ≤ 10 (max_dark) / ≥ 250 (max_bright) above which a photo is rejected"},
+		}), Check: checkExposure, Description: "share of pixels at luma ≤ 10 (max_dark) / ≥ 250 (max_bright) above which a photo is rejected"},
 		"on_warning": {Type: cty.String, Default: cty.StringVal("continue"), OneOf: []string{"continue", "fail"}, Description: `"continue" or "fail"`},
 	},
+	Summary: []pipeline.SummaryColumn{{Title: "photos", Path: "count", Order: 10}},
 	Outputs: map[string]cty.Type{
 		"count":          cty.Number,
 		"accepted":       cty.List(cty.String),
@@ -122,7 +122,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	}
 	cfg, err := configFrom(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	if req.Recorder != nil {
 		var mu sync.Mutex
@@ -134,7 +134,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	}
 	rep, err := Check(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	return &pipeline.Result{
 		Outputs:  Outputs(rep),
@@ -145,97 +145,105 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	}, nil
 }
 
+// attrs are the stage's attributes as the schema decodes them.
+type attrs struct {
+	Dir               string   `cty:"dir"`
+	Patterns          []string `cty:"patterns"`
+	MinCount          int      `cty:"min_count"`
+	MaxCount          int      `cty:"max_count"`
+	MinSide           int      `cty:"min_side"`
+	MaxAspect         float64  `cty:"max_aspect"`
+	MaxPixels         float64  `cty:"max_pixels"`
+	DuplicateDistance int      `cty:"duplicate_distance"`
+	MinSharpness      *float64 `cty:"min_sharpness"`
+	Exposure          struct {
+		MaxDark   *float64 `cty:"max_dark"`
+		MaxBright *float64 `cty:"max_bright"`
+	} `cty:"exposure"`
+	OnWarning string `cty:"on_warning"`
+}
+
 func configFrom(req *pipeline.Request) (Config, error) {
-	dir := req.Input("dir").AsString()
-	if strings.TrimSpace(dir) == "" {
-		return Config{}, fmt.Errorf("dir is empty: set it to the directory of the subject's photos")
+	var a attrs
+	if err := pipeline.Err(schema.Decode(req, &a)); err != nil {
+		return Config{}, err
 	}
-	root := dir
+	root := a.Dir
 	if !filepath.IsAbs(root) {
 		root = filepath.Join(req.BaseDir, root)
 	}
 	root, err := filepath.Abs(root)
 	if err != nil {
-		return Config{}, fmt.Errorf("dir %q: %w", dir, err)
+		return Config{}, fmt.Errorf("dir %q: %w", a.Dir, err)
 	}
-	cfg := DefaultConfig(dir)
+	cfg := DefaultConfig(a.Dir)
 	cfg.Root = root
 	if req.Env != nil && req.Env.CacheDir != "" {
 		cfg.CacheDir = req.Env.CacheDir
 	}
-	if p := req.Input("patterns"); p != cty.NilVal && !p.IsNull() {
-		cfg.Patterns = nil
-		for it := p.ElementIterator(); it.Next(); {
-			_, v := it.Element()
-			if !v.IsNull() {
-				cfg.Patterns = append(cfg.Patterns, v.AsString())
-			}
-		}
-		for _, pat := range cfg.Patterns {
-			if _, err := filepath.Match(pat, "x"); err != nil {
-				return Config{}, fmt.Errorf("patterns: %q is not a valid pattern (%v): use shell globs such as \"*.jpg\"", pat, err)
-			}
-		}
+	cfg.Patterns = a.Patterns
+	cfg.MinCount, cfg.MaxCount, cfg.MinSide, cfg.DuplicateDistance = a.MinCount, a.MaxCount, a.MinSide, a.DuplicateDistance
+	cfg.MaxAspect, cfg.MaxPixels, cfg.OnWarning = a.MaxAspect, a.MaxPixels, a.OnWarning
+	if a.MinSharpness != nil {
+		cfg.MinSharpness = *a.MinSharpness
 	}
-	var errs []string
-	intAttr := func(name string, dst *int, lo int) {
-		v := req.Input(name)
-		if v == cty.NilVal || v.IsNull() {
-			return
-		}
-		f := v.AsBigFloat()
-		i, acc := f.Int64()
-		if acc != big.Exact || i < int64(lo) || i > math.MaxInt32 {
-			errs = append(errs, fmt.Sprintf("%s = %s: must be a whole number ≥ %d", name, f.Text('g', -1), lo))
-			return
-		}
-		*dst = int(i)
+	if a.Exposure.MaxDark != nil {
+		cfg.MaxDark = *a.Exposure.MaxDark
 	}
-	floatAttr := func(name string, v cty.Value, dst *float64, lo, hi float64) {
-		if v == cty.NilVal || v.IsNull() {
-			return
-		}
-		f, _ := v.AsBigFloat().Float64()
-		if f < lo || f > hi || math.IsNaN(f) {
-			errs = append(errs, fmt.Sprintf("%s = %g: must be between %g and %g", name, f, lo, hi))
-			return
-		}
-		*dst = f
-	}
-	intAttr("min_count", &cfg.MinCount, 0)
-	intAttr("max_count", &cfg.MaxCount, 1)
-	intAttr("min_side", &cfg.MinSide, 1)
-	intAttr("duplicate_distance", &cfg.DuplicateDistance, 0)
-	floatAttr("max_aspect", req.Input("max_aspect"), &cfg.MaxAspect, 1, math.Inf(1))
-	floatAttr("max_pixels", req.Input("max_pixels"), &cfg.MaxPixels, 1, math.Inf(1))
-	floatAttr("min_sharpness", req.Input("min_sharpness"), &cfg.MinSharpness, 0, math.Inf(1))
-	if e := req.Input("exposure"); e != cty.NilVal && !e.IsNull() && e.CanIterateElements() {
-		for it := e.ElementIterator(); it.Next(); {
-			k, v := it.Element()
-			switch k.AsString() {
-			case "max_dark":
-				floatAttr("exposure.max_dark", v, &cfg.MaxDark, 0, 1)
-			case "max_bright":
-				floatAttr("exposure.max_bright", v, &cfg.MaxBright, 0, 1)
-			}
-		}
-	}
-	if cfg.DuplicateDistance > 64 {
-		errs = append(errs, fmt.Sprintf("duplicate_distance = %d: a 64-bit hash differs in at most 64 bits", cfg.DuplicateDistance))
-	}
-	if cfg.MinCount > cfg.MaxCount {
-		errs = append(errs, fmt.Sprintf("min_count %d > max_count %d: raise max_count or lower min_count", cfg.MinCount, cfg.MaxCount))
-	}
-	if v := req.Input("on_warning"); v != cty.NilVal && !v.IsNull() {
-		cfg.OnWarning = v.AsString()
-	}
-	if cfg.OnWarning != "continue" && cfg.OnWarning != "fail" {
-		errs = append(errs, fmt.Sprintf("on_warning = %q: must be \"continue\" or \"fail\"", cfg.OnWarning))
-	}
-	if len(errs) > 0 {
-		return Config{}, fmt.Errorf("%s", strings.Join(errs, "; "))
+	if a.Exposure.MaxBright != nil {
+		cfg.MaxBright = *a.Exposure.MaxBright
 	}
 	return cfg, nil
+}
+
+func checkDir(v, _ cty.Value) error {
+	if strings.TrimSpace(v.AsString()) == "" {
+		return fmt.Errorf("dir is empty: set it to the directory of the subject's photos")
+	}
+	return nil
+}
+
+func checkPatterns(v, _ cty.Value) error {
+	for _, p := range v.AsValueSlice() {
+		if p.IsNull() {
+			continue
+		}
+		if _, err := filepath.Match(p.AsString(), "x"); err != nil {
+			return fmt.Errorf("patterns: %q is not a valid pattern (%v): use shell globs such as \"*.jpg\"", p.AsString(), err)
+		}
+	}
+	return nil
+}
+
+// checkMaxCount: no set could pass a min_count above max_count.
+func checkMaxCount(v, in cty.Value) error {
+	lo := in.GetAttr("min_count")
+	if !lo.IsKnown() || lo.IsNull() {
+		return nil
+	}
+	minC, _ := lo.AsBigFloat().Int64()
+	maxC, _ := v.AsBigFloat().Int64()
+	if minC > maxC {
+		return fmt.Errorf("min_count %d > max_count %d: raise max_count or lower min_count", minC, maxC)
+	}
+	return nil
+}
+
+// checkExposure: both bounds are shares of the pixels.
+func checkExposure(v, _ cty.Value) error {
+	for _, name := range []string{"max_dark", "max_bright"} {
+		if !v.Type().HasAttribute(name) {
+			continue
+		}
+		f := v.GetAttr(name)
+		if f.IsNull() || !f.IsKnown() {
+			continue
+		}
+		if x, _ := f.AsBigFloat().Float64(); x < 0 || x > 1 || math.IsNaN(x) {
+			return fmt.Errorf("exposure.%s = %g: must be between 0 and 1", name, x)
+		}
+	}
+	return nil
 }
 
 // Outputs converts a report to the stage's outputs (the types the schema declares).

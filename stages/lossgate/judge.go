@@ -3,7 +3,6 @@ package lossgate
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
@@ -50,65 +49,19 @@ type Verdict struct {
 	Reason string
 }
 
-// window is the automatic EMA span: ~10% of the points, at least 1.
-func window(points int) int {
-	w := int(math.Ceil(float64(points) / 10))
-	if w < 1 {
-		w = 1
-	}
-	return w
-}
-
 // sortedPoints copies the series ordered by step, one point per step (the last one wins).
 func sortedPoints(losses []replicate.LossPoint) []replicate.LossPoint {
-	pts := append([]replicate.LossPoint(nil), losses...)
-	sort.SliceStable(pts, func(i, j int) bool { return pts[i].Step < pts[j].Step })
-	out := pts[:0]
-	for _, p := range pts {
-		if len(out) > 0 && out[len(out)-1].Step == p.Step {
-			out[len(out)-1] = p
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-// expectedPoints estimates how many points the finished series will have: logs may carry a loss
-// every step or every few steps, so scale the points seen so far by the share of steps done.
-func expectedPoints(pts []replicate.LossPoint, total int) int {
-	n := len(pts)
-	last := pts[n-1].Step
-	if total > 0 && last > 0 && last < total {
-		return int(math.Ceil(float64(n) * float64(total) / float64(last)))
-	}
-	return n
+	return replicate.SortedLosses(losses)
 }
 
 // alphaFor returns the smoothing factor for a series.
 func alphaFor(pts []replicate.LossPoint, cfg Config) float64 {
-	if cfg.Alpha > 0 && cfg.Alpha <= 1 {
-		return cfg.Alpha
-	}
-	return 2 / (float64(window(expectedPoints(pts, cfg.TotalSteps))) + 1)
+	return replicate.LossAlpha(pts, cfg.Alpha, cfg.TotalSteps)
 }
 
 // Smooth returns the EMA of the series (ordered by step) with the gate's smoothing: one value per point.
 func Smooth(losses []replicate.LossPoint, cfg Config) []float64 {
-	pts := sortedPoints(losses)
-	if len(pts) == 0 {
-		return nil
-	}
-	alpha := alphaFor(pts, cfg)
-	out := make([]float64, len(pts))
-	ema := pts[0].Loss
-	for i, p := range pts {
-		if i > 0 {
-			ema = alpha*p.Loss + (1-alpha)*ema
-		}
-		out[i] = ema
-	}
-	return out
+	return replicate.SmoothLosses(losses, cfg.Alpha, cfg.TotalSteps)
 }
 
 // fmtLoss prints a loss with three significant digits (0.142, 0.2, 1.05e-05).

@@ -5,26 +5,29 @@
 //	stage "loss_gate" "fit" {
 //	  training     = train.lora   # the train stage's whole output object
 //	  min_loss     = 0.2          # smoothed loss below this = overfitting
-//	  cancel_early = true         # train.lora cancels the training once this is certain
+//	  cancel_early = true         # the training is cancelled once this is certain
 //	}
 //
-// The train kind uses Judge and ShouldCancel (exported here) on the running series when a gate with
-// cancel_early = true depends on it. Every outcome saves {"last_accepted": {...}} (see Data): the
-// training accepted last, which the params stage reads to compare image counts.
+// With cancel_early the gate is a pipeline.Consultant: the stage it names consults it on the
+// running loss series (an object {step, total, losses} the train kind documents) and cancels the
+// training when the gate says so. The verdict goes into the subject's version ledger
+// (replicate.Ledger: accepted or rejected, and deleted), where the params stage finds the photo
+// count of the last accepted training and prune the versions it must keep. Outputs: passed,
+// final_loss, reason, and for a report drawing the curve (generate's `gate`): min_loss, max_loss
+// and losses (step → raw loss, as train's).
 package lossgate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
-	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
@@ -44,11 +47,11 @@ var schema = &pipeline.Schema{
 		"training": {Type: cty.DynamicPseudoType, Required: true, StageKind: "train",
 			Description: "the train stage whose loss curve is judged: `training = train.lora`"},
 		"min_loss": {Type: cty.Number, Default: cty.NumberFloatVal(DefaultMinLoss), Min: pipeline.Bound(0),
-			Description: "a smoothed final loss below this is overfitting (null: no lower bound)"},
-		"max_loss": {Type: cty.Number, Min: pipeline.Bound(0),
+			Description: "a smoothed final loss below this is overfitting"},
+		"max_loss": {Type: cty.Number, Min: pipeline.Bound(0), Check: aboveMinLoss,
 			Description: "a smoothed final loss above this is underfitting (default: none)"},
-		"smoothing": {Type: cty.Number, Min: pipeline.Bound(0), Max: pipeline.Bound(1),
-			Description: "EMA factor alpha in (0, 1]; default: an EMA spanning ~10% of the steps"},
+		"smoothing": {Type: cty.Number, Min: pipeline.Bound(0), ExclusiveMin: true, Max: pipeline.Bound(1),
+			Description: "EMA factor alpha in (0, 1] (1 = no smoothing); default: an EMA spanning ~10% of the steps"},
 		"cancel_early": {Type: cty.Bool, Default: cty.False,
 			Description: "the train stage cancels the running training as soon as the smoothed loss falls under min_loss"},
 		"on_fail": {Type: cty.String, Default: cty.StringVal(OnFailDelete), OneOf: []string{OnFailDelete, OnFailKeep},
@@ -58,9 +61,13 @@ var schema = &pipeline.Schema{
 		"passed":     cty.Bool,
 		"final_loss": cty.Number,
 		"reason":     cty.String,
+		"min_loss":   cty.Number,
+		"max_loss":   cty.Number,
+		"losses":     cty.Map(cty.Number),
 	},
 	Remote:   true,
 	Settings: []string{"replicate"},
+	Summary:  []pipeline.SummaryColumn{{Title: "final loss", Path: "final_loss", Order: 40}},
 }
 
 // Name implements pipeline.Kind.
@@ -69,124 +76,96 @@ func (Kind) Name() string { return "loss_gate" }
 // Schema implements pipeline.Kind.
 func (Kind) Schema() *pipeline.Schema { return schema }
 
-// Accepted describes the training a gate accepted last.
-type Accepted struct {
-	TrainingID   string         `json:"training_id"`
-	Version      string         `json:"version"`
-	ImageCount   int            `json:"image_count"`
-	ImagesDigest string         `json:"images_digest"`
-	Input        map[string]any `json:"input,omitempty"`
-}
-
-// Data is what the gate saves on every outcome: the last accepted training (set from the judged
-// training when it passes, carried forward when it fails; nil until one passes).
-type Data struct {
-	LastAccepted *Accepted `json:"last_accepted"`
-	// DeletedVersions are the versions this gate deleted ("owner/name:id", newest last, bounded):
-	// deletion is asynchronous on Replicate, so others skip them while they are still listed
-	// (replicate.DeletedVersions).
-	DeletedVersions []string `json:"deleted_versions,omitempty"`
-	// RejectedVersions are the versions this gate rejected with on_fail = "delete_version",
-	// recorded before the delete is tried: if the delete does not finish, no stage takes the
-	// version for a good one and prune deletes it (replicate.RejectedVersions).
-	RejectedVersions []string `json:"rejected_versions,omitempty"`
-}
-
-// LastAccepted returns the last accepted training recorded by any loss_gate of a batch instance
-// (nil when none has passed yet). Stages downstream of a gate read it through their StateView.
-func LastAccepted(view pipeline.StateView) *Accepted {
-	if view == nil {
+// aboveMinLoss: no loss could pass a max_loss at or under min_loss.
+func aboveMinLoss(v, in cty.Value) error {
+	lo := DefaultMinLoss
+	if m := in.GetAttr("min_loss"); m.IsKnown() && !m.IsNull() {
+		lo, _ = m.AsBigFloat().Float64()
+	} else if !m.IsKnown() {
 		return nil
 	}
-	for _, r := range view.Records("loss_gate") {
-		var d Data
-		if len(r.Data) == 0 || json.Unmarshal(r.Data, &d) != nil || d.LastAccepted == nil {
-			continue
-		}
-		return d.LastAccepted
+	if hi, _ := v.AsBigFloat().Float64(); hi <= lo {
+		return fmt.Errorf("max_loss = %s is not above min_loss = %s: no loss could pass", fmtLoss(hi), fmtLoss(lo))
 	}
 	return nil
 }
 
-// Settings are the gate's attributes other than training.
+// Settings are a gate's attributes, decoded from its schema.
 type Settings struct {
-	Config
-	CancelEarly bool
-	OnFail      string
+	Training    cty.Value `cty:"training"`
+	MinLoss     *float64  `cty:"min_loss"`
+	MaxLoss     *float64  `cty:"max_loss"`
+	Smoothing   *float64  `cty:"smoothing"`
+	CancelEarly bool      `cty:"cancel_early"`
+	OnFail      string    `cty:"on_fail"`
 }
 
-// numberAttr reads an optional number attribute; ok is false when it is absent, null or unknown.
-func numberAttr(obj cty.Value, name string) (float64, bool, error) {
-	if obj == cty.NilVal || obj.IsNull() || !obj.IsKnown() || !obj.Type().IsObjectType() || !obj.Type().HasAttribute(name) {
-		return 0, false, nil
+// config is what Judge holds the curve against.
+func (s Settings) config() Config {
+	c := Config{MinLoss: s.MinLoss, MaxLoss: s.MaxLoss}
+	if s.Smoothing != nil {
+		c.Alpha = *s.Smoothing
 	}
-	v, _ := obj.GetAttr(name).Unmark()
-	if v.IsNull() || !v.IsKnown() {
-		return 0, false, nil
-	}
-	if v.Type() != cty.Number {
-		return 0, false, fmt.Errorf("%s must be a number, got %s", name, v.Type().FriendlyName())
-	}
-	f, _ := v.AsBigFloat().Float64()
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, false, fmt.Errorf("%s must be a finite number", name)
-	}
-	return f, true, nil
+	return c
 }
 
-// ParseSettings reads a gate's attributes (its Request.Inputs, or a Dependent's Inputs as seen by the
-// train stage, where absent attributes take their defaults).
+// ParseSettings decodes a gate's inputs (its Request.Inputs, or the inputs the engine evaluated
+// for a consultation, where absent attributes take their defaults).
 func ParseSettings(inputs cty.Value) (Settings, error) {
-	s := Settings{OnFail: OnFailDelete}
-	has := func(name string) bool {
-		return inputs != cty.NilVal && !inputs.IsNull() && inputs.IsKnown() && inputs.Type().IsObjectType() && inputs.Type().HasAttribute(name)
+	var s Settings
+	err := pipeline.Err(schema.Decode(&pipeline.Request{Inputs: inputs}, &s))
+	return s, err
+}
+
+// Consultation implements pipeline.Consultant: a gate with cancel_early (and a min_loss) watches
+// the training it names while it runs.
+func (Kind) Consultation(inputs cty.Value, upstream string) *pipeline.Consultation {
+	s, err := ParseSettings(inputs)
+	if err != nil || !s.CancelEarly || s.MinLoss == nil {
+		return nil
 	}
-	// min_loss: absent = default; explicitly null = no lower bound.
-	if !has("min_loss") {
-		m := DefaultMinLoss
-		s.MinLoss = &m
-	} else if f, ok, err := numberAttr(inputs, "min_loss"); err != nil {
-		return s, err
-	} else if ok {
-		if f < 0 {
-			return s, fmt.Errorf("min_loss = %s is negative; hint: losses are >= 0, use e.g. 0.2", fmtLoss(f))
+	cfg := s.config()
+	return &pipeline.Consultation{
+		Note: fmt.Sprintf("cancels the training early if the smoothed loss falls under min_loss %s (cancel_early)", fmtLoss(*s.MinLoss)),
+		Consult: func(observed cty.Value) (string, error) {
+			step, total, losses, err := parseObserved(observed)
+			if err != nil {
+				return "", err
+			}
+			c := cfg
+			c.TotalSteps = total
+			if cancel, v := ShouldCancel(losses, c); cancel {
+				return fmt.Sprintf("%s at step %d/%d", v.Reason, step, total), nil
+			}
+			return "", nil
+		},
+	}
+}
+
+// parseObserved reads what a running training reports to its consultants: {step, total, losses}.
+func parseObserved(v cty.Value) (step, total int, losses []replicate.LossPoint, err error) {
+	t, err := parseTraining(v)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	num := func(name string) int {
+		if !v.Type().IsObjectType() || !v.Type().HasAttribute(name) {
+			return 0
 		}
-		s.MinLoss = &f
-	} else if !inputs.GetAttr("min_loss").IsKnown() {
-		return s, fmt.Errorf("min_loss is not known yet")
-	}
-	if f, ok, err := numberAttr(inputs, "max_loss"); err != nil {
-		return s, err
-	} else if ok {
-		if s.MinLoss != nil && f <= *s.MinLoss {
-			return s, fmt.Errorf("max_loss = %s is not above min_loss = %s: no loss could pass", fmtLoss(f), fmtLoss(*s.MinLoss))
+		n := v.GetAttr(name)
+		if n.IsNull() || !n.IsKnown() || n.Type() != cty.Number {
+			return 0
 		}
-		s.MaxLoss = &f
+		i, _ := n.AsBigFloat().Int64()
+		return int(i)
 	}
-	if f, ok, err := numberAttr(inputs, "smoothing"); err != nil {
-		return s, err
-	} else if ok {
-		if f <= 0 || f > 1 {
-			return s, fmt.Errorf("smoothing = %s is outside (0, 1]: it is the EMA factor alpha (1 = no smoothing); leave it unset for an EMA over the last ~10%% of steps", fmtLoss(f))
-		}
-		s.Alpha = f
-	}
-	if has("cancel_early") {
-		v, _ := inputs.GetAttr("cancel_early").Unmark()
-		if v.IsKnown() && !v.IsNull() && v.Type() == cty.Bool {
-			s.CancelEarly = v.True()
-		}
-	}
-	if has("on_fail") {
-		v, _ := inputs.GetAttr("on_fail").Unmark()
-		if v.IsKnown() && !v.IsNull() && v.Type() == cty.String {
-			s.OnFail = v.AsString()
-		}
-	}
-	if s.OnFail != OnFailDelete && s.OnFail != OnFailKeep {
-		return s, fmt.Errorf("on_fail = %q is not one of %q, %q", s.OnFail, OnFailDelete, OnFailKeep)
-	}
-	return s, nil
+	return num("step"), num("total"), t.Losses, nil
+}
+
+// LastAccepted returns the training a gate of this subject accepted last (nil when none has
+// passed yet), from the subject's version ledger.
+func LastAccepted(view pipeline.StateView) *replicate.LedgerVersion {
+	return replicate.LedgerOf(view).LastAccepted()
 }
 
 // judged is the part of a train stage's outputs the gate uses.
@@ -195,7 +174,6 @@ type judged struct {
 	ImageCount                        int
 	Losses                            []replicate.LossPoint
 	LossesKnown                       bool
-	Input                             map[string]any
 }
 
 // parseTraining reads the train stage's output object. Missing attributes stay empty, so a gate can
@@ -236,22 +214,6 @@ func parseTraining(v cty.Value) (judged, error) {
 	if n := get("image_count"); n != cty.NilVal && n.IsKnown() && !n.IsNull() && n.Type() == cty.Number {
 		i, _ := n.AsBigFloat().Int64()
 		t.ImageCount = int(i)
-	}
-	if in := get("input"); in != cty.NilVal && in.IsWhollyKnown() && !in.IsNull() && in.CanIterateElements() {
-		// train's input output: the values sent, with their types.
-		t.Input = map[string]any{}
-		for it := in.ElementIterator(); it.Next(); {
-			k, e := it.Element()
-			if k.Type() != cty.String || e.IsNull() {
-				continue
-			}
-			b, err := ctyjson.Marshal(e, e.Type())
-			var val any
-			if err != nil || json.Unmarshal(b, &val) != nil {
-				continue
-			}
-			t.Input[k.AsString()] = val
-		}
 	}
 	l := get("losses")
 	if l == cty.NilVal {
@@ -294,8 +256,8 @@ func parseTraining(v cty.Value) (judged, error) {
 func (s Settings) describe() string {
 	var b strings.Builder
 	b.WriteString("judges the training's smoothed loss (")
-	if s.Alpha > 0 {
-		fmt.Fprintf(&b, "EMA alpha %s", fmtLoss(s.Alpha))
+	if s.Smoothing != nil {
+		fmt.Fprintf(&b, "EMA alpha %s", fmtLoss(*s.Smoothing))
 	} else {
 		b.WriteString("EMA over the last ~10% of steps")
 	}
@@ -313,14 +275,24 @@ func (s Settings) describe() string {
 	return b.String()
 }
 
+// decode reads the gate's settings and the training it judges.
+func decode(req *pipeline.Request) (Settings, judged, error) {
+	var s Settings
+	if err := pipeline.Err(schema.Decode(req, &s)); err != nil {
+		return s, judged{}, err
+	}
+	t, err := parseTraining(req.Input("training"))
+	return s, t, err
+}
+
 // Plan implements pipeline.Kind: it validates the settings and says what the gate will judge. What it
 // deletes is only known once the training has finished, so Deletes stays empty.
 func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
-	s, err := ParseSettings(req.Inputs)
+	s, t, err := decode(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
-	res := &pipeline.Result{Notes: []string{s.describe()}}
+	res := &pipeline.Result{Notes: []string{s.describe()}, Effects: []string{replicate.JudgesVersions}}
 	if s.OnFail == OnFailDelete {
 		res.Notes = append(res.Notes, "on failure: deletes the rejected version (never any other), so the model's latest version stays the last good one; the run exits 3")
 	} else {
@@ -329,12 +301,8 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if s.CancelEarly {
 		res.Notes = append(res.Notes, "cancel_early: the train stage cancels the training as soon as the smoothed loss falls under min_loss")
 	}
-	t, err := parseTraining(req.Input("training"))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
-	}
 	if t.LossesKnown {
-		v := Judge(t.Losses, s.Config)
+		v := Judge(t.Losses, s.config())
 		if v.Passed {
 			res.Notes = append(res.Notes, "the recorded training would pass: "+v.Reason)
 		} else {
@@ -346,60 +314,40 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 
 // Apply implements pipeline.Kind.
 func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
-	s, err := ParseSettings(req.Inputs)
+	s, t, err := decode(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
-	t, err := parseTraining(req.Input("training"))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
-	}
-	var prior Data
-	if _, err := req.Prior.Decode(&prior); err != nil {
-		// Unreadable private data only loses the carried-forward record; say so and go on.
-		req.Recorder.Warn(fmt.Sprintf("%s: ignoring unreadable recorded data: %v", req.Address, err))
-	}
-
-	v := Judge(t.Losses, s.Config)
+	v := Judge(t.Losses, s.config())
 	if v.Passed && t.Version == "" && t.TrainingID != "" {
 		// A training cancelled before its end has a loss curve but no model to accept.
 		v.Passed = false
 		v.Reason = fmt.Sprintf("training %s produced no version (it was cancelled before the end); %s", t.TrainingID, v.Reason)
 	}
-	outputs := map[string]cty.Value{
-		"passed":     cty.BoolVal(v.Passed),
-		"final_loss": cty.NullVal(cty.Number),
-		"reason":     cty.StringVal(v.Reason),
-	}
-	if v.Judged && !math.IsNaN(v.FinalLoss) && !math.IsInf(v.FinalLoss, 0) {
-		outputs["final_loss"] = cty.NumberFloatVal(v.FinalLoss)
-	}
-	res := &pipeline.Result{Outputs: outputs}
-
+	res := &pipeline.Result{Outputs: outputs(s, t, v)}
 	if v.Passed {
-		data := Data{LastAccepted: &Accepted{
-			TrainingID: t.TrainingID, Version: t.Version, ImageCount: t.ImageCount,
-			ImagesDigest: t.ImagesDigest, Input: t.Input,
-		}, DeletedVersions: prior.DeletedVersions, RejectedVersions: prior.RejectedVersions}
-		if err := req.Recorder.Save(data); err != nil {
-			return nil, fmt.Errorf("%s: recording the accepted training: %w", req.Address, err)
+		if err := replicate.UpdateLedger(req, func(l *replicate.Ledger) {
+			if t.TrainingID != "" {
+				l.Produced(t.Version, t.TrainingID, t.ImageCount, t.ImagesDigest, time.Time{})
+			}
+			l.Judge(t.Version, replicate.Accepted)
+		}); err != nil {
+			return nil, fmt.Errorf("recording the accepted training: %w", err)
 		}
 		return res, nil
 	}
-
 	res.Refused = v.Reason
-	data := prior
-	if data.LastAccepted != nil && t.Version != "" && data.LastAccepted.Version == t.Version {
-		// The version accepted before is the one refused now (stricter bounds): it is no longer accepted.
-		data.LastAccepted = nil
-	}
-	if s.OnFail != OnFailKeep && v.Judged && t.Version != "" {
-		data.RejectedVersions = replicate.RememberDeleted(data.RejectedVersions, t.Version)
-	}
-	// Record the outcome before deleting anything, so even a failed delete leaves last_accepted
-	// right and the rejected version marked.
-	if err := req.Recorder.Save(data); err != nil {
-		return nil, fmt.Errorf("%s: recording the gate's outcome: %w", req.Address, err)
+	reject := s.OnFail != OnFailKeep && v.Judged && t.Version != ""
+	// Record the verdict before deleting anything: if the delete does not finish, no stage takes
+	// the version for a good one and prune deletes it.
+	if err := replicate.UpdateLedger(req, func(l *replicate.Ledger) {
+		if reject {
+			l.Judge(t.Version, replicate.Rejected)
+		} else if a := l.LastAccepted(); a != nil && t.Version != "" && a.Ref == t.Version {
+			a.Verdict = "" // accepted before, refused now (stricter bounds): no longer accepted
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("recording the gate's outcome: %w", err)
 	}
 	switch {
 	case !v.Judged:
@@ -414,20 +362,52 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	default:
 		deleted, warn, err := deleteVersion(ctx, req, t.Version)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s; deleting the rejected version %s failed: %w; hint: run apply again to retry the delete", req.Address, v.Reason, t.Version, err)
+			return nil, fmt.Errorf("%s; deleting the rejected version %s failed: %w; hint: run apply again to retry the delete", v.Reason, t.Version, err)
 		}
 		if warn != "" {
 			res.Warnings = append(res.Warnings, warn)
 		}
 		if deleted {
 			res.Deletes = append(res.Deletes, t.Version)
-			data.DeletedVersions = replicate.RememberDeleted(data.DeletedVersions, t.Version)
-			if err := req.Recorder.Save(data); err != nil {
-				return nil, fmt.Errorf("%s: recording the deleted version %s: %w", req.Address, t.Version, err)
+			if err := replicate.UpdateLedger(req, func(l *replicate.Ledger) { l.MarkDeleted(t.Version) }); err != nil {
+				return nil, fmt.Errorf("recording the deleted version %s: %w", t.Version, err)
 			}
 		}
 	}
 	return res, nil
+}
+
+// outputs are the gate's outputs: the verdict, the bounds it used and the curve it judged.
+func outputs(s Settings, t judged, v Verdict) map[string]cty.Value {
+	num := func(f *float64) cty.Value {
+		if f == nil {
+			return cty.NullVal(cty.Number)
+		}
+		return cty.NumberFloatVal(*f)
+	}
+	out := map[string]cty.Value{
+		"passed":     cty.BoolVal(v.Passed),
+		"final_loss": cty.NullVal(cty.Number),
+		"reason":     cty.StringVal(v.Reason),
+		"min_loss":   num(s.MinLoss),
+		"max_loss":   num(s.MaxLoss),
+		"losses":     cty.MapValEmpty(cty.Number),
+	}
+	if v.Judged && !math.IsNaN(v.FinalLoss) && !math.IsInf(v.FinalLoss, 0) {
+		out["final_loss"] = cty.NumberFloatVal(v.FinalLoss)
+	}
+	if len(t.Losses) > 0 {
+		m := make(map[string]cty.Value, len(t.Losses))
+		for _, p := range t.Losses {
+			if !math.IsNaN(p.Loss) && !math.IsInf(p.Loss, 0) {
+				m[strconv.Itoa(p.Step)] = cty.NumberFloatVal(p.Loss)
+			}
+		}
+		if len(m) > 0 {
+			out["losses"] = cty.MapVal(m)
+		}
+	}
+	return out
 }
 
 // deleteVersion deletes "owner/name:id". A refusal by the API (the version has other users'

@@ -16,7 +16,9 @@ import (
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
+// recorder keeps what the gate records: its private data and the subject's shared ledger.
 type recorder struct {
+	pipeline.MemShared
 	mu    sync.Mutex
 	data  json.RawMessage
 	saves int
@@ -35,13 +37,23 @@ func (r *recorder) Save(v any) error {
 func (r *recorder) Progress(pipeline.Progress) {}
 func (r *recorder) Warn(string)                {}
 
-func (r *recorder) decoded(t *testing.T) Data {
+// ledger is the subject's version ledger as the gate left it.
+func (r *recorder) ledger() *replicate.Ledger {
+	return replicate.LedgerOf(pipeline.MemState{Memory: &r.MemShared})
+}
+
+// withLedger is a recorder whose ledger already holds an accepted version (an earlier pass).
+func withLedger(t *testing.T, accepted string, images int) *recorder {
 	t.Helper()
-	var d Data
-	if err := json.Unmarshal(r.data, &d); err != nil {
-		t.Fatalf("saved data %s: %v", r.data, err)
+	rec := &recorder{}
+	req := &pipeline.Request{Recorder: rec}
+	if err := replicate.UpdateLedger(req, func(l *replicate.Ledger) {
+		l.Produced(accepted, "tr_before", images, "sha256:before", time.Time{})
+		l.Judge(accepted, replicate.Accepted)
+	}); err != nil {
+		t.Fatal(err)
 	}
-	return d
+	return rec
 }
 
 // trainingVal is a train stage's output object with a loss curve settling at final.
@@ -93,7 +105,8 @@ func newHarness(t *testing.T) *harness {
 }
 
 func (h *harness) request(inputs cty.Value, prior *pipeline.Prior, rec *recorder) *pipeline.Request {
-	return &pipeline.Request{Address: "loss_gate.fit", Kind: "loss_gate", Name: "fit", Inputs: inputs, Prior: prior, Recorder: rec, Env: h.env}
+	return &pipeline.Request{Address: "loss_gate.fit", Kind: "loss_gate", Name: "fit", Inputs: inputs, Prior: prior, Recorder: rec, Env: h.env,
+		State: pipeline.MemState{Memory: &rec.MemShared}}
 }
 
 func TestGatePassesAndRecordsLastAccepted(t *testing.T) {
@@ -108,10 +121,9 @@ func TestGatePassesAndRecordsLastAccepted(t *testing.T) {
 	if res.Refused != "" || !res.Outputs["passed"].True() || len(res.Deletes) != 0 {
 		t.Fatalf("result %+v", res)
 	}
-	d := rec.decoded(t)
-	if d.LastAccepted == nil || d.LastAccepted.Version != "acme/ana:"+ids[0] || d.LastAccepted.ImageCount != 20 ||
-		d.LastAccepted.Input["steps"] != 1000.0 || d.LastAccepted.Input["trigger_word"] != "TOK" || d.LastAccepted.TrainingID != "tr_20" {
-		t.Fatalf("last_accepted %+v", d.LastAccepted)
+	a := rec.ledger().LastAccepted()
+	if a == nil || a.Ref != "acme/ana:"+ids[0] || a.Images != 20 || a.ImagesDigest != "sha256:abc" || a.Training != "tr_20" {
+		t.Fatalf("last accepted %+v", a)
 	}
 	if h.srv.Count("DELETE version") != 0 {
 		t.Fatal("a passing gate deleted something")
@@ -123,10 +135,9 @@ func TestOverfitIsRefusedAndOnlyTheRejectedVersionDeleted(t *testing.T) {
 	h.srv.AddModel("acme", "ana", 3)
 	before := h.srv.VersionIDs("acme", "ana")
 	bad := before[0] // the newest: what the overfit training produced
-	prior, _ := json.Marshal(Data{LastAccepted: &Accepted{Version: "acme/ana:" + before[1], ImageCount: 18}})
-	rec := &recorder{}
+	rec := withLedger(t, "acme/ana:"+before[1], 18)
 	res, err := Kind{}.Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+bad, 0.12, 20), OnFailDelete),
-		&pipeline.Prior{Status: pipeline.StatusComplete, Data: prior}, rec))
+		&pipeline.Prior{Status: pipeline.StatusComplete}, rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +156,8 @@ func TestOverfitIsRefusedAndOnlyTheRejectedVersionDeleted(t *testing.T) {
 		t.Fatalf("deletes %v", res.Deletes)
 	}
 	// The last accepted training is carried forward.
-	if d := rec.decoded(t); d.LastAccepted == nil || d.LastAccepted.Version != "acme/ana:"+before[1] || d.LastAccepted.ImageCount != 18 {
-		t.Fatalf("last_accepted %+v", d.LastAccepted)
+	if a := rec.ledger().LastAccepted(); a == nil || a.Ref != "acme/ana:"+before[1] || a.Images != 18 {
+		t.Fatalf("last accepted %+v", a)
 	}
 	// Running the gate again (resume after a crash past the delete) is harmless.
 	res, err = Kind{}.Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+bad, 0.12, 20), OnFailDelete), nil, &recorder{}))
@@ -240,19 +251,49 @@ func TestPlanNotesAndSettingsErrors(t *testing.T) {
 }
 
 func TestLastAcceptedFromState(t *testing.T) {
-	data, _ := json.Marshal(Data{LastAccepted: &Accepted{Version: "acme/ana:v1", ImageCount: 22}})
-	view := stateView{"loss_gate": {{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: data}}}
-	if a := LastAccepted(view); a == nil || a.ImageCount != 22 {
+	rec := withLedger(t, "acme/ana:v1", 22)
+	if a := LastAccepted(pipeline.MemState{Memory: &rec.MemShared}); a == nil || a.Images != 22 {
 		t.Fatalf("got %+v", a)
 	}
-	if a := LastAccepted(stateView{}); a != nil {
+	if a := LastAccepted(pipeline.RecordList{}); a != nil {
 		t.Fatalf("empty state gave %+v", a)
+	}
+	// A state written before the ledger existed: the gate's old record still counts.
+	old := pipeline.RecordList{{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete,
+		Data: json.RawMessage(`{"last_accepted":{"training_id":"t1","version":"acme/ana:v0","image_count":17}}`)}}
+	if a := LastAccepted(old); a == nil || a.Images != 17 || a.Ref != "acme/ana:v0" {
+		t.Fatalf("legacy state gave %+v", a)
 	}
 }
 
-type stateView map[string][]pipeline.StageRecord
-
-func (s stateView) Records(kind string) []pipeline.StageRecord { return s[kind] }
+// With cancel_early the gate is consulted on the running curve and says when to stop.
+func TestCancelEarlyConsultation(t *testing.T) {
+	in := gateInputs(cty.DynamicVal, OnFailDelete)
+	if c := (Kind{}).Consultation(in, "train.lora"); c != nil {
+		t.Fatalf("a gate without cancel_early asked to be consulted: %+v", c)
+	}
+	m := in.AsValueMap()
+	m["cancel_early"] = cty.True
+	c := (Kind{}).Consultation(cty.ObjectVal(m), "train.lora")
+	if c == nil || !strings.Contains(c.Note, "min_loss 0.2") {
+		t.Fatalf("consultation %+v", c)
+	}
+	observed := func(final float64, upTo int) cty.Value {
+		losses := map[string]cty.Value{}
+		for _, p := range curve(1000, final) {
+			if p.Step <= upTo {
+				losses[fmt.Sprint(p.Step)] = cty.NumberFloatVal(p.Loss)
+			}
+		}
+		return cty.ObjectVal(map[string]cty.Value{"step": cty.NumberIntVal(int64(upTo)), "total": cty.NumberIntVal(1000), "losses": cty.MapVal(losses)})
+	}
+	if stop, err := c.Consult(observed(0.05, 900)); err != nil || !strings.Contains(stop, "overfitting") || !strings.Contains(stop, "900/1000") {
+		t.Errorf("an overfit curve: stop %q, err %v", stop, err)
+	}
+	if stop, err := c.Consult(observed(0.35, 900)); err != nil || stop != "" {
+		t.Errorf("a healthy curve: stop %q, err %v", stop, err)
+	}
+}
 
 func TestNoVersionIsNeverAccepted(t *testing.T) {
 	h := newHarness(t)
@@ -261,7 +302,7 @@ func TestNoVersionIsNeverAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Refused == "" || !strings.Contains(res.Refused, "produced no version") || rec.decoded(t).LastAccepted != nil {
+	if res.Refused == "" || !strings.Contains(res.Refused, "produced no version") || rec.ledger().LastAccepted() != nil {
 		t.Fatalf("result %+v data %s", res, rec.data)
 	}
 }
@@ -271,28 +312,25 @@ func TestDeleteOutageIsAnErrorButOutcomeIsRecorded(t *testing.T) {
 	h.srv.AddModel("acme", "ana", 2)
 	ids := h.srv.VersionIDs("acme", "ana")
 	h.srv.Fail("DELETE", "/v1/models/acme/ana/versions/", 503, 50)
-	prior, _ := json.Marshal(Data{LastAccepted: &Accepted{Version: "acme/ana:" + ids[1]}})
-	rec := &recorder{}
+	rec := withLedger(t, "acme/ana:"+ids[1], 20)
 	_, err := Kind{}.Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+ids[0], 0.1, 20), OnFailDelete),
-		&pipeline.Prior{Status: pipeline.StatusComplete, Data: prior}, rec))
+		&pipeline.Prior{Status: pipeline.StatusComplete}, rec))
 	if err == nil || !strings.Contains(err.Error(), "run apply again to retry the delete") || !strings.Contains(err.Error(), "overfitting") {
 		t.Fatalf("err %v", err)
 	}
-	if d := rec.decoded(t); d.LastAccepted == nil || d.LastAccepted.Version != "acme/ana:"+ids[1] {
-		t.Fatalf("last_accepted not carried forward: %s", rec.data)
+	l := rec.ledger()
+	if a := l.LastAccepted(); a == nil || a.Ref != "acme/ana:"+ids[1] {
+		t.Fatalf("last accepted not carried forward: %+v", l)
 	}
 	// The rejected version is marked before the delete is tried, so no stage takes it for a good
 	// one and prune finishes the delete.
-	if d := rec.decoded(t); len(d.RejectedVersions) != 1 || d.RejectedVersions[0] != "acme/ana:"+ids[0] {
-		t.Fatalf("rejected version not recorded before the delete: %s", rec.data)
+	if u := l.Unfinished("acme/ana"); len(u) != 1 || u[0].Ref != "acme/ana:"+ids[0] {
+		t.Fatalf("rejected version not recorded before the delete: %+v", l)
 	}
-	view := stateRecords{{Kind: "loss_gate", Name: "fit", Data: rec.data}}
-	if !replicate.DeletedVersions(view)[ids[0]] {
+	if !l.Gone()[ids[0]] {
 		t.Error("a rejected version must be skipped by stages that pick versions")
 	}
 }
-
-type stateRecords = pipeline.RecordList
 
 // Version deletion is asynchronous on Replicate: the gate records what it deleted (and carries it
 // forward when a later training passes) so generate, train and prune skip a version still listed.
@@ -309,34 +347,16 @@ func TestDeletedVersionIsRecordedForOthers(t *testing.T) {
 	if got := h.srv.VersionIDs("acme", "ana"); len(got) != 2 {
 		t.Fatalf("the delete took effect at once (%v): the test server should delay it", got)
 	}
-	if d := rec.decoded(t); len(d.DeletedVersions) != 1 || d.DeletedVersions[0] != "acme/ana:"+ids[0] {
-		t.Fatalf("deleted_versions %v", d.DeletedVersions)
-	}
-	view := allRecords{{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusRefused, Data: rec.data}}
-	del := replicate.DeletedVersions(view)
+	del := rec.ledger().Gone()
 	if !del[ids[0]] || del[ids[1]] {
-		t.Fatalf("replicate.DeletedVersions = %v", del)
+		t.Fatalf("versions gone = %v", del)
 	}
 	// A later training passes: the record of the deleted version is kept.
-	rec2 := &recorder{}
-	prior := &pipeline.Prior{Status: pipeline.StatusRefused, Data: rec.data}
-	if _, err := (Kind{}).Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+ids[1], 0.3, 20), OnFailDelete), prior, rec2)); err != nil {
+	prior := &pipeline.Prior{Status: pipeline.StatusRefused}
+	if _, err := (Kind{}).Apply(context.Background(), h.request(gateInputs(trainingVal("acme/ana:"+ids[1], 0.3, 20), OnFailDelete), prior, rec)); err != nil {
 		t.Fatal(err)
 	}
-	if d := rec2.decoded(t); len(d.DeletedVersions) != 1 || d.LastAccepted == nil {
-		t.Fatalf("after a pass: %+v", d)
+	if l := rec.ledger(); !l.Gone()[ids[0]] || l.LastAccepted() == nil {
+		t.Fatalf("after a pass: %+v", l)
 	}
-}
-
-// allRecords is a StateView that also answers Records("") (every kind), as the engine does.
-type allRecords []pipeline.StageRecord
-
-func (s allRecords) Records(kind string) []pipeline.StageRecord {
-	var out []pipeline.StageRecord
-	for _, r := range s {
-		if kind == "" || r.Kind == kind {
-			out = append(out, r)
-		}
-	}
-	return out
 }

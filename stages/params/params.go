@@ -22,7 +22,6 @@ package params
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/big"
@@ -61,9 +60,9 @@ var schema = &pipeline.Schema{
 	ReadOnly: true,
 	Settings: []string{"replicate"},
 	Attributes: map[string]*pipeline.Attribute{
-		"image_count":          {Type: cty.Number, Required: true, Description: "accepted photos (image_check.NAME.count)"},
-		"diversity":            {Type: cty.Number, Description: "the set's diversity 0–1 (image_check.NAME.diversity); a uniform set trains fewer steps"},
-		"previous_image_count": {Type: cty.Number, Description: "photos of the last accepted training; default: from state (the loss gate's record)"},
+		"image_count":          {Type: cty.Number, Required: true, Min: pipeline.Bound(0), Whole: true, Description: "accepted photos (image_check.NAME.count)"},
+		"diversity":            {Type: cty.Number, Min: pipeline.Bound(0), Max: pipeline.Bound(1), Description: "the set's diversity 0–1 (image_check.NAME.diversity); a uniform set trains fewer steps"},
+		"previous_image_count": {Type: cty.Number, Min: pipeline.Bound(0), Whole: true, Description: "photos of the last accepted training; default: from state (the subject's version ledger)"},
 		"on_fewer_images":      {Type: cty.String, Default: cty.StringVal("warn"), OneOf: []string{"warn", "fail"}, Description: `"warn" or "fail" when image_count < previous_image_count`},
 	},
 	Blocks: map[string]*pipeline.BlockSchema{
@@ -73,6 +72,8 @@ var schema = &pipeline.Schema{
 			"min": {Type: cty.Number}, "max": {Type: cty.Number},
 		}},
 	},
+	SettingsAttributes: map[string]map[string]*pipeline.Attribute{"replicate": replicate.SettingsSchema},
+	Summary:            []pipeline.SummaryColumn{{Title: "rank", Path: "values.lora_rank", Order: 20}, {Title: "steps", Path: "values.steps", Order: 30}},
 	Outputs: map[string]cty.Type{
 		// values is an object whose attributes keep their types; its attributes depend on the rules
 		// and the trainer, so its type is only known when it is computed.
@@ -102,36 +103,33 @@ type choice struct {
 func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
 	res, err := choose(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	return res, nil
 }
 
+// attrs are the stage's attributes as the schema decodes them.
+type attrs struct {
+	ImageCount    int      `cty:"image_count"`
+	Diversity     *float64 `cty:"diversity"`
+	PreviousCount *int     `cty:"previous_image_count"`
+	OnFewer       string   `cty:"on_fewer_images"`
+}
+
 func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
-	countV := req.Input("image_count")
-	if countV == cty.NilVal || !countV.IsKnown() {
+	if !req.Known("image_count") || !req.Known("diversity") {
 		return &pipeline.Result{}, nil
 	}
-	if countV.IsNull() {
+	if req.Input("image_count").IsNull() {
 		return nil, fmt.Errorf("image_count is null: set it to the accepted photo count, e.g. image_check.photos.count")
 	}
-	n, err := wholeNumber("image_count", countV)
-	if err != nil {
+	var a attrs
+	if err := pipeline.Err(schema.Decode(req, &a)); err != nil {
 		return nil, err
 	}
-	diversity := -1.0
-	if d := req.Input("diversity"); d != cty.NilVal && !d.IsNull() {
-		if !d.IsKnown() {
-			return &pipeline.Result{}, nil
-		}
-		diversity, _ = d.AsBigFloat().Float64()
-	}
-	onFewer := "warn"
-	if v := req.Input("on_fewer_images"); v != cty.NilVal && !v.IsNull() && v.IsKnown() {
-		onFewer = v.AsString()
-	}
-	if onFewer != "warn" && onFewer != "fail" {
-		return nil, fmt.Errorf("on_fewer_images = %q: must be \"warn\" or \"fail\"", onFewer)
+	n, diversity, onFewer := a.ImageCount, -1.0, a.OnFewer
+	if a.Diversity != nil {
+		diversity = *a.Diversity
 	}
 
 	// The first matching rule, then defaults.
@@ -306,7 +304,7 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 	}
 
 	// A retrain on fewer photos than the last accepted training.
-	prev, prevFrom := previousCount(req)
+	prev, prevFrom := previousCount(req, a.PreviousCount)
 	var refused []string
 	if len(escapes) > 0 {
 		refused = append(refused, "parameters escape their limits: "+strings.Join(escapes, "; "))
@@ -439,41 +437,17 @@ func trainerInputs(ctx context.Context, req *pipeline.Request) (trainer string, 
 
 func isOstris(trainer string) bool { return strings.EqualFold(trainer, DefaultTrainer) }
 
-// lastAccepted is what the loss gate records about the last training it accepted.
-type lastAccepted struct {
-	LastAccepted *struct {
-		TrainingID   string `json:"training_id"`
-		Version      string `json:"version"`
-		ImageCount   *int   `json:"image_count"`
-		ImagesDigest string `json:"images_digest"`
-	} `json:"last_accepted"`
-}
-
 // previousCount returns the photo count of the last accepted training (-1 if none) and where it
-// comes from: the attribute when set, else the loss gate's record in state.
-func previousCount(req *pipeline.Request) (int, string) {
-	if v := req.Input("previous_image_count"); v != cty.NilVal && !v.IsNull() && v.IsKnown() {
-		f, _ := v.AsBigFloat().Float64()
-		return int(f), "previous_image_count"
+// comes from: the attribute when set, else the subject's version ledger.
+func previousCount(req *pipeline.Request, set *int) (int, string) {
+	if set != nil {
+		return *set, "previous_image_count"
 	}
-	if req.State == nil {
+	a := replicate.LedgerOf(req.State).LastAccepted()
+	if a == nil || a.Images <= 0 {
 		return -1, ""
 	}
-	best, from := -1, ""
-	for _, r := range req.State.Records("loss_gate") {
-		var la lastAccepted
-		if len(r.Data) == 0 || json.Unmarshal(r.Data, &la) != nil || la.LastAccepted == nil || la.LastAccepted.ImageCount == nil {
-			continue
-		}
-		if c := *la.LastAccepted.ImageCount; c > best {
-			best = c
-			from = "loss_gate." + r.Name
-			if la.LastAccepted.Version != "" {
-				from += ", version " + la.LastAccepted.Version
-			}
-		}
-	}
-	return best, from
+	return a.Images, "version " + a.Ref
 }
 
 func number(c *choice) (float64, bool) {

@@ -12,15 +12,19 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/lossgate"
-	"github.com/pipeline-dev/pipeline/stages/prune"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lossgate"
+	"github.com/pipeline-dev/pipeline/stages/prune"
 	"github.com/pipeline-dev/pipeline/stages/train"
 )
 
-// memRecorder keeps the last saved data as JSON, as state would.
-type memRecorder struct{ data json.RawMessage }
+// memRecorder keeps the last saved data as JSON, as state would, and writes the instance's
+// shared records (the version ledger) where every stage of the chain reads them.
+type memRecorder struct {
+	*pipeline.MemShared
+	data json.RawMessage
+}
 
 func (m *memRecorder) Save(v any) error {
 	b, err := json.Marshal(v)
@@ -30,18 +34,28 @@ func (m *memRecorder) Save(v any) error {
 func (m *memRecorder) Progress(pipeline.Progress) {}
 func (m *memRecorder) Warn(string)                {}
 
-type records map[string][]pipeline.StageRecord
+// records is the instance's state: stage records by kind, and the shared records.
+type records struct {
+	byKind map[string][]pipeline.StageRecord
+	mem    *pipeline.MemShared
+}
+
+func newRecords() records {
+	return records{byKind: map[string][]pipeline.StageRecord{}, mem: &pipeline.MemShared{}}
+}
 
 func (r records) Records(kind string) []pipeline.StageRecord {
 	if kind == "" {
 		var all []pipeline.StageRecord
-		for _, rs := range r {
+		for _, rs := range r.byKind {
 			all = append(all, rs...)
 		}
 		return all
 	}
-	return r[kind]
+	return r.byKind[kind]
 }
+
+func (r records) Shared(name string) json.RawMessage { return r.mem.Shared(name) }
 
 // runChain runs train → loss_gate → prune the way the engine hands values along (the gate gets
 // the train stage's whole output object), against the simulator in auto mode.
@@ -69,7 +83,6 @@ func trainRequest(env *pipeline.Env, dir string, in cty.Value, state records, re
 		}),
 		Settings: map[string]cty.Value{"replicate": replicateSettings},
 		BaseDir:  dir, Recorder: rec, Env: env, State: state,
-		Dependents: []pipeline.Dependent{{Kind: "loss_gate", Name: "fit", Inputs: cty.ObjectVal(gateIn)}},
 	}
 }
 
@@ -85,7 +98,7 @@ func pruneRequest(env *pipeline.Env, state records, keepLast int64) *pipeline.Re
 			"model": cty.StringVal("acme/ana-lora"), "keep_last": cty.NumberIntVal(keepLast), "keep": cty.ListValEmpty(cty.String),
 		}),
 		Settings: map[string]cty.Value{"replicate": replicateSettings},
-		Recorder: &memRecorder{}, Env: env, State: state}
+		Recorder: &memRecorder{MemShared: state.mem}, Env: env, State: state}
 }
 
 func gateInputs() map[string]cty.Value {
@@ -99,7 +112,7 @@ func applyChain(t *testing.T, env *pipeline.Env, dir string, in cty.Value, state
 	t.Helper()
 	ctx := context.Background()
 	gateIn := gateInputs()
-	trec := &memRecorder{}
+	trec := &memRecorder{MemShared: state.mem}
 	treq := trainRequest(env, dir, in, state, trec, gateIn)
 	if treq.Prior = o.trainPrior; treq.Prior != nil {
 		trec.data = treq.Prior.Data
@@ -109,14 +122,14 @@ func applyChain(t *testing.T, env *pipeline.Env, dir string, in cty.Value, state
 		t.Fatal(err)
 	}
 	trainObj := cty.ObjectVal(tres.Outputs)
-	state["train"] = []pipeline.StageRecord{{Kind: "train", Name: "lora", Status: pipeline.StatusComplete, Outputs: trainObj, Data: trec.data}}
+	state.byKind["train"] = []pipeline.StageRecord{{Kind: "train", Name: "lora", Status: pipeline.StatusComplete, Outputs: trainObj, Data: trec.data}}
 
 	gateIn["training"] = trainObj
 	var prior *pipeline.Prior
-	if rs := state["loss_gate"]; len(rs) > 0 {
+	if rs := state.byKind["loss_gate"]; len(rs) > 0 {
 		prior = &pipeline.Prior{Status: rs[0].Status, Data: rs[0].Data}
 	}
-	grec := &memRecorder{}
+	grec := &memRecorder{MemShared: state.mem}
 	gres, err := lossgate.Kind{}.Apply(ctx, &pipeline.Request{Address: "loss_gate.fit", Kind: "loss_gate", Name: "fit",
 		Inputs: cty.ObjectVal(gateIn), Recorder: grec, Env: env, Prior: prior, State: state})
 	if err != nil {
@@ -126,7 +139,7 @@ func applyChain(t *testing.T, env *pipeline.Env, dir string, in cty.Value, state
 	if gres.Refused != "" {
 		status = pipeline.StatusRefused
 	}
-	state["loss_gate"] = []pipeline.StageRecord{{Kind: "loss_gate", Name: "fit", Status: status, Data: grec.data, Outputs: cty.ObjectVal(gres.Outputs)}}
+	state.byKind["loss_gate"] = []pipeline.StageRecord{{Kind: "loss_gate", Name: "fit", Status: status, Data: grec.data, Outputs: cty.ObjectVal(gres.Outputs)}}
 
 	pres, err := prune.Kind{}.Apply(ctx, pruneRequest(env, state, o.keepLast))
 	if err != nil {
@@ -152,7 +165,7 @@ func TestTrainGatePruneChain(t *testing.T) {
 	}
 	srv.AddModel("acme", "ana-lora", 3)
 	old := srv.VersionIDs("acme", "ana-lora")
-	state := records{}
+	state := newRecords()
 
 	good := cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(1000), "lora_rank": cty.NumberIntVal(16), "trigger_word": cty.StringVal("TOK")})
 	tres, gres, pres := runChain(t, srv, env, dir, good, state)
@@ -185,11 +198,9 @@ func TestTrainGatePruneChain(t *testing.T) {
 	if pres.Refused == "" || len(pres.Outputs["deleted"].AsValueSlice()) != 0 {
 		t.Fatalf("prune ran after a refused gate: %+v", pres)
 	}
-	// The gate carried the last accepted training forward.
-	var d lossgate.Data
-	_ = json.Unmarshal(state["loss_gate"][0].Data, &d)
-	if d.LastAccepted == nil || d.LastAccepted.Version != v1 || d.LastAccepted.ImageCount != 2 {
-		t.Fatalf("last_accepted %+v", d.LastAccepted)
+	// The subject's ledger still says which training was accepted last.
+	if a := replicate.LedgerOf(state).LastAccepted(); a == nil || a.Ref != v1 || a.Images != 2 {
+		t.Fatalf("last accepted %+v", a)
 	}
 	_ = tres
 }

@@ -9,20 +9,25 @@
 //	  depends_on = [generate.check]
 //	}
 //
-// Plan (with a token) lists exactly the ids apply deletes: when a train stage upstream runs in the
-// same apply (pipeline.Request.Upstream), the version it will add counts as the newest of
-// keep_last, pushing one more old version out (a training an interrupted run left behind that has
-// finished since counts as that version, not as another). Without a token that list is known after
-// apply. A version the API refuses to delete (others ran predictions on it, it is a training base,
-// a deployment uses it) is a warning with the API's reason, not a failure. It never runs while a
-// train or loss_gate record of the same instance is failed, refused or unfinished.
+// What it knows of the model's versions comes from the subject's version ledger
+// (replicate.Ledger): the versions its trainings made, the one a gate accepted last, those
+// rejected, deleted, or refused deletion. On a model other subjects of the batch share
+// (Request.Shared), it counts and deletes only this subject's own versions, never another
+// subject's or a foreign one.
+//
+// Plan (with a token) lists exactly the ids apply deletes: when a stage upstream announces that it
+// adds a version to this model in the same apply (Request.Upstream effects), that version counts as
+// the newest of keep_last, pushing one more old version out (a training an interrupted run left
+// behind that has finished since counts as that version, not as another). Without a token that
+// list is known after apply. A version the API refuses to delete (others ran predictions on it, it
+// is a training base, a deployment uses it) is a warning with the API's reason, not a failure. It
+// never runs while another stage of the instance is failed, refused or unfinished in state.
 package prune
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"sort"
 	"strings"
@@ -31,7 +36,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/lossgate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
@@ -40,11 +44,11 @@ type Kind struct{}
 
 var schema = &pipeline.Schema{
 	Attributes: map[string]*pipeline.Attribute{
-		"model": {Type: cty.String, Required: true,
+		"model": {Type: cty.String, Required: true, Check: replicate.CheckModel("model", "prune works on a whole model, not one version"),
 			Description: `the model "owner/name" whose old versions are deleted`},
-		"keep_last": {Type: cty.Number, Default: cty.NumberIntVal(3), Min: pipeline.Bound(1),
+		"keep_last": {Type: cty.Number, Default: cty.NumberIntVal(3), Min: pipeline.Bound(1), Whole: true,
 			Description: "how many of the newest versions stay (the version this run produced counts among them)"},
-		"keep": {Type: cty.List(cty.String), Default: cty.ListValEmpty(cty.String),
+		"keep": {Type: cty.List(cty.String), Default: cty.ListValEmpty(cty.String), Check: checkKeep,
 			Description: `version ids (or "owner/name:id") never deleted`},
 	},
 	Outputs: map[string]cty.Type{
@@ -63,102 +67,105 @@ func (Kind) Schema() *pipeline.Schema { return schema }
 
 // settings are a prune stage's evaluated attributes.
 type settings struct {
-	Model, Owner, Name string
-	KeepLast           int
-	Keep               []string
+	Model    string   `cty:"model"`
+	KeepLast int      `cty:"keep_last"`
+	KeepRefs []string `cty:"keep"`
+
+	Owner, Name string
+	Keep        []string // version ids
+	// Shared: other subjects of the batch train into this model too; only own versions count.
+	Shared int
 }
 
-// parseSettings reads the attributes; known is false when the model is not known yet (plan).
-func parseSettings(req *pipeline.Request) (s settings, known bool, err error) {
-	m := req.Input("model")
-	m, _ = m.Unmark()
-	if m == cty.NilVal || !m.IsKnown() {
-		return s, false, nil
+// checkKeep: every keep entry is a version of the pruned model.
+func checkKeep(v, in cty.Value) error {
+	m := in.GetAttr("model")
+	if !m.IsKnown() || m.IsNull() {
+		return nil
 	}
-	if m.IsNull() || m.Type() != cty.String {
-		return s, false, fmt.Errorf(`%s: model must be "owner/name"`, req.Address)
+	for _, e := range v.AsValueSlice() {
+		if e.IsNull() {
+			continue
+		}
+		id, same := versionID(e.AsString(), strings.TrimSpace(m.AsString()))
+		if !same {
+			return fmt.Errorf("keep entry %q names another model than %s", e.AsString(), m.AsString())
+		}
+		if id == "" {
+			return fmt.Errorf("keep entry %q has no version id", e.AsString())
+		}
 	}
-	s.Model = strings.TrimSpace(m.AsString())
-	owner, name, ok := strings.Cut(s.Model, "/")
-	if !ok || owner == "" || name == "" || strings.ContainsAny(name, "/:") {
-		return s, false, fmt.Errorf(`%s: model %q is not "owner/name" (prune works on a whole model, not one version)`, req.Address, s.Model)
-	}
-	s.Owner, s.Name = owner, name
+	return nil
+}
 
-	s.KeepLast = 3
-	if k, _ := req.Input("keep_last").Unmark(); k != cty.NilVal && k.IsKnown() && !k.IsNull() {
-		f, _ := k.AsBigFloat().Float64()
-		if f != math.Trunc(f) || f < 1 {
-			return s, false, fmt.Errorf("%s: keep_last = %v must be a whole number >= 1: prune never deletes every version of a model", req.Address, f)
-		}
-		if f > 1e6 {
-			f = 1e6
-		}
-		s.KeepLast = int(f)
-	} else if k != cty.NilVal && !k.IsKnown() {
+// parseSettings reads the attributes; known is false when they are not known yet (plan).
+func parseSettings(req *pipeline.Request) (s settings, known bool, err error) {
+	if err := pipeline.Err(schema.Decode(req, &s)); err != nil {
+		return s, false, err
+	}
+	if !req.Known("model") || !req.Known("keep_last") || !req.Known("keep") {
 		return s, false, nil
 	}
-	if k, _ := req.Input("keep").UnmarkDeep(); k != cty.NilVal && !k.IsNull() {
-		if !k.IsWhollyKnown() {
-			return s, false, nil
-		}
-		for it := k.ElementIterator(); it.Next(); {
-			_, e := it.Element()
-			if e.IsNull() {
-				continue
-			}
-			ref := e.AsString()
-			id, same := versionID(ref, s.Model)
-			if !same {
-				return s, false, fmt.Errorf("%s: keep entry %q names another model than %s", req.Address, ref, s.Model)
-			}
-			if id == "" {
-				return s, false, fmt.Errorf("%s: keep entry %q has no version id", req.Address, ref)
-			}
-			s.Keep = append(s.Keep, id)
-		}
+	s.Model = strings.TrimSpace(s.Model)
+	s.Owner, s.Name, _ = replicate.SplitModel(s.Model)
+	for _, ref := range s.KeepRefs {
+		id, _ := versionID(ref, s.Model)
+		s.Keep = append(s.Keep, id)
 	}
+	s.Shared = req.Shared[replicate.ModelResource(s.Model)]
 	return s, true, nil
 }
 
-// pins returns the versions that are never deleted, with why: keep ids, the version each train
-// stage of this instance produced into this model, and the version a loss gate last accepted.
-func pins(req *pipeline.Request, s settings) map[string]string {
+// Resources implements pipeline.ResourceUser: the pruned model.
+func (Kind) Resources(req *pipeline.Request) []string {
+	if s, known, err := parseSettings(req); err == nil && known {
+		return []string{replicate.ModelResource(s.Model)}
+	}
+	return nil
+}
+
+// pins returns the versions that are never deleted, with why: keep ids, the newest version this
+// subject's training produced into the model, the version a loss gate accepted last, and those the
+// API refused to delete.
+func pins(l *replicate.Ledger, s settings) map[string]string {
 	p := map[string]string{}
 	for _, id := range s.Keep {
 		p[id] = "listed in keep"
 	}
-	if req.State == nil {
-		return p
-	}
-	for _, r := range req.State.Records("train") {
-		if v := outputString(r.Outputs, "version"); v != "" {
-			if id, same := versionID(v, s.Model); same && id != "" {
-				if _, ok := p[id]; !ok {
-					p[id] = "produced by train." + r.Name
-				}
-			}
+	own := l.OfModel(s.Model)
+	for i := len(own) - 1; i >= 0; i-- {
+		if own[i].Own() && !own[i].Deleted {
+			p[bareID(own[i].Ref)] = producedReason
+			break
 		}
 	}
-	if a := lossgate.LastAccepted(req.State); a != nil && a.Version != "" {
-		if id, same := versionID(a.Version, s.Model); same && id != "" {
+	if a := l.LastAccepted(); a != nil {
+		if id, same := versionID(a.Ref, s.Model); same && id != "" {
 			if _, ok := p[id]; !ok {
 				p[id] = gateReason
 			}
 		}
 	}
-	for _, ref := range priorData(req).RefusedVersions {
-		if id, same := versionID(ref, s.Model); same && id != "" {
-			if _, ok := p[id]; !ok {
-				p[id] = "the API refused to delete it before"
+	for _, v := range own {
+		if v.Refused != "" {
+			if _, ok := p[bareID(v.Ref)]; !ok {
+				p[bareID(v.Ref)] = "the API refused to delete it before"
 			}
 		}
 	}
 	return p
 }
 
-// gateReason is why the version a loss gate accepted last is kept.
-const gateReason = "the version a loss gate accepted last"
+// Why a version is pinned.
+const (
+	gateReason     = "the version a loss gate accepted last"
+	producedReason = "the newest version this subject's training produced"
+)
+
+func bareID(ref string) string {
+	id, _ := versionID(ref, "")
+	return id
+}
 
 // outputString reads a string output from a record's outputs ("" when absent).
 func outputString(out cty.Value, name string) string {
@@ -172,18 +179,20 @@ func outputString(out cty.Value, name string) string {
 	return v.AsString()
 }
 
-// blocked names a train or loss_gate record of this instance that forbids pruning ("" if none).
+// blocked names the other stages of this instance that state records as failed, refused or
+// unfinished ("" if none): a good version must exist before old ones go.
 func blocked(req *pipeline.Request) string {
 	if req.State == nil {
 		return ""
 	}
 	var why []string
-	for _, kind := range []string{"train", "loss_gate"} {
-		for _, r := range req.State.Records(kind) {
-			switch r.Status {
-			case pipeline.StatusFailed, pipeline.StatusRefused, pipeline.StatusRunning, pipeline.StatusInterrupted:
-				why = append(why, fmt.Sprintf("%s.%s (%s)", r.Kind, r.Name, r.Status))
-			}
+	for _, r := range req.State.Records("") {
+		if r.Kind == req.Kind && r.Name == req.Name {
+			continue
+		}
+		switch r.Status {
+		case pipeline.StatusFailed, pipeline.StatusRefused, pipeline.StatusRunning, pipeline.StatusInterrupted:
+			why = append(why, fmt.Sprintf("%s.%s (%s)", r.Kind, r.Name, r.Status))
 		}
 	}
 	sort.Strings(why)
@@ -201,16 +210,20 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		res.Notes = append(res.Notes, "deletes old versions beyond keep_last (model known after apply)")
 		return res, nil
 	}
+	l := replicate.LedgerOf(req.State)
 	up := planUpstream(req, s)
-	p := planPins(req, s, up)
+	p := planPins(l, s, up)
 	res.Notes = append(res.Notes, fmt.Sprintf("keeps the newest %s of %s%s", plural(s.KeepLast, "version"), s.Model, describePins(p)))
+	if s.Shared > 1 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%s is shared by %d subjects of this batch: only this subject's own versions are counted and deleted", s.Model, s.Shared))
+	}
 	if !replicate.HasToken(req.Env) {
 		res.Notes = append(res.Notes, "no REPLICATE_API_TOKEN: which versions it deletes is known after apply")
 		return res, nil
 	}
 	c, err := replicate.FromEnv(req.Env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	versions, err := c.ListVersions(ctx, s.Owner, s.Name)
 	if replicate.IsNotFound(err) {
@@ -218,11 +231,10 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		return res, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
+		return nil, fmt.Errorf("listing the versions of %s: %w", s.Model, err)
 	}
-	unfinished := unfinishedRejections(req, s, versions, priorData(req).DeletedVersions)
-	versions = withoutDeleted(versions, replicate.DeletedVersions(req.State, priorData(req).DeletedVersions...))
-	as, err := arrivals(ctx, c, req, s, up, versions)
+	versions, unfinished := candidates(l, s, versions)
+	as, err := arrivals(ctx, c, l, s, up, versions)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +307,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		return nil, err
 	}
 	if !known {
-		return nil, fmt.Errorf("%s: model, keep_last and keep must be known at apply", req.Address)
+		return nil, fmt.Errorf("model, keep_last and keep must be known at apply")
 	}
 	if b := blocked(req); b != "" {
 		// The engine skips prune when something upstream failed; this guards versions all the same.
@@ -306,7 +318,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	}
 	c, err := replicate.FromEnv(req.Env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	versions, err := c.ListVersions(ctx, s.Owner, s.Name)
 	if replicate.IsNotFound(err) {
@@ -316,15 +328,12 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: listing the versions of %s: %w", req.Address, s.Model, err)
+		return nil, fmt.Errorf("listing the versions of %s: %w", s.Model, err)
 	}
-	data := priorData(req)
+	l := replicate.LedgerOf(req.State)
 	// A version a gate rejected but could not finish deleting is deleted here first.
-	unfinished := unfinishedRejections(req, s, versions, data.DeletedVersions)
-	// Versions this pipeline already deleted may still be listed (deletion is asynchronous): they
-	// neither count toward keep_last nor get deleted twice.
-	versions = withoutDeleted(versions, replicate.DeletedVersions(req.State, data.DeletedVersions...))
-	sel := choose(versions, policy{KeepLast: s.KeepLast, Pinned: pins(req, s)})
+	versions, unfinished := candidates(l, s, versions)
+	sel := choose(versions, policy{KeepLast: s.KeepLast, Pinned: pins(l, s)})
 	sel.Delete = append(sel.Delete, unfinished...)
 	res := &pipeline.Result{}
 	var deleted []string
@@ -340,19 +349,17 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("%s: deleting version %s of %s: %w (deleted so far: %s); hint: run apply again", req.Address, id, s.Model, err, strings.Join(deleted, ", "))
+			return nil, fmt.Errorf("deleting version %s of %s: %w (deleted so far: %s); hint: run apply again", id, s.Model, err, strings.Join(deleted, ", "))
 		case refusal != "":
 			res.Warnings = append(res.Warnings, fmt.Sprintf("version %s of %s was not deleted: %s (it is kept from now on)", id, s.Model, refusal))
 			kept = append(kept, id)
-			data.RefusedVersions = replicate.RememberDeleted(data.RefusedVersions, s.Model+":"+id)
-			if err := req.Recorder.Save(data); err != nil {
-				return nil, fmt.Errorf("%s: recording the refused version %s: %w", req.Address, id, err)
+			if err := replicate.UpdateLedger(req, func(l *replicate.Ledger) { l.MarkRefused(s.Model+":"+id, refusal) }); err != nil {
+				return nil, fmt.Errorf("recording the refused version %s: %w", id, err)
 			}
 		default:
 			deleted = append(deleted, id)
-			data.DeletedVersions = replicate.RememberDeleted(data.DeletedVersions, s.Model+":"+id)
-			if err := req.Recorder.Save(data); err != nil {
-				return nil, fmt.Errorf("%s: recording the deleted version %s: %w", req.Address, id, err)
+			if err := replicate.UpdateLedger(req, func(l *replicate.Ledger) { l.MarkDeleted(s.Model + ":" + id) }); err != nil {
+				return nil, fmt.Errorf("recording the deleted version %s: %w", id, err)
 			}
 		}
 	}
@@ -388,57 +395,26 @@ func deleteVersion(ctx context.Context, c *replicate.Client, s settings, id stri
 	return "", err
 }
 
-// pruneData is the stage's private data: the versions it deleted in this and earlier runs
-// (bounded), which later runs and other stages skip while Replicate finishes deleting them.
-type pruneData struct {
-	DeletedVersions []string `json:"deleted_versions,omitempty"`
-	// RefusedVersions are versions the API refused to delete (other users' predictions, a training
-	// base, a deployment): kept from then on, so plan settles instead of asking again every run.
-	RefusedVersions []string `json:"refused_versions,omitempty"`
-}
-
-// priorData reads the recorded pruneData (empty when there is none or it is unreadable).
-func priorData(req *pipeline.Request) pruneData {
-	var d pruneData
-	if _, err := req.Prior.Decode(&d); err != nil {
-		return pruneData{}
-	}
-	return d
-}
-
-// withoutDeleted drops the versions whose id is in deleted.
-// unfinishedRejections lists the ids of versions of the pruned model that a gate rejected and that
-// are still listed, except those this prune already deleted (deletion is asynchronous).
-func unfinishedRejections(req *pipeline.Request, s settings, versions []replicate.Version, mine []string) []string {
-	done := replicate.DeletedVersions(nil, mine...)
-	listed := map[string]bool{}
-	for _, v := range versions {
-		listed[v.ID] = true
-	}
-	var out []string
-	seen := map[string]bool{}
-	for _, ref := range replicate.RejectedVersions(req.State) {
-		owner, name, id, err := replicate.SplitVersion(ref)
-		if err != nil || owner+"/"+name != s.Model || !listed[id] || done[id] || seen[id] {
+// candidates are the listed versions prune may count and delete, and the listed ones a gate
+// rejected whose delete did not finish (deleted first). Versions this pipeline deleted may still
+// be listed (deletion is asynchronous): they neither count toward keep_last nor get deleted twice.
+// On a shared model only the subject's own versions are candidates.
+func candidates(l *replicate.Ledger, s settings, listed []replicate.Version) (versions []replicate.Version, unfinished []string) {
+	gone := l.Gone()
+	present := map[string]bool{}
+	for _, v := range listed {
+		present[v.ID] = true
+		if gone[v.ID] || (s.Shared > 1 && !l.Owns(v.ID)) {
 			continue
 		}
-		seen[id] = true
-		out = append(out, id)
+		versions = append(versions, v)
 	}
-	return out
-}
-
-func withoutDeleted(versions []replicate.Version, deleted map[string]bool) []replicate.Version {
-	if len(deleted) == 0 {
-		return versions
-	}
-	out := make([]replicate.Version, 0, len(versions))
-	for _, v := range versions {
-		if !deleted[v.ID] {
-			out = append(out, v)
+	for _, v := range l.Unfinished(s.Model) {
+		if id := bareID(v.Ref); present[id] {
+			unfinished = append(unfinished, id)
 		}
 	}
-	return out
+	return versions, unfinished
 }
 
 // orderLike orders ids newest first as in versions.

@@ -11,22 +11,50 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/lossgate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 func init() { deleteBackoff = time.Millisecond }
 
-type recorder struct{}
+// recorder keeps what prune records: its data, and the shared ledger where the view reads it.
+type recorder struct {
+	*pipeline.MemShared
+	data []byte
+}
 
-func (recorder) Save(any) error             { return nil }
-func (recorder) Progress(pipeline.Progress) {}
-func (recorder) Warn(string)                {}
+func (r *recorder) Save(v any) error {
+	b, err := json.Marshal(v)
+	r.data = b
+	return err
+}
+func (*recorder) Progress(pipeline.Progress) {}
+func (*recorder) Warn(string)                {}
 
+// stateView holds records by kind as an earlier release wrote them (the version ledger is then
+// built from them, as for a state from before the ledger), plus the shared records of this run.
 type stateView map[string][]pipeline.StageRecord
 
-func (s stateView) Records(kind string) []pipeline.StageRecord { return s[kind] }
+func (s stateView) Records(kind string) []pipeline.StageRecord {
+	if kind != "" {
+		return s[kind]
+	}
+	var all []pipeline.StageRecord
+	for k, rs := range s {
+		if k != "" {
+			all = append(all, rs...)
+		}
+	}
+	return all
+}
+
+// view is a stateView with the shared records a recorder wrote.
+type view struct {
+	stateView
+	mem *pipeline.MemShared
+}
+
+func (v view) Shared(name string) json.RawMessage { return v.mem.Shared(name) }
 
 type harness struct {
 	srv *replicatetest.Server
@@ -54,6 +82,7 @@ func (h *harness) request(keepLast int, keep []string, state stateView) *pipelin
 		}
 		keepVal = cty.ListVal(vs)
 	}
+	mem := &pipeline.MemShared{}
 	return &pipeline.Request{
 		Address: "prune.old", Kind: "prune", Name: "old",
 		Inputs: cty.ObjectVal(map[string]cty.Value{
@@ -61,19 +90,21 @@ func (h *harness) request(keepLast int, keep []string, state stateView) *pipelin
 			"keep_last": cty.NumberIntVal(int64(keepLast)),
 			"keep":      keepVal,
 		}),
-		State:    state,
-		Recorder: recorder{},
+		State:    view{state, mem},
+		Recorder: &recorder{MemShared: mem},
 		Env:      h.env,
 	}
 }
 
+// trainRecord is a train stage's record as an earlier release wrote it.
 func trainRecord(status pipeline.Status, version string) pipeline.StageRecord {
 	return pipeline.StageRecord{Kind: "train", Name: "lora", Status: status,
-		Outputs: cty.ObjectVal(map[string]cty.Value{"version": cty.StringVal(version)})}
+		Outputs: cty.ObjectVal(map[string]cty.Value{"version": cty.StringVal(version), "training_id": cty.StringVal("tr-" + version)})}
 }
 
+// gateRecord is a loss gate's record as an earlier release wrote it.
 func gateRecord(status pipeline.Status, accepted string) pipeline.StageRecord {
-	data, _ := json.Marshal(lossgate.Data{LastAccepted: &lossgate.Accepted{Version: accepted}})
+	data, _ := json.Marshal(map[string]any{"last_accepted": map[string]any{"version": accepted}})
 	return pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: status, Data: data}
 }
 
@@ -211,7 +242,7 @@ func TestPruneSkipsVersionsBeingDeleted(t *testing.T) {
 	if err := c.DeleteVersion(context.Background(), "acme", "ana", ids[0]); err != nil {
 		t.Fatal(err)
 	}
-	gate, _ := json.Marshal(lossgate.Data{DeletedVersions: []string{"acme/ana:" + ids[0]}})
+	gate, _ := json.Marshal(map[string]any{"deleted_versions": []string{"acme/ana:" + ids[0]}})
 	rec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
 	// The engine's view answers Records("") with every kind.
 	state := stateView{"loss_gate": {rec}, "": {rec}}
@@ -241,8 +272,8 @@ func TestPruneFinishesAnUnfinishedRejection(t *testing.T) {
 	h := newHarness(t)
 	h.srv.AddModel("acme", "ana", 4)
 	ids := h.srv.VersionIDs("acme", "ana") // newest first: new good, rejected, good, good
-	gate, _ := json.Marshal(lossgate.Data{LastAccepted: &lossgate.Accepted{Version: "acme/ana:" + ids[0]},
-		RejectedVersions: []string{"acme/ana:" + ids[1]}})
+	gate, _ := json.Marshal(map[string]any{"last_accepted": map[string]any{"version": "acme/ana:" + ids[0]},
+		"rejected_versions": []string{"acme/ana:" + ids[1]}})
 	gateRec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
 	train := trainRecord(pipeline.StatusComplete, "acme/ana:"+ids[0])
 	state := stateView{"loss_gate": {gateRec}, "train": {train}, "": {train, gateRec}}
@@ -286,16 +317,6 @@ func sameSet(a, b []string) bool {
 	return true
 }
 
-type savingRecorder struct{ data []byte }
-
-func (r *savingRecorder) Save(v any) error {
-	b, err := json.Marshal(v)
-	r.data = b
-	return err
-}
-func (*savingRecorder) Progress(pipeline.Progress) {}
-func (*savingRecorder) Warn(string)                {}
-
 // A version the API refused to delete is remembered and kept, so the next plan settles (no
 // pending delete, -detailed-exitcode 0) instead of asking again on every run.
 func TestRefusedVersionIsNotPlannedAgain(t *testing.T) {
@@ -303,14 +324,12 @@ func TestRefusedVersionIsNotPlannedAgain(t *testing.T) {
 	h.srv.AddModel("acme", "ana", 3)
 	ids := h.srv.VersionIDs("acme", "ana")
 	h.srv.ForbidDelete(ids[2], "Other users have made predictions with this version.")
-	rec := &savingRecorder{}
 	req := h.request(2, nil, stateView{})
-	req.Recorder = rec
 	if _, err := (Kind{}).Apply(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
 	next := h.request(2, nil, stateView{})
-	next.Prior = &pipeline.Prior{Status: pipeline.StatusComplete, Data: rec.data}
+	next.State, next.Recorder = req.State, req.Recorder // the same subject's state
 	plan, err := Kind{}.Plan(context.Background(), next)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package prune
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -16,18 +15,9 @@ import (
 // It cannot collide with a Replicate version id (hex) and never reaches Result.Deletes: it is pinned.
 const newPrefix = "\x00new:"
 
-// trainData is the part of a train stage's recorded data that prune reads (field names as the
-// train package writes them): where its last training went and which training is in flight.
-type trainData struct {
-	TrainingID string `json:"training_id"`
-	Intent     *struct {
-		Destination string `json:"destination"`
-	} `json:"intent"`
-}
-
-// arrival is a version an upstream train stage contributes to this model in this apply.
+// arrival is a version an upstream stage contributes to this model in this apply.
 type arrival struct {
-	Train string // "train.NAME"
+	Stage string // its address, for notes ("train.lora")
 	// ID is the version when the training already finished (a resumed run re-attaches to it and
 	// produces exactly that version); "" when the version does not exist yet.
 	ID string
@@ -35,128 +25,83 @@ type arrival struct {
 
 // upstreamPlan is what the stages that run before prune in this apply change for its plan.
 type upstreamPlan struct {
-	// Trains are the upstream train stages that will run and add a version to this model.
-	Trains []string
-	// Elsewhere are upstream train stages that will run but train another model, with its name.
+	// Adds are the upstream stages that will run and add a version to this model.
+	Adds []string
+	// Elsewhere are upstream stages that will run and add a version to another model, with it.
 	Elsewhere map[string]string
-	// GateRuns is true when a loss_gate upstream will run: on success its last accepted version is
-	// then the new one, so the version it accepted before loses that pin.
+	// GateRuns is true when an upstream stage judges the new version: on success the version it
+	// accepted before loses that pin.
 	GateRuns bool
 }
 
-// planUpstream reads req.Upstream. A train stage counts toward this model unless every destination
-// known for it (the replicate block's, the one its last training recorded) names another model:
-// counting it wrongly makes plan list one deletion more than apply makes, never one fewer.
+// planUpstream reads the effects the upstream stages' plans announced (req.Upstream).
 func planUpstream(req *pipeline.Request, s settings) upstreamPlan {
 	up := upstreamPlan{Elsewhere: map[string]string{}}
 	for _, u := range req.Upstream {
 		if u.Action != pipeline.ActionRun && u.Action != pipeline.ActionRerun {
 			continue
 		}
-		switch u.Kind {
-		case "loss_gate":
-			up.GateRuns = true
-		case "train":
-			dests := trainDestinations(req, u.Name)
-			other := ""
-			for _, d := range dests {
-				if d == s.Model {
-					other = ""
-					break
-				}
-				other = d
+		addr := u.Kind + "." + u.Name
+		for _, e := range u.Effects {
+			switch {
+			case e == replicate.JudgesVersions:
+				up.GateRuns = true
+			case e == replicate.AddsVersionTo(s.Model):
+				up.Adds = append(up.Adds, addr)
+			case strings.HasPrefix(e, replicate.AddsVersionTo("")):
+				up.Elsewhere[addr] = strings.TrimPrefix(e, replicate.AddsVersionTo(""))
 			}
-			if other != "" {
-				up.Elsewhere["train."+u.Name] = other
-				continue
-			}
-			up.Trains = append(up.Trains, u.Name)
 		}
 	}
 	return up
 }
 
-// trainDestinations lists the models a train stage may add its version to, as far as prune can see.
-func trainDestinations(req *pipeline.Request, name string) []string {
-	var out []string
-	if set, ok := req.Settings["replicate"]; ok {
-		if d := outputString(set, "destination"); d != "" {
-			out = append(out, d)
+// planPins are the pins apply will see once the upstream stages have run: a stage that adds a
+// version makes it the newest this subject produced, and a gate that runs accepts that new one.
+func planPins(l *replicate.Ledger, s settings, up upstreamPlan) map[string]string {
+	p := pins(l, s)
+	if len(up.Adds) == 0 {
+		return p
+	}
+	for id, why := range p {
+		if why == producedReason || (up.GateRuns && why == gateReason) {
+			delete(p, id)
 		}
 	}
-	if r := findTrain(req, name); r != nil {
-		var d trainData
-		if len(r.Data) > 0 && json.Unmarshal(r.Data, &d) == nil && d.Intent != nil && d.Intent.Destination != "" {
-			out = append(out, d.Intent.Destination)
-		}
-		if v := outputString(r.Outputs, "version"); v != "" {
-			if i := strings.LastIndex(v, ":"); i > 0 {
-				out = append(out, v[:i])
-			}
-		}
-	}
-	return out
-}
-
-// findTrain returns the state record of train stage name in this instance (nil if none).
-func findTrain(req *pipeline.Request, name string) *pipeline.StageRecord {
-	if req.State == nil {
-		return nil
-	}
-	for _, r := range req.State.Records("train") {
-		if r.Name == name {
-			return &r
-		}
-	}
-	return nil
-}
-
-// planPins are the pins apply will see once the upstream stages have run: a train stage that runs
-// replaces the version it recorded with its new one, and a gate that runs accepts that new one.
-func planPins(req *pipeline.Request, s settings, up upstreamPlan) map[string]string {
-	p := pins(req, s)
-	for _, name := range up.Trains {
-		for id, why := range p {
-			if why == "produced by train."+name {
-				delete(p, id)
-			}
-		}
-		p[newPrefix+name] = "the version train." + name + " adds in this apply"
-	}
-	if up.GateRuns && len(up.Trains) > 0 {
-		for id, why := range p {
-			if why == gateReason {
-				delete(p, id)
-			}
-		}
+	for _, a := range up.Adds {
+		p[newPrefix+a] = "the version " + a + " adds in this apply"
 	}
 	return p
 }
 
-// arrivals resolves each upstream train stage's version: a training a previous run left in flight
-// may have finished since (the version is listed already and apply re-attaches to it); otherwise
-// the version is new. Only the recorded training is asked about, with one GET.
-func arrivals(ctx context.Context, c *replicate.Client, req *pipeline.Request, s settings, up upstreamPlan, versions []replicate.Version) ([]arrival, error) {
+// arrivals resolves each upstream stage's version: a training a previous run left in flight (the
+// subject's ledger lists it as pending) may have finished since, so its version is listed already
+// and apply re-attaches to it; otherwise the version is new. Only pending trainings are asked
+// about, with one GET each.
+func arrivals(ctx context.Context, c *replicate.Client, l *replicate.Ledger, s settings, up upstreamPlan, versions []replicate.Version) ([]arrival, error) {
 	listed := map[string]bool{}
 	for _, v := range versions {
 		listed[v.ID] = true
 	}
+	var pending []string
+	for _, p := range l.Pending {
+		if p.Destination == s.Model {
+			pending = append(pending, p.Training)
+		}
+	}
 	var out []arrival
-	for _, name := range up.Trains {
-		a := arrival{Train: "train." + name}
-		if r := findTrain(req, name); r != nil && r.Status != pipeline.StatusComplete {
-			var d trainData
-			if len(r.Data) > 0 && json.Unmarshal(r.Data, &d) == nil && d.TrainingID != "" {
-				t, err := c.GetTraining(ctx, d.TrainingID)
-				switch {
-				case replicate.IsNotFound(err):
-					// Gone: train starts a new one.
-				case err != nil:
-					return nil, fmt.Errorf("%s: reading training %s that %s left in flight (to know whether its version exists already): %w", req.Address, d.TrainingID, a.Train, err)
-				case t.Status == "succeeded" && t.Output.Version != "":
-					if id, same := versionID(t.Output.Version, s.Model); same && listed[id] {
-						a.ID = id
-					}
+	for i, stage := range up.Adds {
+		a := arrival{Stage: stage}
+		if i < len(pending) {
+			t, err := c.GetTraining(ctx, pending[i])
+			switch {
+			case replicate.IsNotFound(err):
+				// Gone: a new one starts.
+			case err != nil:
+				return nil, fmt.Errorf("reading training %s left in flight (to know whether its version exists already): %w", pending[i], err)
+			case t.Status == "succeeded" && t.Output.Version != "":
+				if id, same := versionID(t.Output.Version, s.Model); same && listed[id] {
+					a.ID = id
 				}
 			}
 		}
@@ -176,10 +121,10 @@ func withArrivals(versions []replicate.Version, as []arrival, p map[string]strin
 		}
 	}
 	for i, a := range as {
-		key := newPrefix + strings.TrimPrefix(a.Train, "train.")
+		key := newPrefix + a.Stage
 		if a.ID != "" {
 			delete(p, key)
-			p[a.ID] = "produced by " + a.Train
+			p[a.ID] = "produced by " + a.Stage
 			continue
 		}
 		all = append(all, replicate.Version{ID: key, CreatedAt: newest.Add(time.Duration(i+1) * time.Hour)})
@@ -203,9 +148,9 @@ func arrivalNotes(s settings, up upstreamPlan, as []arrival) []string {
 	var notes []string
 	for _, a := range as {
 		if a.ID != "" {
-			notes = append(notes, fmt.Sprintf("%s's training left in flight by an earlier run has finished as version %s: apply re-attaches to it, and it counts as the newest of keep_last %d", a.Train, a.ID, s.KeepLast))
+			notes = append(notes, fmt.Sprintf("%s's training left in flight by an earlier run has finished as version %s: apply re-attaches to it, and it counts as the newest of keep_last %d", a.Stage, a.ID, s.KeepLast))
 		} else {
-			notes = append(notes, fmt.Sprintf("%s runs first in this apply and adds a version to %s: it counts as the newest of keep_last %d, so the list below is what apply deletes if it succeeds", a.Train, s.Model, s.KeepLast))
+			notes = append(notes, fmt.Sprintf("%s runs first in this apply and adds a version to %s: it counts as the newest of keep_last %d, so the list below is what apply deletes if it succeeds", a.Stage, s.Model, s.KeepLast))
 		}
 	}
 	for _, t := range sortedKeys(up.Elsewhere) {

@@ -14,16 +14,17 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/prune"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/prune"
 	"github.com/pipeline-dev/pipeline/stages/train"
 )
 
-// upstreamRuns is what the engine hands prune when train and the gate run before it.
+// upstreamRuns is what the engine hands prune when train and the gate run before it: their
+// actions, and the effects their plans announced.
 var upstreamRuns = []pipeline.Upstream{
-	{Kind: "train", Name: "lora", Action: pipeline.ActionRerun},
-	{Kind: "loss_gate", Name: "fit", Action: pipeline.ActionRerun},
+	{Kind: "train", Name: "lora", Action: pipeline.ActionRerun, Effects: []string{replicate.AddsVersionTo("acme/ana-lora")}},
+	{Kind: "loss_gate", Name: "fit", Action: pipeline.ActionRerun, Effects: []string{replicate.JudgesVersions}},
 }
 
 // planPrune plans the chain's prune stage as the engine would, with the given upstream runs.
@@ -85,13 +86,15 @@ func TestPlanDeletesWhatApplyDeletesWhenTrainRuns(t *testing.T) {
 	}
 	srv.AddModel("acme", "ana-lora", 4)
 	old := srv.VersionIDs("acme", "ana-lora")
-	state := records{}
+	state := newRecords()
 	input := func(steps int64) cty.Value {
 		return cty.ObjectVal(map[string]cty.Value{"steps": cty.NumberIntVal(steps), "lora_rank": cty.NumberIntVal(16), "trigger_word": cty.StringVal("TOK")})
 	}
 
 	// First run: no record yet. keep_last 2 keeps the new version and the newest old one.
-	plan := planPrune(t, env, state, 2, []pipeline.Upstream{{Kind: "train", Name: "lora", Action: pipeline.ActionRun}, {Kind: "loss_gate", Name: "fit", Action: pipeline.ActionRun}})
+	firstRuns := []pipeline.Upstream{upstreamRuns[0], upstreamRuns[1]}
+	firstRuns[0].Action, firstRuns[1].Action = pipeline.ActionRun, pipeline.ActionRun
+	plan := planPrune(t, env, state, 2, firstRuns)
 	without := planPrune(t, env, state, 2, nil)
 	if !reflect.DeepEqual(plan.Deletes, old[1:]) {
 		t.Fatalf("plan with train upstream deletes %v, want %v (the new version counts in keep_last)", plan.Deletes, old[1:])
@@ -132,13 +135,13 @@ func TestPlanDeletesWhatApplyDeletesWhenTrainRuns(t *testing.T) {
 	// second new one; apply re-attaches and deletes exactly what the plan said.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rec := &cancelOnTraining{cancel: cancel}
+	rec := &cancelOnTraining{memRecorder: memRecorder{MemShared: state.mem}, cancel: cancel}
 	treq := trainRequest(env, dir, input(1200), state, rec, gateInputs())
-	treq.Prior = &pipeline.Prior{Status: pipeline.StatusComplete, Data: state["train"][0].Data}
+	treq.Prior = &pipeline.Prior{Status: pipeline.StatusComplete, Data: state.byKind["train"][0].Data}
 	if _, err := (train.Kind{}).Apply(ctx, treq); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted train: %v", err)
 	}
-	state["train"] = []pipeline.StageRecord{{Kind: "train", Name: "lora", Status: pipeline.StatusInterrupted, Data: rec.data}}
+	state.byKind["train"] = []pipeline.StageRecord{{Kind: "train", Name: "lora", Status: pipeline.StatusInterrupted, Data: rec.data}}
 	trainings := srv.Count("POST /v1/trainings")
 	deadline := time.Now().Add(20 * time.Second)
 	for len(srv.VersionIDs("acme", "ana-lora")) < 2 {
@@ -182,9 +185,8 @@ func TestPlanIgnoresTrainOfAnotherModel(t *testing.T) {
 	replicate.Install(env, c)
 	srv.AddModel("acme", "ana-lora", 3)
 	ids := srv.VersionIDs("acme", "ana-lora")
-	req := pruneRequest(env, records{}, 2)
-	req.Settings = map[string]cty.Value{"replicate": cty.ObjectVal(map[string]cty.Value{"destination": cty.StringVal("acme/bob-lora")})}
-	req.Upstream = []pipeline.Upstream{{Kind: "train", Name: "lora", Action: pipeline.ActionRun}}
+	req := pruneRequest(env, newRecords(), 2)
+	req.Upstream = []pipeline.Upstream{{Kind: "train", Name: "lora", Action: pipeline.ActionRun, Effects: []string{replicate.AddsVersionTo("acme/bob-lora")}}}
 	res, err := prune.Kind{}.Plan(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -196,8 +198,7 @@ func TestPlanIgnoresTrainOfAnotherModel(t *testing.T) {
 		t.Fatalf("notes:\n%s", notes)
 	}
 	// A skipped or deleted upstream stage adds nothing.
-	req.Settings = nil
-	req.Upstream = []pipeline.Upstream{{Kind: "train", Name: "lora", Action: pipeline.ActionSkip}}
+	req.Upstream = []pipeline.Upstream{{Kind: "train", Name: "lora", Action: pipeline.ActionSkip, Effects: []string{replicate.AddsVersionTo("acme/ana-lora")}}}
 	if res, err = (prune.Kind{}).Plan(context.Background(), req); err != nil || !reflect.DeepEqual(res.Deletes, ids[2:]) {
 		t.Fatalf("skipped train: %v %v", err, res.Deletes)
 	}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -52,171 +53,118 @@ func isSecret(name string) bool {
 	return strings.Contains(n, "token") || strings.Contains(n, "key") || strings.Contains(n, "secret")
 }
 
-// known returns v unmarked when it is known and not null.
-func known(v cty.Value) (cty.Value, bool) {
-	if v == cty.NilVal {
-		return v, false
-	}
-	v, _ = v.UnmarkDeep()
-	if !v.IsWhollyKnown() || v.IsNull() {
-		return v, false
-	}
-	return v, true
+// attrs are the stage's attributes as the schema decodes them.
+type attrs struct {
+	Images      []string      `cty:"images"`
+	Trainer     string        `cty:"trainer"`
+	Destination string        `cty:"destination"`
+	Input       cty.Value     `cty:"input"`
+	Poll        time.Duration `cty:"poll_interval"`
 }
 
-// settingString reads replicate { NAME } ("" when absent, null or unknown).
-func settingString(req *pipeline.Request, name string) (string, bool) {
-	s, ok := req.Settings["replicate"]
-	if !ok || s == cty.NilVal {
-		return "", true
+// checkPoll is poll_interval's floor (minPoll, which tests lower for the step-per-GET server).
+func checkPoll(v, _ cty.Value) error {
+	d, err := time.ParseDuration(strings.TrimSpace(v.AsString()))
+	if err == nil && d < minPoll {
+		return fmt.Errorf("poll_interval %s is below %s: a training takes minutes, faster polling only spends the API's rate limit", d, minPoll)
 	}
-	s, _ = s.Unmark()
-	if s.IsNull() {
-		return "", true
-	}
-	if !s.IsKnown() {
-		return "", false
-	}
-	ty := s.Type()
-	var v cty.Value
-	switch {
-	case ty.IsObjectType() && ty.HasAttribute(name):
-		v = s.GetAttr(name)
-	case ty.IsMapType() && s.HasIndex(cty.StringVal(name)).True():
-		v = s.Index(cty.StringVal(name))
-	default:
-		return "", true
-	}
-	v, _ = v.Unmark()
-	if !v.IsKnown() {
-		return "", false
-	}
-	if v.IsNull() || v.Type() != cty.String {
-		return "", true
-	}
-	return v.AsString(), true
+	return nil
 }
 
-// stringInput reads a string input attribute, falling back to the replicate block's setting.
-func stringInput(req *pipeline.Request, name string) (string, bool) {
-	if v := req.Input(name); v != cty.NilVal {
-		v, _ = v.Unmark()
-		if !v.IsKnown() {
-			return "", false
-		}
-		if !v.IsNull() && v.Type() == cty.String && v.AsString() != "" {
-			return v.AsString(), true
-		}
-	}
-	return settingString(req, name)
-}
-
-// parseConfig evaluates the stage's inputs and settings. Unknown values (plan) are left unknown.
+// parseConfig decodes the stage's inputs and the replicate block. Unknown values (plan) are left
+// unknown, with the matching *Known flag false.
 func parseConfig(req *pipeline.Request) (*config, error) {
-	c := &config{}
-	var errs []string
-
-	trainer, trainerKnown := stringInput(req, "trainer")
-	switch {
-	case !trainerKnown:
-	case trainer == "":
-		errs = append(errs, `no trainer: set trainer = "owner/name:version" in the stage or in the replicate block (e.g. "ostris/flux-dev-lora-trainer:<version id>")`)
-	default:
-		owner, name, version, err := replicate.SplitVersion(trainer)
-		if err != nil || owner == "" || name == "" || version == "" {
-			errs = append(errs, fmt.Sprintf(`trainer %q is not "owner/name:version": a training runs on one exact trainer version (copy it from the trainer's page on replicate.com)`, trainer))
-		} else {
-			c.Trainer, c.TrainerVersion = trainer, version
-		}
-	}
-
-	dest, destKnown := stringInput(req, "destination")
-	switch {
-	case !destKnown:
-	case dest == "":
-		errs = append(errs, `no destination: set destination = "owner/name" (the model that receives the new version) in the stage or in the replicate block`)
-	default:
-		owner, name, ok := strings.Cut(dest, "/")
-		if !ok || owner == "" || name == "" || strings.ContainsAny(name, "/:") || strings.ContainsAny(owner, ":") {
-			errs = append(errs, fmt.Sprintf(`destination %q is not "owner/name" (no version: trainings add versions to it)`, dest))
-		} else {
-			c.Destination, c.DestOwner, c.DestName = dest, owner, name
-		}
-	}
-
-	c.Hardware, _ = settingString(req, "hardware")
+	var a attrs
+	var set replicate.Settings
+	diags := schema.Decode(req, &a)
+	diags = append(diags, schema.DecodeSettings(req, "replicate", &set)...)
+	c := &config{Hardware: set.Hardware}
 	if c.Hardware == "" {
 		c.Hardware = defaultHardware
 	}
-
-	if imgs, ok := known(req.Input("images")); ok {
-		if !imgs.CanIterateElements() {
-			errs = append(errs, fmt.Sprintf("images must be a list of file paths, got %s", imgs.Type().FriendlyName()))
+	var errs []string
+	if known(req, "trainer") {
+		c.Trainer = firstNonEmpty(a.Trainer, set.Trainer)
+		if c.Trainer == "" {
+			errs = append(errs, `no trainer: set trainer = "owner/name:version" in the stage or in the replicate block (e.g. "ostris/flux-dev-lora-trainer:<version id>")`)
 		} else {
-			var paths []string
-			for it := imgs.ElementIterator(); it.Next(); {
-				_, e := it.Element()
-				if e.IsNull() || e.Type() != cty.String {
-					errs = append(errs, "images must be a list of file paths (strings)")
-					break
-				}
-				paths = append(paths, e.AsString())
-			}
-			files, err := collectImages(req.BaseDir, paths)
-			if err != nil {
-				errs = append(errs, err.Error())
-			} else {
-				c.Images, c.ImagesKnown = files, true
-			}
+			_, _, c.TrainerVersion, _ = replicate.SplitVersion(c.Trainer)
 		}
-	} else if v := req.Input("images"); v != cty.NilVal && v.IsKnown() && v.IsNull() {
-		errs = append(errs, "images is null: set images = image_check.NAME.accepted (or a list of files)")
 	}
-
-	if in, ok, err := inputMap(req.Input("input")); err != nil {
+	if known(req, "destination") {
+		c.Destination = firstNonEmpty(a.Destination, set.Destination)
+		if c.Destination == "" {
+			errs = append(errs, `no destination: set destination = "owner/name" (the model that receives the new version) in the stage or in the replicate block`)
+		} else {
+			c.DestOwner, c.DestName, _ = replicate.SplitModel(c.Destination)
+		}
+	}
+	if req.Known("images") && req.Input("images").IsNull() {
+		errs = append(errs, "images is null: set images = image_check.NAME.accepted (or a list of files)")
+	} else if req.Known("images") {
+		files, err := collectImages(req.BaseDir, a.Images)
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			c.Images, c.ImagesKnown = files, true
+		}
+	}
+	if !req.Known("input") {
+		// known after apply
+	} else if in, ok, err := inputMap(a.Input); err != nil {
 		errs = append(errs, err.Error())
 	} else if ok {
 		c.Input, c.InputKnown = in, true
 	}
-
-	poll, err := pollInterval(req)
-	if err != nil {
-		errs = append(errs, err.Error())
-	}
-	c.Poll = poll
-
+	c.Poll = pollInterval(req, a.Poll)
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s: %s", req.Address, strings.Join(errs, "; "))
+		return nil, errors.Join(pipeline.Err(diags), errors.New(strings.Join(errs, "; ")))
+	}
+	if err := pipeline.Err(diags); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
+// known reports whether a stage attribute that falls back to the replicate block is known: the
+// stage's own value and the block's.
+func known(req *pipeline.Request, name string) bool {
+	if !req.Known(name) {
+		return false
+	}
+	s, ok := req.Settings["replicate"]
+	if !ok || s == cty.NilVal || s.IsNull() {
+		return true
+	}
+	if !s.IsKnown() {
+		return false
+	}
+	if s.Type().IsObjectType() && s.Type().HasAttribute(name) {
+		return s.GetAttr(name).IsWhollyKnown()
+	}
+	return true
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v = strings.TrimSpace(v); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
 // pollInterval turns poll_interval into a Poller that backs off from it (to 12x, at most a minute
 // unless the interval itself is longer). Under -simulate it starts at simulatedPoll.
-func pollInterval(req *pipeline.Request) (replicate.Poller, error) {
-	d := 5 * time.Second
-	if v, ok := known(req.Input("poll_interval")); ok && v.Type() == cty.String {
-		pd, err := time.ParseDuration(strings.TrimSpace(v.AsString()))
-		if err != nil {
-			return replicate.Poller{}, fmt.Errorf("poll_interval %q is not a duration (Go syntax: \"5s\", \"1m\")", v.AsString())
-		}
-		if pd < minPoll {
-			return replicate.Poller{}, fmt.Errorf("poll_interval %s is below %s: a training takes minutes, faster polling only spends the API's rate limit", pd, minPoll)
-		}
-		d = pd
-	}
+func pollInterval(req *pipeline.Request, d time.Duration) replicate.Poller {
 	if req.Env != nil && req.Env.Simulated {
 		// The simulator's trainings take seconds: poll often, back off only a little.
-		return replicate.Poller{Initial: simulatedPoll, Max: 4 * simulatedPoll}, nil
+		return replicate.Poller{Initial: simulatedPoll, Max: 4 * simulatedPoll}
 	}
-	max := 12 * d
-	if max > time.Minute {
-		max = time.Minute
+	if d <= 0 {
+		d = 5 * time.Second
 	}
-	if max < d {
-		max = d
-	}
-	return replicate.Poller{Initial: d, Max: max}, nil
+	return replicate.Poller{Initial: d, Max: max(d, min(12*d, time.Minute))}
 }
 
 // inputMap converts the `input` attribute (any object or map) to plain JSON values. ok is false

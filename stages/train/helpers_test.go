@@ -22,7 +22,6 @@ import (
 func init() {
 	// The test server advances a training one step per GET: poll as fast as it answers.
 	minPoll = time.Millisecond
-	createBackoff = time.Millisecond
 }
 
 var errKilled = errors.New("killed: state write failed")
@@ -32,6 +31,7 @@ var errKilled = errors.New("killed: state write failed")
 // Save number CancelAfter is stored, or after Progress report number CancelAfterProgress, it
 // cancels the context (Ctrl-C / kill right there).
 type recorder struct {
+	pipeline.MemShared
 	mu                  sync.Mutex
 	data                json.RawMessage
 	saves, progresses   int
@@ -120,7 +120,8 @@ func newHarness(t *testing.T) *harness {
 	srv := replicatetest.NewServer(replicatetest.Options{})
 	t.Cleanup(srv.Close)
 	fs := &fastSleep{}
-	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(6, time.Millisecond), replicate.WithSleep(fs.sleep))
+	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(6, time.Millisecond), replicate.WithSleep(fs.sleep),
+		replicate.WithCreateRetry(3, time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,13 +26,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
-	"github.com/pipeline-dev/pipeline/stages/lossgate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
@@ -43,13 +43,13 @@ var schema = &pipeline.Schema{
 	Attributes: map[string]*pipeline.Attribute{
 		"images": {Type: cty.List(cty.String), Required: true,
 			Description: "the photos to train on, e.g. image_check.photos.accepted"},
-		"trainer": {Type: cty.String,
+		"trainer": {Type: cty.String, Check: replicate.CheckTrainer,
 			Description: `trainer version "owner/name:version" (default: replicate { trainer })`},
-		"destination": {Type: cty.String,
+		"destination": {Type: cty.String, Check: replicate.CheckModel("destination", "no version: trainings add versions to it"),
 			Description: `model "owner/name" that receives the new version (default: replicate { destination }); created private when missing`},
 		"input": {Type: cty.DynamicPseudoType, Default: cty.EmptyObjectVal,
 			Description: "trainer inputs by the trainer's own names; input_images is filled in by the stage"},
-		"poll_interval": {Type: cty.String, Default: cty.StringVal("5s"), Duration: true,
+		"poll_interval": {Type: cty.String, Default: cty.StringVal("5s"), Duration: true, Check: checkPoll,
 			Description: "first interval between polls of the training; it backs off from there"},
 	},
 	Outputs: map[string]cty.Type{
@@ -62,13 +62,11 @@ var schema = &pipeline.Schema{
 		"input":            cty.DynamicPseudoType,
 		"previous_version": cty.String,
 	},
-	Remote:   true,
-	Settings: []string{"replicate"},
-	SettingsAttributes: map[string]map[string]*pipeline.Attribute{"replicate": {
-		"trainer":     {Type: cty.String, Description: `trainer version "owner/name:version"`},
-		"destination": {Type: cty.String, Description: `model "owner/name" that receives new versions`},
-		"hardware":    {Type: cty.String, Description: `hardware a missing destination is created on ["gpu-t4"]`},
-	}},
+	Remote:             true,
+	Settings:           []string{"replicate"},
+	SettingsAttributes: map[string]map[string]*pipeline.Attribute{"replicate": replicate.SettingsSchema},
+	Summary:            []pipeline.SummaryColumn{{Title: "version", Path: "version", Order: 50}},
+	Done:               "trained",
 }
 
 // Name implements pipeline.Kind.
@@ -114,31 +112,6 @@ type record struct {
 	Total  int    `json:"total,omitempty"`
 }
 
-// earlyGate is a loss_gate with cancel_early that depends on this stage.
-type earlyGate struct {
-	Name     string
-	Settings lossgate.Settings
-}
-
-// findEarlyGate returns the first dependent loss_gate with cancel_early = true, if any.
-func findEarlyGate(req *pipeline.Request) (*earlyGate, []string) {
-	var warns []string
-	for _, d := range req.Dependents {
-		if d.Kind != "loss_gate" {
-			continue
-		}
-		s, err := lossgate.ParseSettings(d.Inputs)
-		if err != nil {
-			warns = append(warns, fmt.Sprintf("loss_gate.%s: %v (cancel_early not used)", d.Name, err))
-			continue
-		}
-		if s.CancelEarly && s.MinLoss != nil {
-			return &earlyGate{Name: "loss_gate." + d.Name, Settings: s}, warns
-		}
-	}
-	return nil, warns
-}
-
 // resumable reports whether the recorded data belongs to an unfinished run with the same inputs.
 func resumable(req *pipeline.Request) bool {
 	return req.Prior != nil && req.Prior.SameInputs && req.Prior.Status != pipeline.StatusComplete
@@ -156,7 +129,7 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if cfg.ImagesKnown {
 		digest, err = digestImages(cfg.Images)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", req.Address, err)
+			return nil, err
 		}
 		res.Digest = map[string]string{"images": digest}
 	}
@@ -190,10 +163,11 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	} else {
 		res.Notes = append(res.Notes, fmt.Sprintf("trains %s into %s (input known after apply)", trainer, dest))
 	}
-	gate, warns := findEarlyGate(req)
-	res.Warnings = append(res.Warnings, warns...)
-	if gate != nil {
-		res.Notes = append(res.Notes, fmt.Sprintf("cancels the training early if %s's smoothed loss falls under min_loss %v (cancel_early)", gate.Name, *gate.Settings.MinLoss))
+	for _, c := range req.Consultants {
+		res.Notes = append(res.Notes, c.Address+": "+c.Note)
+	}
+	if cfg.Destination != "" {
+		res.Effects = []string{replicate.AddsVersionTo(cfg.Destination)}
 	}
 
 	if !replicate.HasToken(req.Env) {
@@ -202,7 +176,7 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	}
 	c, err := replicate.FromEnv(req.Env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	if cfg.Trainer != "" && cfg.InputKnown {
 		warn, err := checkAgainstTrainer(ctx, c, req, cfg)
@@ -219,8 +193,8 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		case replicate.IsNotFound(err):
 			res.Notes = append(res.Notes, fmt.Sprintf("destination %s will be created (private, hardware %s)", cfg.Destination, cfg.Hardware))
 		case err != nil:
-			return nil, fmt.Errorf("%s: reading destination %s: %w", req.Address, cfg.Destination, err)
-		case m.LatestVersion != nil && replicate.DeletedVersions(req.State)[m.LatestVersion.ID]:
+			return nil, fmt.Errorf("reading destination %s: %w", cfg.Destination, err)
+		case m.LatestVersion != nil && replicate.LedgerOf(req.State).Gone()[m.LatestVersion.ID]:
 			res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s is being deleted by this pipeline: previous_version is the newest one kept", cfg.Destination, m.LatestVersion.ID))
 		case m.LatestVersion != nil:
 			res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s becomes previous_version", cfg.Destination, m.LatestVersion.ID))
@@ -240,10 +214,10 @@ func checkAgainstTrainer(ctx context.Context, c *replicate.Client, req *pipeline
 		return fmt.Sprintf("schema unknown: the input is not checked locally: %v", err), nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("%s: reading the input schema of trainer %s: %w", req.Address, cfg.Trainer, err)
+		return "", fmt.Errorf("reading the input schema of trainer %s: %w", cfg.Trainer, err)
 	}
 	if err := checkInputs(cfg.Trainer, specs, cfg.Input); err != nil {
-		return "", fmt.Errorf("%s: %w", req.Address, err)
+		return "", err
 	}
 	return "", nil
 }
@@ -271,7 +245,7 @@ type run struct {
 // caller must not go on to spend money it could not record).
 func (r *run) save() error {
 	if err := r.req.Recorder.Save(r.rec); err != nil {
-		return fmt.Errorf("%s: recording progress in state: %w", r.req.Address, err)
+		return fmt.Errorf("recording progress in state: %w", err)
 	}
 	return nil
 }
@@ -283,16 +257,16 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		return nil, err
 	}
 	if !cfg.ImagesKnown || !cfg.InputKnown || cfg.Trainer == "" || cfg.Destination == "" {
-		return nil, fmt.Errorf("%s: images, input, trainer and destination must be known at apply", req.Address)
+		return nil, fmt.Errorf("images, input, trainer and destination must be known at apply")
 	}
 	c, err := replicate.FromEnv(req.Env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	r := &run{req: req, cfg: cfg, c: c, now: time.Now}
 	r.digest, err = digestImages(cfg.Images)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return nil, err
 	}
 	var prior record
 	if _, err := req.Prior.Decode(&prior); err != nil {
@@ -333,21 +307,19 @@ func (r *run) attach(ctx context.Context) (*replicate.Training, error) {
 			return nil, nil
 		}
 		if err != nil {
-			return nil, r.stop(ctx, fmt.Errorf("%s: re-attaching to training %s: %w", r.req.Address, r.rec.TrainingID, err))
+			return nil, r.stop(ctx, fmt.Errorf("re-attaching to training %s: %w", r.rec.TrainingID, err))
 		}
 		t = got
 	case r.rec.Intent != nil:
-		in := trainerInput(r.cfg.Input, r.rec.Intent.FileURL)
-		got, err := r.c.FindTraining(ctx, r.cfg.TrainerVersion, in, r.rec.Intent.CreatedAfter)
+		// An earlier run was about to create a training: find it before uploading anything.
+		once := r.once()
+		got, ok, err := replicate.Adopt(ctx, once, r.saveOnce(once), r.findTraining(r.rec.Intent.FileURL))
 		if err != nil {
-			return nil, r.stop(ctx, fmt.Errorf("%s: looking for the training an interrupted run may have started (never starting a second one before knowing): %w", r.req.Address, err))
+			return nil, r.stop(ctx, err)
 		}
-		if got == nil {
+		if !ok {
+			r.rec.Intent = nil // nothing was created: a fresh intent comes before the create
 			return nil, nil
-		}
-		r.rec.TrainingID = got.ID
-		if err := r.save(); err != nil {
-			return nil, err
 		}
 		t = got
 	default:
@@ -423,7 +395,7 @@ func (r *run) upload(ctx context.Context) (string, error) {
 	}
 	data, sum, err := buildZip(r.cfg.Images)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", req.Address, err)
+		return "", err
 	}
 	req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("uploading %d images (%d KB zip)", len(r.cfg.Images), len(data)>>10)})
 	name := r.cfg.DestName + "-images.zip"
@@ -432,10 +404,10 @@ func (r *run) upload(ctx context.Context) (string, error) {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
-		return "", fmt.Errorf("%s: uploading the images zip: %w", req.Address, err)
+		return "", fmt.Errorf("uploading the images zip: %w", err)
 	}
 	if f.URL == "" {
-		return "", fmt.Errorf("%s: the upload %s has no urls.get to pass to the trainer", req.Address, f.ID)
+		return "", fmt.Errorf("the upload %s has no urls.get to pass to the trainer", f.ID)
 	}
 	r.rec.Upload = &uploadRecord{Digest: r.digest, ZipSHA256: sum, FileID: f.ID, URL: f.URL}
 	if err := r.save(); err != nil {
@@ -453,10 +425,10 @@ func (r *run) destination(ctx context.Context) (string, error) {
 		r.req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("creating destination %s (private, hardware %s)", cfg.Destination, cfg.Hardware)})
 		m, err = r.c.CreateModel(ctx, cfg.DestOwner, cfg.DestName, cfg.Hardware)
 		if err != nil {
-			return "", fmt.Errorf("%s: creating destination model %s: %w", r.req.Address, cfg.Destination, err)
+			return "", fmt.Errorf("creating destination model %s: %w", cfg.Destination, err)
 		}
 	} else if err != nil {
-		return "", fmt.Errorf("%s: reading destination model %s: %w", r.req.Address, cfg.Destination, err)
+		return "", fmt.Errorf("reading destination model %s: %w", cfg.Destination, err)
 	}
 	return r.latestKept(ctx, m)
 }
@@ -469,13 +441,13 @@ func (r *run) latestKept(ctx context.Context, m *replicate.Model) (string, error
 	if m.LatestVersion == nil || m.LatestVersion.ID == "" {
 		return "", nil
 	}
-	deleted := replicate.DeletedVersions(r.req.State)
+	deleted := replicate.LedgerOf(r.req.State).Gone()
 	if !deleted[m.LatestVersion.ID] {
 		return cfg.Destination + ":" + m.LatestVersion.ID, nil
 	}
 	versions, err := r.c.ListVersions(ctx, cfg.DestOwner, cfg.DestName)
 	if err != nil {
-		return "", fmt.Errorf("%s: listing the versions of %s (its latest, %s, is being deleted): %w", r.req.Address, cfg.Destination, m.LatestVersion.ID, err)
+		return "", fmt.Errorf("listing the versions of %s (its latest, %s, is being deleted): %w", cfg.Destination, m.LatestVersion.ID, err)
 	}
 	for _, v := range versions { // newest first
 		if !deleted[v.ID] {
@@ -485,112 +457,112 @@ func (r *run) latestKept(ctx context.Context, m *replicate.Model) (string, error
 	return "", nil
 }
 
-// createBackoff is the wait before creating again once the list showed no training was created.
-var createBackoff = 2 * time.Second
-
-// createAttempts bounds how often a create is tried after answers that may hide a training; each
-// retry comes only after the trainings list showed none was created.
-const createAttempts = 3
-
-// create records the intent, creates the training and records its id. A create without a clear
-// answer (5xx, dropped connection) is reconciled by listing trainings before it is ever repeated.
+// create records the intent, creates the training and records its id, through
+// replicate.CreateOnce: a create without a clear answer (5xx, dropped connection) is reconciled by
+// listing trainings before it is ever repeated.
 func (r *run) create(ctx context.Context, fileURL string) (*replicate.Training, error) {
-	req, cfg := r.req, r.cfg
+	cfg := r.cfg
 	in := trainerInput(cfg.Input, fileURL)
 	r.rec.Intent = &intentRecord{
 		Digest: r.digest, FileURL: fileURL, Trainer: cfg.Trainer, Destination: cfg.Destination,
-		Input: publicInput(in, false), CreatedAfter: r.now().UTC(),
+		Input: publicInput(in, false),
 	}
 	r.rec.TrainingID, r.rec.CanceledEarly, r.rec.CancelReason = "", false, ""
-	if err := r.save(); err != nil {
-		return nil, err
-	}
-	for attempt := 1; ; attempt++ {
-		t, err := r.c.CreateTraining(ctx, cfg.Trainer, cfg.Destination, in)
-		if err == nil {
-			r.rec.TrainingID = t.ID
-			if err := r.save(); err != nil {
-				return nil, err
+	once := r.once()
+	t, found, err := replicate.CreateOnce(ctx, r.c, once, r.saveOnce(once),
+		func(ctx context.Context) (*replicate.Training, string, error) {
+			t, err := r.c.CreateTraining(ctx, cfg.Trainer, cfg.Destination, in)
+			if err != nil {
+				return nil, "", err
 			}
-			return t, nil
-		}
+			return t, t.ID, nil
+		},
+		r.findTraining(fileURL))
+	if err != nil {
 		if ctx.Err() != nil {
-			// The intent is recorded: the next apply looks the training up before creating one.
 			return nil, ctx.Err()
 		}
-		if !replicate.IsMaybeCreated(err) {
-			return nil, fmt.Errorf("%s: starting the training: %w", req.Address, err)
-		}
-		found, ferr := r.c.FindTraining(ctx, cfg.TrainerVersion, in, r.rec.Intent.CreatedAfter)
-		if ferr != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%s: %w; and listing trainings to see whether it exists failed too: %v; hint: run apply again, it looks the training up before creating one", req.Address, err, ferr)
-		}
-		if found != nil {
-			r.rec.TrainingID = found.ID
-			if err := r.save(); err != nil {
-				return nil, err
-			}
-			r.warns = append(r.warns, fmt.Sprintf("the create call got no clear answer, but training %s exists: following it", found.ID))
-			return found, nil
-		}
-		if attempt >= createAttempts {
-			return nil, fmt.Errorf("%s: %w (tried %d times; no training was created)", req.Address, err, attempt)
-		}
-		if err := replicate.Sleep(ctx, time.Duration(attempt)*createBackoff); err != nil {
-			return nil, err
-		}
+		return nil, fmt.Errorf("starting the training: %w", err)
 	}
+	if found {
+		r.warns = append(r.warns, fmt.Sprintf("the create call got no clear answer, but training %s exists: following it", t.ID))
+	}
+	return t, nil
+}
+
+// once is the record's intent as replicate.CreateOnce sees it.
+func (r *run) once() *replicate.Intent {
+	in := &replicate.Intent{ID: r.rec.TrainingID}
+	if r.rec.Intent != nil {
+		in.At = r.rec.Intent.CreatedAfter
+	}
+	return in
+}
+
+// saveOnce writes CreateOnce's intent back into the record (its field names predate CreateOnce,
+// so that a state written by an earlier release resumes) and saves it; once the id is known the
+// subject's ledger lists the training as in flight.
+func (r *run) saveOnce(once *replicate.Intent) func() error {
+	return func() error {
+		r.rec.TrainingID = once.ID
+		if r.rec.Intent != nil {
+			r.rec.Intent.CreatedAfter = once.At
+		}
+		if err := r.save(); err != nil || once.ID == "" {
+			return err
+		}
+		return r.ledger(func(l *replicate.Ledger) { l.Started(once.ID, r.cfg.Destination) })
+	}
+}
+
+// findTraining looks for the training created with this upload after the intent.
+func (r *run) findTraining(fileURL string) replicate.FindFunc[*replicate.Training] {
+	in := trainerInput(r.cfg.Input, fileURL)
+	return func(ctx context.Context, after time.Time) (*replicate.Training, string, bool, error) {
+		t, err := r.c.FindTraining(ctx, r.cfg.TrainerVersion, in, after)
+		if err != nil || t == nil {
+			return nil, "", false, err
+		}
+		return t, t.ID, true, nil
+	}
+}
+
+// ledger records what this training means for the subject's versions.
+func (r *run) ledger(change func(*replicate.Ledger)) error {
+	if err := replicate.UpdateLedger(r.req, change); err != nil {
+		return fmt.Errorf("recording progress in state: %w", err)
+	}
+	return nil
 }
 
 // maxPollErrors is how many polls in a row may fail (after the client's own retries) before the
 // stage gives up waiting; the training keeps running and the next apply re-attaches.
 const maxPollErrors = 5
 
-// follow polls the training to its end, reporting progress and consulting a cancel_early gate.
+// follow polls the training to its end, reporting progress and consulting the stages that watch
+// it (a loss_gate with cancel_early).
 func (r *run) follow(ctx context.Context, t *replicate.Training) (*pipeline.Result, error) {
-	req, cfg := r.req, r.cfg
-	gate, warns := findEarlyGate(req)
-	r.warns = append(r.warns, warns...)
-	poll := cfg.Poll
+	poll := r.cfg.Poll
 	lastStatus := ""
 	failures := 0
 	for {
 		prog := replicate.ParseLogs(t.Logs)
 		r.rec.Status, r.rec.Step, r.rec.Total = t.Status, prog.Step, prog.Total
-		r.progress(t, prog, gate)
+		r.progress(t, prog)
 		if t.Status != lastStatus {
 			if lastStatus != "" {
 				poll.Reset()
 			}
 			lastStatus = t.Status
 		}
-		if gate != nil && !r.rec.CanceledEarly && !t.Terminal() {
-			gcfg := gate.Settings.Config
-			gcfg.TotalSteps = prog.Total
-			if cancel, v := lossgate.ShouldCancel(prog.Losses, gcfg); cancel {
-				r.rec.CanceledEarly = true
-				r.rec.CancelReason = fmt.Sprintf("%s at step %d/%d (%s cancel_early)", v.Reason, prog.Step, prog.Total, gate.Name)
-				if err := r.save(); err != nil {
-					return nil, err
-				}
-				r.warns = append(r.warns, "cancelled training "+t.ID+" early: "+r.rec.CancelReason)
-				ct, err := r.c.CancelTraining(ctx, t.ID)
-				switch {
-				case err != nil && ctx.Err() != nil:
-					return nil, r.stop(ctx, ctx.Err())
-				case err != nil:
-					// The gate still refuses the finished training; only GPU time is lost.
-					r.warns = append(r.warns, fmt.Sprintf("cancelling training %s failed (%v): following it to the end instead", t.ID, err))
-				case ct != nil && ct.Terminal():
-					if ct.Logs == "" {
-						ct.Logs = t.Logs
-					}
-					t = ct
-					continue
-				}
+		if !r.rec.CanceledEarly && !t.Terminal() {
+			ct, err := r.consult(ctx, t, prog)
+			if err != nil {
+				return nil, err
+			}
+			if ct != nil {
+				t = ct
+				continue
 			}
 		}
 		if t.Terminal() {
@@ -608,7 +580,10 @@ func (r *run) follow(ctx context.Context, t *replicate.Training) (*pipeline.Resu
 			if serr := r.save(); serr != nil {
 				return nil, serr
 			}
-			return nil, fmt.Errorf("%s: training %s vanished on Replicate while it was followed (%v); hint: run apply again to start a new one (the upload is reused)", req.Address, id, err)
+			if serr := r.ledger(func(l *replicate.Ledger) { l.Finished(id) }); serr != nil {
+				return nil, serr
+			}
+			return nil, fmt.Errorf("training %s vanished on Replicate while it was followed (%v); hint: run apply again to start a new one (the upload is reused)", id, err)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -616,7 +591,7 @@ func (r *run) follow(ctx context.Context, t *replicate.Training) (*pipeline.Resu
 			}
 			failures++
 			if failures >= maxPollErrors {
-				return nil, r.stop(ctx, fmt.Errorf("%s: following training %s: %w (%d polls failed in a row; the training keeps running: run apply again to re-attach)", req.Address, t.ID, err, failures))
+				return nil, r.stop(ctx, fmt.Errorf("following training %s: %w (%d polls failed in a row; the training keeps running: run apply again to re-attach)", t.ID, err, failures))
 			}
 			continue
 		}
@@ -630,22 +605,52 @@ func (r *run) follow(ctx context.Context, t *replicate.Training) (*pipeline.Resu
 	return r.finish(t)
 }
 
+// consult asks the stages watching this training whether to stop it; when one says so, the
+// training is cancelled (on purpose: the only way a training is ever cancelled) and the canceled
+// training returned.
+func (r *run) consult(ctx context.Context, t *replicate.Training, prog replicate.LogProgress) (*replicate.Training, error) {
+	observed := cty.ObjectVal(map[string]cty.Value{
+		"step": cty.NumberIntVal(int64(prog.Step)), "total": cty.NumberIntVal(int64(prog.Total)), "losses": lossMap(prog.Losses),
+	})
+	for _, c := range r.req.Consultants {
+		stop, err := c.Consult(observed)
+		if err != nil || stop == "" {
+			continue // a consultant that cannot judge yet never stops a paid training
+		}
+		r.rec.CanceledEarly = true
+		r.rec.CancelReason = fmt.Sprintf("%s (%s cancel_early)", stop, c.Address)
+		if err := r.save(); err != nil {
+			return nil, err
+		}
+		r.warns = append(r.warns, "cancelled training "+t.ID+" early: "+r.rec.CancelReason)
+		ct, err := r.c.CancelTraining(ctx, t.ID)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, r.stop(ctx, ctx.Err())
+		case err != nil:
+			// The gate still refuses the finished training; only GPU time is lost.
+			r.warns = append(r.warns, fmt.Sprintf("cancelling training %s failed (%v): following it to the end instead", t.ID, err))
+		case ct != nil && ct.Terminal():
+			if ct.Logs == "" {
+				ct.Logs = t.Logs
+			}
+			return ct, nil
+		}
+		return nil, nil
+	}
+	return nil, nil
+}
+
 // progress reports step/total, the smoothed loss and an ETA.
-func (r *run) progress(t *replicate.Training, prog replicate.LogProgress, gate *earlyGate) {
+func (r *run) progress(t *replicate.Training, prog replicate.LogProgress) {
 	p := pipeline.Progress{Current: int64(prog.Step), Total: int64(prog.Total), Metrics: map[string]float64{}}
 	msg := fmt.Sprintf("training %s %s", t.ID, t.Status)
 	if prog.Total > 0 {
 		msg += fmt.Sprintf(", step %d/%d", prog.Step, prog.Total)
 	}
-	if n := len(prog.Losses); n > 0 {
-		gcfg := lossgate.DefaultConfig()
-		if gate != nil {
-			gcfg = gate.Settings.Config
-		}
-		gcfg.TotalSteps = prog.Total
-		sm := lossgate.Smooth(prog.Losses, gcfg)
+	if sm := replicate.SmoothLosses(prog.Losses, 0, prog.Total); len(sm) > 0 {
 		p.Metrics["loss"] = sm[len(sm)-1]
-		p.Metrics["raw_loss"] = prog.Losses[n-1].Loss
+		p.Metrics["raw_loss"] = prog.Losses[len(prog.Losses)-1].Loss
 		msg += fmt.Sprintf(", loss %.3f", sm[len(sm)-1])
 	}
 	if t.StartedAt != nil && prog.Step > 0 && prog.Total > prog.Step && !t.Terminal() {
@@ -660,17 +665,28 @@ func (r *run) progress(t *replicate.Training, prog replicate.LogProgress, gate *
 	r.req.Recorder.Progress(p)
 }
 
+// lossMap is a loss series as train's `losses` output: step (as a string key) → loss.
+func lossMap(losses []replicate.LossPoint) cty.Value {
+	if len(losses) == 0 {
+		return cty.MapValEmpty(cty.Number)
+	}
+	m := make(map[string]cty.Value, len(losses))
+	for _, l := range losses {
+		m[strconv.Itoa(l.Step)] = cty.NumberFloatVal(l.Loss)
+	}
+	return cty.MapVal(m)
+}
+
 // finish turns a finished training into the stage's result.
 func (r *run) finish(t *replicate.Training) (*pipeline.Result, error) {
-	req := r.req
 	switch t.Status {
 	case "succeeded":
 		if t.Output.Version == "" {
-			return nil, fmt.Errorf("%s: training %s succeeded but reported no output.version; hint: check the training on replicate.com", req.Address, t.ID)
+			return nil, fmt.Errorf("training %s succeeded but reported no output.version; hint: check the training on replicate.com", t.ID)
 		}
 	case "canceled":
 		if !r.rec.CanceledEarly {
-			return nil, fmt.Errorf("%s: training %s was canceled outside this pipeline (on replicate.com or by another client); hint: run apply again to start a new training", req.Address, t.ID)
+			return nil, fmt.Errorf("training %s was canceled outside this pipeline (on replicate.com or by another client); hint: run apply again to start a new training", t.ID)
 		}
 	default:
 		msg := strings.TrimSpace(t.Error)
@@ -680,16 +696,16 @@ func (r *run) finish(t *replicate.Training) (*pipeline.Result, error) {
 		if tail := lastLines(t.Logs, 3); tail != "" {
 			msg += "; last log lines: " + tail
 		}
-		return nil, fmt.Errorf("%s: training %s %s: %s; hint: fix the cause and run apply again (a new training starts, the upload is reused)", req.Address, t.ID, t.Status, msg)
+		return nil, fmt.Errorf("training %s %s: %s; hint: fix the cause and run apply again (a new training starts, the upload is reused)", t.ID, t.Status, msg)
 	}
-	losses := replicate.ParseLogs(t.Logs).Losses
-	lm := make(map[string]cty.Value, len(losses))
-	for _, l := range losses {
-		lm[fmt.Sprint(l.Step)] = cty.NumberFloatVal(l.Loss)
-	}
-	lossVal := cty.MapValEmpty(cty.Number)
-	if len(lm) > 0 {
-		lossVal = cty.MapVal(lm)
+	lossVal := lossMap(replicate.ParseLogs(t.Logs).Losses)
+	if t.Status == "succeeded" {
+		err := r.ledger(func(l *replicate.Ledger) {
+			l.Produced(t.Output.Version, t.ID, len(r.cfg.Images), r.digest, r.now().UTC())
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	prev := ""
 	if r.rec.PreviousVersion != nil {

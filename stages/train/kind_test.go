@@ -13,6 +13,7 @@ import (
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
+	"github.com/pipeline-dev/pipeline/stages/lossgate"
 )
 
 var goodInput = []any{"steps", 1000, "lora_rank", 16, "learning_rate", 4e-4, "trigger_word", "TOK"}
@@ -377,15 +378,22 @@ func TestCtrlCNeverCancelsTheTraining(t *testing.T) {
 	}
 }
 
-func gateDependent(cancelEarly bool) pipeline.Dependent {
-	return pipeline.Dependent{Kind: "loss_gate", Name: "fit", Inputs: cty.ObjectVal(map[string]cty.Value{
+// gateConsultants are what the engine hands train for a dependent loss_gate (it asks the gate's
+// kind, a pipeline.Consultant; nothing when cancel_early is off).
+func gateConsultants(cancelEarly bool) []pipeline.Consultation {
+	c := lossgate.Kind{}.Consultation(cty.ObjectVal(map[string]cty.Value{
 		"training":     cty.DynamicVal,
 		"min_loss":     cty.NumberFloatVal(0.2),
 		"max_loss":     cty.NullVal(cty.Number),
 		"smoothing":    cty.NullVal(cty.Number),
 		"cancel_early": cty.BoolVal(cancelEarly),
 		"on_fail":      cty.StringVal("delete_version"),
-	})}
+	}), "train.lora")
+	if c == nil {
+		return nil
+	}
+	c.Address = "loss_gate.fit"
+	return []pipeline.Consultation{*c}
 }
 
 func TestCancelEarly(t *testing.T) {
@@ -394,7 +402,7 @@ func TestCancelEarly(t *testing.T) {
 	h := newHarness(t)
 	rec := &recorder{}
 	req := h.request(in, nil, rec)
-	req.Dependents = []pipeline.Dependent{gateDependent(true)}
+	req.Consultants = gateConsultants(true)
 	res, err := h.apply(req)
 	if err != nil {
 		t.Fatal(err)
@@ -420,7 +428,7 @@ func TestCancelEarly(t *testing.T) {
 	hs := newHarness(t)
 	recs := &recorder{}
 	req = hs.request(input("steps", 2000, "lora_rank", 16, "trigger_word", "TOK"), nil, recs)
-	req.Dependents = []pipeline.Dependent{gateDependent(true)}
+	req.Consultants = gateConsultants(true)
 	if _, err := hs.apply(req); err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +439,7 @@ func TestCancelEarly(t *testing.T) {
 	// Without cancel_early the same training runs to the end.
 	h2 := newHarness(t)
 	req = h2.request(in, nil, &recorder{})
-	req.Dependents = []pipeline.Dependent{gateDependent(false)}
+	req.Consultants = gateConsultants(false)
 	res, err = h2.apply(req)
 	if err != nil || h2.srv.Count("canceled training") != 0 || str(res.Outputs["version"]) == "" {
 		t.Fatalf("without cancel_early: err %v cancels %d", err, h2.srv.Count("canceled training"))
@@ -440,7 +448,7 @@ func TestCancelEarly(t *testing.T) {
 	// A healthy training is never cancelled.
 	h3 := newHarness(t)
 	req = h3.request(input(goodInput...), nil, &recorder{})
-	req.Dependents = []pipeline.Dependent{gateDependent(true)}
+	req.Consultants = gateConsultants(true)
 	if _, err := h3.apply(req); err != nil || h3.srv.Count("canceled training") != 0 {
 		t.Fatalf("healthy: err %v cancels %d", err, h3.srv.Count("canceled training"))
 	}

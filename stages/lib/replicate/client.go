@@ -42,6 +42,9 @@ type Client struct {
 	uploadRate int64
 	sleep      func(ctx context.Context, d time.Duration) error
 	now        func() time.Time
+	// createAttempts and createBackoff are CreateOnce's retry policy (WithCreateRetry).
+	createAttempts int
+	createBackoff  time.Duration
 
 	mu         sync.Mutex
 	pauseUntil time.Time // set by a 429 Retry-After; every request waits for it
@@ -134,6 +137,9 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		backoff:    time.Second,
 		sleep:      Sleep,
 		now:        time.Now,
+
+		createAttempts: 3,
+		createBackoff:  2 * time.Second,
 	}
 	for _, o := range opts {
 		o(c)
