@@ -2,6 +2,7 @@ package jpegscale
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -176,5 +177,111 @@ func TestSmoke(t *testing.T) {
 		}
 		p := psnr(t, planesOf(t, img), reference(t, data, s))
 		t.Logf("scale 1/%d: %v %.1f dB", s, img.Bounds(), p)
+	}
+}
+
+// corpusSamplings are the chroma layouts of the generated corpus, and grey (also with the 2×2
+// factors some encoders give a lone component).
+var corpusSamplings = map[string][][2]int{
+	"444":     {{1, 1}, {1, 1}, {1, 1}},
+	"422":     {{2, 1}, {1, 1}, {1, 1}},
+	"420":     {{2, 2}, {1, 1}, {1, 1}},
+	"440":     {{1, 2}, {1, 1}, {1, 1}},
+	"411":     {{4, 1}, {1, 1}, {1, 1}},
+	"410":     {{4, 2}, {1, 1}, {1, 1}},
+	"444x2":   {{2, 1}, {2, 1}, {2, 1}},
+	"grey":    {{1, 1}},
+	"grey2x2": {{2, 2}},
+}
+
+// corpusCodings are the ways the corpus codes each layout.
+var corpusCodings = map[string]func(nc int) encOptions{
+	"baseline":       func(int) encOptions { return encOptions{} },
+	"noninterleaved": func(int) encOptions { return encOptions{nonInterleaved: true} },
+	"progressive":    func(nc int) encOptions { return encOptions{progressive: standardScript(nc)} },
+	"spectral":       func(nc int) encOptions { return encOptions{progressive: spectralScript(nc)} },
+}
+
+const minPSNR = 38 // dB against image/jpeg + an area downscale
+
+// TestCorpusMatchesAreaDownscale decodes the generated corpus at every scale and compares it with
+// image/jpeg's full decode of the same coefficients (the file itself, or its baseline twin where
+// image/jpeg cannot read the file) area-downscaled to the same size.
+func TestCorpusMatchesAreaDownscale(t *testing.T) {
+	sizes := [][2]int{{203, 157}, {61, 35}}
+	for sname, sampling := range corpusSamplings {
+		for cname, coding := range corpusCodings {
+			for _, restart := range []int{0, 3} {
+				for _, size := range sizes {
+					name := fmt.Sprintf("%s/%s/rst%d/%dx%d", sname, cname, restart, size[0], size[1])
+					t.Run(name, func(t *testing.T) {
+						t.Parallel()
+						img := testPicture(size[0], size[1], uint64(size[0]+restart))
+						o := coding(len(sampling))
+						o.sampling, o.quality, o.restart = sampling, 90, restart
+						twin := encOptions{sampling: sampling, quality: 90}
+						checkScales(t, encode(img, o), encode(img, twin))
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestColourTransforms covers YCbCr announced by APP14 rather than JFIF, and RGB (APP14
+// transform 0), progressive too, with 16-bit quantization tables.
+func TestColourTransforms(t *testing.T) {
+	img := testPicture(131, 77, 5)
+	all := [][2]int{{1, 1}, {1, 1}, {1, 1}}
+	for name, o := range map[string]encOptions{
+		"adobe-ycbcr-420": {sampling: [][2]int{{2, 2}, {1, 1}, {1, 1}}, adobeYCbCr: true},
+		"adobe-rgb":       {sampling: all, rgb: true},
+		"adobe-rgb-prog":  {sampling: all, rgb: true, progressive: standardScript(3), restart: 5},
+		"quant16":         {sampling: all, quant16: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o.quality = 90
+			twin := o
+			twin.progressive, twin.restart = nil, 0
+			data := encode(img, o)
+			checkScales(t, data, encode(img, twin))
+			got, _ := Decode(data, Options{})
+			if _, isRGB := got.(*image.RGBA); isRGB != o.rgb {
+				t.Errorf("decoded as %T", got)
+			}
+		})
+	}
+}
+
+// TestStandardEncoderFiles covers what image/jpeg writes, at several qualities.
+func TestStandardEncoderFiles(t *testing.T) {
+	colour := testPicture(250, 171, 7)
+	grey := image.NewGray(colour.Rect)
+	for i := range grey.Pix {
+		grey.Pix[i] = colour.Pix[4*i+1]
+	}
+	for _, q := range []int{50, 75, 90, 100} {
+		checkScales(t, encodeStd(t, colour, q), nil)
+		checkScales(t, encodeStd(t, grey, q), nil)
+	}
+}
+
+// checkScales decodes data at every scale and compares it with the reference made from ref (data
+// itself when ref is nil).
+func checkScales(t *testing.T, data, ref []byte) {
+	t.Helper()
+	if ref == nil {
+		ref = data
+	}
+	for _, s := range []Scale{Full, Half, Quarter, Eighth} {
+		got, err := Decode(data, Options{Scale: s})
+		if err != nil {
+			t.Fatalf("1/%d: %v", s, err)
+		}
+		p := psnr(t, planesOf(t, got), reference(t, ref, s))
+		if p < minPSNR {
+			t.Errorf("1/%d: PSNR %.1f dB < %d dB", s, p, minPSNR)
+		}
+		t.Logf("1/%d: PSNR %.1f dB", s, p)
 	}
 }

@@ -313,6 +313,9 @@ func (d *decoder) parseFrame(m byte, b []byte) error {
 		f.comps = append(f.comps, c)
 		f.hmax, f.vmax = max(f.hmax, c.h), max(f.vmax, c.v)
 	}
+	if blocks := f.blocksPerMCU(); nc > 1 && blocks > 10 {
+		return FormatError("total sampling factors too large") // T.81 B.2.3: at most 10 blocks per MCU
+	}
 	if nc == 1 { // a lone component is coded block by block whatever its factors (A.2.2)
 		f.comps[0].h, f.comps[0].v, f.hmax, f.vmax = 1, 1, 1, 1
 	}
@@ -329,6 +332,14 @@ func (d *decoder) parseFrame(m byte, b []byte) error {
 	}
 	d.frame = f
 	return nil
+}
+
+func (f *frame) blocksPerMCU() int {
+	n := 0
+	for _, c := range f.comps {
+		n += c.h * c.v
+	}
+	return n
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

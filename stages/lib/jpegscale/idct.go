@@ -96,7 +96,7 @@ var (
 	kOdd = func() (k [4][4]int) {
 		for x := range k {
 			for i := range k[x] {
-				k[x][i] = fix(math.Cos(float64((2*x+1)*(2*i+1)) * math.Pi / 16) / 2)
+				k[x][i] = fix(math.Cos(float64((2*x+1)*(2*i+1))*math.Pi/16) / 2)
 			}
 		}
 		return k
