@@ -75,11 +75,15 @@ type component struct {
 	tq     uint8 // quantization table
 	bw, bh int   // blocks holding the component's samples
 	gw, gh int   // blocks of the MCU grid (≥ bw, bh): what interleaved scans code
+	// realW, realH are the component's samples (its share of the image's pixels); blocks reaching
+	// past them are averaged over the real samples only.
+	realW, realH int
 	plane  []uint8
 	coef   []int16 // progressive: 64 coefficients (zigzag order) per grid block
 	pred   int32
 	dc, ac *huffTable
 	fold   fold
+	full   fold // for blocks on the right and bottom edges, transformed in full
 }
 
 // Decode decodes a JPEG at the scale Options ask for.
@@ -326,8 +330,8 @@ func (d *decoder) parseFrame(m byte, b []byte) error {
 	f.mcusY = (f.height + 8*f.vmax - 1) / (8 * f.vmax)
 	for i := range f.comps {
 		c := &f.comps[i]
-		c.bw = (ceilDiv(f.width*c.h, f.hmax) + 7) / 8
-		c.bh = (ceilDiv(f.height*c.v, f.vmax) + 7) / 8
+		c.realW, c.realH = ceilDiv(f.width*c.h, f.hmax), ceilDiv(f.height*c.v, f.vmax)
+		c.bw, c.bh = (c.realW+7)/8, (c.realH+7)/8
 		c.gw, c.gh = f.mcusX*c.h, f.mcusY*c.v
 	}
 	d.frame = f

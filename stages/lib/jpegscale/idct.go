@@ -202,3 +202,25 @@ func idctFor(s Scale) func(g *[65]int32, dst []uint8, stride int) {
 	}
 	return idctBlock8
 }
+
+// idctEdge writes a block cut by the component's right or bottom edge at scale s: the full 8×8
+// inverse DCT of g (natural order), each output sample the mean of the real samples (the first
+// w×h of the block) its cell covers, as an area downscale of the full picture has it.
+func idctEdge(g *[65]int32, dst []uint8, stride int, s Scale, w, h int) {
+	var px [64]uint8
+	idctBlock8(g, px[:], 8)
+	d := int(s)
+	w, h = min(w, 8), min(h, 8)
+	for cy := 0; cy*d < h; cy++ {
+		for cx := 0; cx*d < w; cx++ {
+			sum, n := 0, 0
+			for y := cy * d; y < min(h, cy*d+d); y++ {
+				for x := cx * d; x < min(w, cx*d+d); x++ {
+					sum += int(px[y*8+x])
+					n++
+				}
+			}
+			dst[cy*stride+cx] = uint8((sum + n/2) / n)
+		}
+	}
+}

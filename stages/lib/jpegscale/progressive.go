@@ -164,6 +164,7 @@ func (d *decoder) reconstruct() {
 			continue
 		}
 		f := newFold(&d.quant[c.tq], d.scale)
+		full := newFold(&d.quant[c.tq], Full)
 		var used []int
 		for k := 0; k < 64; k++ {
 			if f.weight[k] != 0 {
@@ -175,11 +176,20 @@ func (d *decoder) reconstruct() {
 		for by := 0; by < c.gh; by++ {
 			for bx := 0; bx < c.gw; bx++ {
 				coef := c.coef[64*(by*c.gw+bx):][:64]
+				dst := c.plane[by*n*stride+bx*n:]
+				if d.scale != Full && c.onEdge(bx, by) {
+					clear(g[:])
+					for k, v := range coef {
+						g[full.slot[k]] += int32(v) * full.weight[k]
+					}
+					idctEdge(g, dst, stride, d.scale, c.realW-8*bx, c.realH-8*by)
+					continue
+				}
 				clear(g[:n*n+1])
 				for _, k := range used {
 					g[f.slot[k]] += int32(coef[k]) * f.weight[k]
 				}
-				idct(g, c.plane[by*n*stride+bx*n:], stride)
+				idct(g, dst, stride)
 			}
 		}
 		c.coef = nil

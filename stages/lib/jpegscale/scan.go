@@ -117,6 +117,7 @@ func (d *decoder) prepare(sc *scanHeader) error {
 		}
 		if !d.progressive {
 			c.fold = newFold(&d.quant[c.tq], d.scale)
+			c.full = newFold(&d.quant[c.tq], Full)
 		}
 		c.pred = 0
 	}
@@ -215,8 +216,14 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 	}
 	c.pred += extend(br.bits(uint(s)), uint(s))
 	g := &d.block
-	clear(g[:n*n+1])
 	f := &c.fold
+	edge := d.scale != Full && c.onEdge(bx, by)
+	if edge {
+		f = &c.full
+		clear(g[:])
+	} else {
+		clear(g[:n*n+1])
+	}
 	g[0] = c.pred * f.weight[0]
 	for k := 1; k < 64; {
 		if br.n < 32 {
@@ -254,6 +261,14 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 		k++
 	}
 	stride := c.gw * n
-	idctFor(d.scale)(g, c.plane[by*n*stride+bx*n:], stride)
+	dst := c.plane[by*n*stride+bx*n:]
+	if edge {
+		idctEdge(g, dst, stride, d.scale, c.realW-8*bx, c.realH-8*by)
+	} else {
+		idctFor(d.scale)(g, dst, stride)
+	}
 	return nil
 }
+
+// onEdge is true for a block reaching past the component's real samples.
+func (c *component) onEdge(bx, by int) bool { return 8*bx+8 > c.realW || 8*by+8 > c.realH }
