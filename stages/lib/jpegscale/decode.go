@@ -43,19 +43,19 @@ type decoder struct {
 	opt   Options
 	scale Scale
 
-	quant        [4][64]uint16 // zigzag order
-	quantDefined [4]bool
-	huff         [2][4]huffTable // [DC, AC][table]
-	restart      int             // MCUs per restart interval, 0: none
-	jfif         bool
-	adobe        bool
-	transform    uint8 // Adobe APP14 colour transform: 0 RGB (or CMYK), 1 YCbCr
+	quant     [4][64]uint16   // zigzag order; a table never defined is zeros, as in image/jpeg
+	huff      [2][4]huffTable // [DC, AC][table]
+	restart   int             // MCUs per restart interval, 0: none
+	jfif      bool
+	adobe     bool
+	transform uint8 // Adobe APP14 colour transform: 0 RGB (or CMYK), 1 YCbCr
 
 	frame
-	scans  int
-	eobrun int
-	block  [65]int32 // the folded grid of the block being decoded (and a spare slot)
-	br     bitReader
+	configOnly bool // DecodeConfig: stop at the first scan
+	scans      int
+	eobrun     int
+	block      [65]int32 // the folded grid of the block being decoded (and a spare slot)
+	br         bitReader
 }
 
 // frame is what SOF says, plus the block layout derived from it.
@@ -78,12 +78,12 @@ type component struct {
 	// realW, realH are the component's samples (its share of the image's pixels); blocks reaching
 	// past them are averaged over the real samples only.
 	realW, realH int
-	plane  []uint8
-	coef   []int16 // progressive: 64 coefficients (zigzag order) per grid block
-	pred   int32
-	dc, ac *huffTable
-	fold   fold
-	full   fold // for blocks on the right and bottom edges, transformed in full
+	plane        []uint8
+	coef         []int16 // progressive: 64 coefficients (zigzag order) per grid block
+	pred         int32
+	dc, ac       *huffTable
+	fold         fold
+	full         fold // for blocks on the right and bottom edges, transformed in full
 }
 
 // Decode decodes a JPEG at the scale Options ask for.
@@ -153,13 +153,30 @@ func (d *decoder) segment(m byte) (done bool, err error) {
 	if f := unsupportedMarker(m); f != "" {
 		return false, unsupported("%s", f)
 	}
+	if m == markerSOS && d.configOnly { // the header is complete: only the length is read
+		switch {
+		case d.pos+2 > len(d.data):
+			return true, errTruncated
+		case binary.BigEndian.Uint16(d.data[d.pos:]) < 2:
+			return true, FormatError("segment length below 2")
+		case !d.haveFrame:
+			return true, FormatError("missing SOF marker")
+		}
+		return true, nil
+	}
 	body, err := d.segmentBody()
 	if err != nil {
 		return false, err
 	}
+	if d.configOnly && (m == markerDHT || m == markerDQT || m == markerDRI) {
+		return false, nil // the tables do not change the header's verdict (nor image/jpeg's)
+	}
 	switch m {
 	case markerSOF0, markerSOF1, markerSOF2:
-		return false, d.parseFrame(m, body)
+		err := d.parseFrame(m, body)
+		// After JFIF the colour model is known at SOF (image/jpeg's DecodeConfig stops there too);
+		// otherwise an APP14 may still follow.
+		return d.configOnly && d.jfif && err == nil, err
 	case markerDHT:
 		return false, d.parseHuffman(body)
 	case markerDQT:
@@ -240,7 +257,6 @@ func (d *decoder) parseQuant(b []byte) error {
 				d.quant[tq][k] = binary.BigEndian.Uint16(b[1+2*k:])
 			}
 		}
-		d.quantDefined[tq] = true
 		b = b[1+size:]
 	}
 	return nil
@@ -278,19 +294,73 @@ func (d *decoder) parseFrame(m byte, b []byte) error {
 	if d.haveFrame {
 		return FormatError("multiple SOF markers")
 	}
+	f, precision, err := readFrame(m, b)
+	if err != nil {
+		return err
+	}
+	if d.configOnly {
+		d.frame = f
+		return configSupported(f, precision)
+	}
+	if err := f.supported(precision); err != nil {
+		return err
+	}
+	if limit := d.maxPixels(); f.width*f.height > limit {
+		return ErrTooLarge
+	}
+	f.layout()
+	d.frame = f
+	return nil
+}
+
+// readFrame parses any SOFn body, holding it to the format's rules; what this package cannot
+// decode is left to supported.
+func readFrame(m byte, b []byte) (f frame, precision int, err error) {
 	if len(b) < 6 {
-		return FormatError("SOF has wrong length")
+		return f, 0, FormatError("SOF has wrong length")
 	}
 	nc := int(b[5])
 	if len(b) != 6+3*nc {
-		return FormatError("SOF has wrong length")
+		return f, 0, FormatError("SOF has wrong length")
 	}
-	if b[0] != 8 {
-		return unsupported("%d-bit samples", b[0])
-	}
-	f := frame{haveFrame: true, progressive: m == markerSOF2,
+	f = frame{haveFrame: true, progressive: m == markerSOF2,
 		height: int(binary.BigEndian.Uint16(b[1:])), width: int(binary.BigEndian.Uint16(b[3:]))}
+	for i := 0; i < nc; i++ {
+		p := b[6+3*i:]
+		c := component{id: p[0], h: int(p[1] >> 4), v: int(p[1] & 15), tq: p[2]}
+		switch {
+		case c.h < 1 || c.h > 4 || c.v < 1 || c.v > 4:
+			return f, 0, FormatError("bad sampling factors")
+		case c.tq > 3:
+			return f, 0, FormatError("bad Tq value")
+		}
+		for _, o := range f.comps {
+			if o.id == c.id {
+				return f, 0, FormatError("repeated component identifier")
+			}
+		}
+		f.comps = append(f.comps, c)
+	}
+	return f, int(b[0]), nil
+}
+
+// configSupported refuses, for DecodeConfig, the frames neither this package nor image/jpeg decodes.
+func configSupported(f frame, precision int) error {
 	switch {
+	case precision != 8:
+		return unsupported("%d-bit samples", precision)
+	case len(f.comps) != 1 && len(f.comps) != 3 && len(f.comps) != 4:
+		return unsupported("%d components", len(f.comps))
+	}
+	return nil
+}
+
+// supported refuses the frames this package does not decode.
+func (f *frame) supported(precision int) error {
+	nc := len(f.comps)
+	switch {
+	case precision != 8:
+		return unsupported("%d-bit samples", precision)
 	case nc == 4:
 		return unsupported("4 components (CMYK or YCCK)")
 	case nc != 1 && nc != 3:
@@ -300,21 +370,7 @@ func (d *decoder) parseFrame(m byte, b []byte) error {
 	case f.width == 0:
 		return unsupported("zero width")
 	}
-	if limit := d.maxPixels(); f.width*f.height > limit {
-		return ErrTooLarge
-	}
-	for i := 0; i < nc; i++ {
-		p := b[6+3*i:]
-		c := component{id: p[0], h: int(p[1] >> 4), v: int(p[1] & 15), tq: p[2]}
-		if c.h < 1 || c.h > 4 || c.v < 1 || c.v > 4 || c.tq > 3 {
-			return unsupported("sampling factors %d×%d or quantization table %d", c.h, c.v, c.tq)
-		}
-		for _, o := range f.comps {
-			if o.id == c.id {
-				return unsupported("repeated component identifier")
-			}
-		}
-		f.comps = append(f.comps, c)
+	for _, c := range f.comps {
 		f.hmax, f.vmax = max(f.hmax, c.h), max(f.vmax, c.v)
 	}
 	if blocks := f.blocksPerMCU(); nc > 1 && blocks > 10 {
@@ -326,6 +382,11 @@ func (d *decoder) parseFrame(m byte, b []byte) error {
 	if _, ok := f.subsampleRatio(); !ok {
 		return unsupported("chroma sampling %d×%d, %d×%d, %d×%d", f.comps[0].h, f.comps[0].v, f.comps[1].h, f.comps[1].v, f.comps[2].h, f.comps[2].v)
 	}
+	return nil
+}
+
+// layout derives the MCU grid and each component's blocks.
+func (f *frame) layout() {
 	f.mcusX = (f.width + 8*f.hmax - 1) / (8 * f.hmax)
 	f.mcusY = (f.height + 8*f.vmax - 1) / (8 * f.vmax)
 	for i := range f.comps {
@@ -334,8 +395,6 @@ func (d *decoder) parseFrame(m byte, b []byte) error {
 		c.bw, c.bh = (c.realW+7)/8, (c.realH+7)/8
 		c.gw, c.gh = f.mcusX*c.h, f.mcusY*c.v
 	}
-	d.frame = f
-	return nil
 }
 
 func (f *frame) blocksPerMCU() int {
@@ -435,110 +494,70 @@ func (d *decoder) rgba(r image.Rectangle) *image.RGBA {
 	return out
 }
 
-// DecodeConfig reads a JPEG's header up to its frame header: the size and the colour model, for
-// files this package decodes and for those it does not (CMYK, 12-bit …), so a caller can judge a
-// file's size before reading it whole.
+// DecodeConfig reads a JPEG's header up to its first scan: the size and the colour model, for
+// files this package decodes and for the CMYK ones image/jpeg decodes; for 12-bit, arithmetic,
+// lossless and hierarchical files (which neither reads) it returns an UnsupportedError. Only the
+// header is read from r, so a caller can judge a file's size before reading it whole.
 func DecodeConfig(r io.Reader) (image.Config, error) {
-	br := bufio.NewReaderSize(r, 4096)
-	var head [2]byte
-	if _, err := io.ReadFull(br, head[:]); err != nil || head != [2]byte{0xFF, markerSOI} {
-		return image.Config{}, FormatError("missing SOI marker")
+	d := &decoder{data: readHeader(r), configOnly: true}
+	if err := d.decode(); err != nil {
+		return image.Config{}, err
 	}
-	var jfif, adobe bool
-	var transform byte
-	for {
-		m, err := nextMarkerFrom(br)
-		if err != nil {
-			return image.Config{}, err
+	cfg := image.Config{Width: d.width, Height: d.height, ColorModel: color.YCbCrModel}
+	switch len(d.comps) {
+	case 1:
+		cfg.ColorModel = color.GrayModel
+	case 3:
+		if d.isRGB() {
+			cfg.ColorModel = color.RGBAModel
 		}
-		switch {
-		case m == markerEOI:
-			return image.Config{}, FormatError("missing SOF marker")
-		case m >= markerRST0 && m <= markerRST7:
-			continue
-		case m < markerSOF0:
-			return image.Config{}, FormatError("unknown marker")
-		case m == 0xCC || m == markerSOI || m == 0xDC || m >= 0xF0 && m <= 0xFD:
-			return image.Config{}, unsupported("%s", unsupportedMarker(m))
-		}
-		body, err := segmentFrom(br, m)
-		if err != nil {
-			return image.Config{}, err
-		}
-		switch {
-		case m == markerAPP0:
-			jfif = jfif || hasPrefix(body, "JFIF\x00")
-		case m == markerAPPE && hasPrefix(body, "Adobe") && len(body) >= 12:
-			adobe, transform = true, body[11]
-		case isFrameMarker(m):
-			return frameConfig(body, jfif, adobe, transform)
-		}
+	case 4:
+		cfg.ColorModel = color.CMYKModel
 	}
+	return cfg, nil
 }
 
-// nextMarkerFrom is nextMarker on a stream.
-func nextMarkerFrom(br *bufio.Reader) (byte, error) {
-	prev := byte(0)
+// readHeader reads r up to the length of the first SOS (or EOI, or the end), whole segments at a
+// time; the decoder then judges the bytes as it judges a whole file's.
+func readHeader(r io.Reader) []byte {
+	br := bufio.NewReaderSize(r, 4096)
+	var buf []byte
+	prevFF := false // the byte before, outside any segment body, was 0xFF
 	for {
 		b, err := br.ReadByte()
 		if err != nil {
-			return 0, errTruncated
+			return buf
 		}
-		if prev == 0xFF && b != 0xFF && b != 0 {
-			return b, nil
+		buf = append(buf, b)
+		marker := prevFF && b != 0xFF && b != 0
+		prevFF = b == 0xFF
+		switch {
+		case marker && b == markerEOI:
+			return buf
+		case !marker || !hasLength(b):
+			continue
 		}
-		prev = b
+		var l [2]byte
+		n, _ := io.ReadFull(br, l[:])
+		buf = append(buf, l[:n]...)
+		if n < 2 || b == markerSOS {
+			return buf
+		}
+		body := make([]byte, max(0, int(binary.BigEndian.Uint16(l[:]))-2))
+		n, _ = io.ReadFull(br, body)
+		buf = append(buf, body[:n]...)
+		if n < len(body) {
+			return buf
+		}
 	}
 }
 
-// segmentFrom reads a segment's body from a stream; only a frame header's body is kept.
-func segmentFrom(br *bufio.Reader, m byte) ([]byte, error) {
-	var l [2]byte
-	if _, err := io.ReadFull(br, l[:]); err != nil {
-		return nil, errTruncated
-	}
-	n := int(binary.BigEndian.Uint16(l[:]))
-	if n < 2 {
-		return nil, FormatError("segment length below 2")
-	}
-	if !isFrameMarker(m) && m != markerAPP0 && m != markerAPPE {
-		if _, err := br.Discard(n - 2); err != nil {
-			return nil, errTruncated
-		}
-		return nil, nil
-	}
-	body := make([]byte, n-2)
-	if _, err := io.ReadFull(br, body); err != nil {
-		return nil, errTruncated
-	}
-	return body, nil
+// hasLength is true for the markers followed by a segment length.
+func hasLength(m byte) bool {
+	return m >= markerSOF0 && m != 0xFF && !(m >= markerRST0 && m <= markerEOI)
 }
 
 // isFrameMarker is true for every SOFn, read or not (C0–CF but DHT, JPG and DAC).
 func isFrameMarker(m byte) bool {
 	return m >= markerSOF0 && m <= 0xCF && m != markerDHT && m != 0xC8 && m != 0xCC
-}
-
-// frameConfig turns any SOF's body into a Config.
-func frameConfig(b []byte, jfif, adobe bool, transform byte) (image.Config, error) {
-	if len(b) < 6 || len(b) != 6+3*int(b[5]) {
-		return image.Config{}, FormatError("SOF has wrong length")
-	}
-	cfg := image.Config{Height: int(binary.BigEndian.Uint16(b[1:])), Width: int(binary.BigEndian.Uint16(b[3:]))}
-	switch b[5] {
-	case 1:
-		cfg.ColorModel = color.GrayModel
-	case 3:
-		rgbNames := b[6] == 'R' && b[9] == 'G' && b[12] == 'B'
-		if !jfif && (adobe && transform == 0 || !adobe && rgbNames) {
-			cfg.ColorModel = color.RGBAModel
-		} else {
-			cfg.ColorModel = color.YCbCrModel
-		}
-	case 4:
-		cfg.ColorModel = color.CMYKModel
-	default:
-		return image.Config{}, unsupported("%d components", b[5])
-	}
-	return cfg, nil
 }

@@ -18,7 +18,8 @@ type huffTable struct {
 	symbols   [256]uint8
 }
 
-// build fills the table from a DHT's 16 code counts and its symbols, refusing over-subscribed counts.
+// build fills the table from a DHT's 16 code counts and its symbols. Counts with more codes than
+// their lengths allow leave the excess codes unreachable (image/jpeg accepts such tables too).
 func (t *huffTable) build(counts [16]uint8, symbols []uint8, isAC bool) error {
 	*t = huffTable{defined: true}
 	copy(t.symbols[:], symbols)
@@ -32,19 +33,25 @@ func (t *huffTable) build(counts [16]uint8, symbols []uint8, isAC bool) error {
 			t.maxCode[l] = code + n - 1
 		}
 		for i := int32(0); i < n; i++ {
-			if l <= lookBits {
+			if l <= lookBits && code < 1<<l {
 				t.fillFast(code, uint(l), symbols[k], isAC)
 			}
 			code++
 			k++
 		}
-		if code > 1<<l {
-			return FormatError("bad Huffman table: too many codes")
-		}
 		code <<= 1
 	}
 	t.maxCode[17] = 1 << 30
 	return nil
+}
+
+// ensure gives a table no DHT defined the meaning image/jpeg's zero value has: the one-bit code 0
+// stands for symbol 0 (an end of block, or a DC difference of 0), so damaged files that use one
+// fail, or not, alike.
+func (t *huffTable) ensure(isAC bool) {
+	if !t.defined {
+		t.build([16]uint8{1}, []uint8{0}, isAC)
+	}
 }
 
 // fillFast enters the code c of length l (≤ lookBits) in the lookahead tables.
@@ -88,9 +95,6 @@ func (br *bitReader) decodeSlow(t *huffTable) (uint8, error) {
 			br.n -= l
 			return t.symbols[(c+t.valOffset[l])&0xFF], nil
 		}
-	}
-	if !t.defined {
-		return 0, FormatError("scan uses an undefined Huffman table")
 	}
 	return 0, FormatError("bad Huffman code")
 }

@@ -71,7 +71,7 @@ func (d *decoder) acFirst(c *component, coef []int16, sc *scanHeader) error {
 		}
 		k += r
 		if k > sc.se {
-			return FormatError("bad RLE")
+			return nil // a run past the band's end ends the block, as in sequentialBlock
 		}
 		coef[k] = int16(extend(br.bits(s), s) << sc.al)
 		k++

@@ -36,6 +36,8 @@ func (d *decoder) scan(b []byte) error {
 		}
 		c := &d.comps[ci]
 		c.dc, c.ac = &d.huff[0][td], &d.huff[1][ta]
+		c.dc.ensure(false)
+		c.ac.ensure(true)
 		sc.comps = append(sc.comps, ci)
 	}
 	p := b[1+2*ns:]
@@ -45,7 +47,11 @@ func (d *decoder) scan(b []byte) error {
 			return err
 		}
 	} else {
-		sc.ss, sc.se, sc.ah, sc.al = 0, 63, 0, 0 // sequential scans code every coefficient
+		if sc.ss != 0 {
+			// T.81 B.2.3 has Ss = 0 in sequential scans; what such a scan means is left to image/jpeg.
+			return unsupported("sequential scan starting at coefficient %d", sc.ss)
+		}
+		sc.se, sc.ah, sc.al = 63, 0, 0 // they code every coefficient (image/jpeg ignores Se, Ah, Al too)
 	}
 	if err := d.prepare(&sc); err != nil {
 		return err
@@ -66,7 +72,8 @@ func (sc *scanHeader) checkProgressive() error {
 	case sc.ss > 0 && len(sc.comps) != 1:
 		return FormatError("progressive AC coefficients for more than one component")
 	case sc.ah != 0 && sc.ah != sc.al+1, sc.al > 13:
-		return FormatError("bad successive approximation values")
+		// Outside G.1.1.1.2; image/jpeg reads some of these, so it judges them.
+		return unsupported("successive approximation Ah=%d, Al=%d", sc.ah, sc.al)
 	}
 	return nil
 }
@@ -103,9 +110,6 @@ func (d *decoder) prepare(sc *scanHeader) error {
 	n := d.scale.blockSide()
 	for _, ci := range sc.comps {
 		c := &d.comps[ci]
-		if !d.quantDefined[c.tq] {
-			return FormatError("missing quantization table")
-		}
 		switch {
 		case d.progressive && c.coef == nil:
 			if sc.ss != 0 || sc.ah != 0 {
@@ -190,7 +194,8 @@ func (d *decoder) restartInterval(sc *scanHeader, n int) error {
 		return errTruncated
 	}
 	if d.data[p] != 0xFF || d.data[p+1] != markerRST0+byte(n) {
-		return FormatError("bad RST marker")
+		// Decoders resynchronise on damaged restart markers each in their own way: image/jpeg judges.
+		return unsupported("restart marker RST%d missing or out of place", n)
 	}
 	br.pos, br.atMarker = p+2, false
 	for _, ci := range sc.comps {
@@ -230,16 +235,14 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 			br.fill()
 		}
 		if e := c.ac.acFast[br.acc>>(64-lookBits)]; e != 0 {
-			k += int(e>>8) & 0xFF
-			l := uint(e & 0xFF)
-			br.acc <<= l
-			br.n -= l
-			if k > 63 {
-				return FormatError("bad RLE")
+			if nk := k + int(e>>8)&0xFF; nk <= 63 {
+				l := uint(e & 0xFF)
+				br.acc <<= l
+				br.n -= l
+				g[f.slot[nk]] += (e >> 16) * f.weight[nk]
+				k = nk + 1
+				continue
 			}
-			g[f.slot[k]] += (e >> 16) * f.weight[k]
-			k++
-			continue
 		}
 		rs, err := br.decode(c.ac)
 		if err != nil {
@@ -255,7 +258,9 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 		}
 		k += r
 		if k > 63 {
-			return FormatError("bad RLE")
+			// A run past the block's end: image/jpeg (the reference for which damaged files fail) ends
+			// the block there without reading the value, and so does this decoder.
+			break
 		}
 		g[f.slot[k]] += extend(br.bits(s), s) * f.weight[k]
 		k++
