@@ -202,13 +202,18 @@ func decode(format string, data []byte, w, h int) (image.Image, error) {
 // decodeJPEG is decodeReduced; the benchmarks swap in decodeFull to show today's figures.
 var decodeJPEG = decodeReduced
 
-// decodeReduced decodes a JPEG at the smallest of 1/1, 1/2, 1/4 and 1/8 that keeps minDecodeSide
+// decodeReduced decodes a JPEG at the smallest of 1/2, 1/4 and 1/8 that keeps minDecodeSide
 // (jpegscale: a 12 MP photo costs a quarter of a full decode). Whatever jpegscale refuses goes to
 // image/jpeg, which decodes CMYK and the rarer layouts and gives damaged files the verdicts and
 // messages they always had (the fuzz test keeps the two agreeing, so this second decode is for
 // broken and unusual files only).
 func decodeReduced(data []byte, w, h int) (image.Image, error) {
-	img, err := jpegscale.Decode(data, jpegscale.Options{Scale: jpegscale.ScaleFor(w, h, minDecodeSide)})
+	scale := jpegscale.ScaleFor(w, h, minDecodeSide)
+	if scale == jpegscale.Full {
+		// Photos under 1843 px decode in full either way; image/jpeg keeps their figures exactly.
+		return decodeFull(data, w, h)
+	}
+	img, err := jpegscale.Decode(data, jpegscale.Options{Scale: scale})
 	if err == nil {
 		return img, nil
 	}
@@ -307,8 +312,7 @@ func shrink(img image.Image, side int) *image.NRGBA {
 // toWorkSize makes the working copy of a w×h photo from img, which is the photo decoded in full or
 // (a JPEG) reduced to 1/2, 1/4 or 1/8: either way the copy has the size a full decode's shrink
 // gives, so every figure keeps its meaning. A reduced decode is 0.9–1.8× the working size; its
-// luma is area-resampled (each output pixel the covered share of the input pixels it overlaps) and
-// its chroma sampled, as boxYCbCr does for full decodes.
+// luma is resampled by resamplePlane and its chroma sampled, as boxYCbCr does for full decodes.
 func toWorkSize(img image.Image, w, h int) *image.NRGBA {
 	b := img.Bounds()
 	if b.Dx() == w && b.Dy() == h {
@@ -321,11 +325,11 @@ func toWorkSize(img image.Image, w, h int) *image.NRGBA {
 	return imaging.Resize(img, tw, th, imaging.Linear)
 }
 
-// areaYCbCr resamples a YCbCr image onto an ow×oh NRGBA grid: luma by areaPlane, chroma sampled.
+// areaYCbCr resamples a YCbCr image onto an ow×oh NRGBA grid: luma by resamplePlane, chroma sampled.
 func areaYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	w, h := m.Rect.Dx(), m.Rect.Dy()
 	cw, ch := chromaSize(m.SubsampleRatio, w, h)
-	ys := areaPlane(m.Y[m.YOffset(m.Rect.Min.X, m.Rect.Min.Y):], m.YStride, w, h, ow, oh)
+	ys := resamplePlane(m.Y[m.YOffset(m.Rect.Min.X, m.Rect.Min.Y):], m.YStride, w, h, ow, oh)
 	cOff := m.COffset(m.Rect.Min.X, m.Rect.Min.Y)
 	cbs := samplePlane(m.Cb[cOff:], m.CStride, cw, ch, ow, oh)
 	crs := samplePlane(m.Cr[cOff:], m.CStride, cw, ch, ow, oh)
@@ -361,12 +365,14 @@ func chromaSize(r image.YCbCrSubsampleRatio, w, h int) (int, int) {
 	return w, h
 }
 
-// areaPlane resamples an 8-bit plane (the sw×sh area at its start) onto ow×oh cells by area
-// weights (areaWeights), in two separable fixed-point passes: up or down by less than 2×, where
-// whole-pixel boxes (boxPlane) would alias.
-func areaPlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
+// resamplePlane resamples an 8-bit plane (the sw×sh area at its start) onto ow×oh samples in two
+// separable fixed-point passes, by less than 2× either way: area weights where it shrinks (each
+// output the covered share of the inputs it overlaps; whole-pixel boxes, boxPlane, would alias
+// at these ratios) and Catmull-Rom where it grows, which keeps the fine detail (skin texture,
+// sharpness) that interpolating by area would blur away.
+func resamplePlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
 	const bits = 12
-	xw, yw := fixedWeights(sw, ow, bits), fixedWeights(sh, oh, bits)
+	xw, yw := resampleWeights(sw, ow, bits), resampleWeights(sh, oh, bits)
 	mid := make([]int32, sh*ow) // the horizontal pass, ×2^bits
 	for y := 0; y < sh; y++ {
 		row, dst := pix[y*stride:y*stride+sw], mid[y*ow:(y+1)*ow]
@@ -390,7 +396,38 @@ func areaPlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
 		}
 		dst := out[oy*ow : (oy+1)*ow]
 		for ox, v := range acc {
-			dst[ox] = uint8((v + 1<<(2*bits-1)) >> (2 * bits))
+			dst[ox] = uint8(min(max((v+1<<(2*bits-1))>>(2*bits), 0), 255))
+		}
+	}
+	return out
+}
+
+// resampleWeights are the taps of one axis: area weights shrinking, Catmull-Rom growing.
+func resampleWeights(src, n int, bits uint) [][]fixedTap {
+	if n > src {
+		return fixedWeights(cubicWeights(src, n), bits)
+	}
+	return fixedWeights(areaWeights(src, n), bits)
+}
+
+// cubicWeights lists, for each of n outputs over src < n samples, the four nearest samples
+// (clamped at the edges) and their Catmull-Rom weights.
+func cubicWeights(src, n int) [][]weight {
+	out := make([][]weight, n)
+	for o := range out {
+		c := (float64(o)+0.5)*float64(src)/float64(n) - 0.5
+		base := int(math.Floor(c))
+		for i := base - 1; i <= base+2; i++ {
+			t := math.Abs(c - float64(i))
+			var w float64
+			if t < 1 {
+				w = 1.5*t*t*t - 2.5*t*t + 1
+			} else if t < 2 {
+				w = -0.5*t*t*t + 2.5*t*t - 4*t + 2
+			}
+			if w != 0 {
+				out[o] = append(out[o], weight{min(max(i, 0), src-1), w})
+			}
 		}
 	}
 	return out
@@ -401,10 +438,10 @@ type fixedTap struct {
 	w int32
 }
 
-// fixedWeights are areaWeights normalised to sum to exactly 2^bits per output.
-func fixedWeights(src, n int, bits uint) [][]fixedTap {
-	out := make([][]fixedTap, n)
-	for o, ws := range areaWeights(src, n) {
+// fixedWeights turns float weights into fixed-point ones summing to exactly 2^bits per output.
+func fixedWeights(all [][]weight, bits uint) [][]fixedTap {
+	out := make([][]fixedTap, len(all))
+	for o, ws := range all {
 		var total float64
 		for _, w := range ws {
 			total += w.w

@@ -114,7 +114,8 @@ func (d *decoder) acRefine(c *component, coef []int16, sc *scanHeader) error {
 			}
 			// Pass r coefficients still zero (refining the non-zero ones on the way); the next zero one
 			// takes the value. A ZRL (r = 15, no value) passes 16 zeros.
-			for ; k <= sc.se; k++ {
+			placed := false
+			for ; k <= sc.se && !placed; k++ {
 				if coef[k] != 0 {
 					refineBit(br, &coef[k], plus, minus)
 					continue
@@ -123,10 +124,13 @@ func (d *decoder) acRefine(c *component, coef []int16, sc *scanHeader) error {
 					if value != 0 {
 						coef[k] = value
 					}
-					k++
-					break
+					placed = true
+					continue
 				}
 				r--
+			}
+			if !placed {
+				return FormatError("too many coefficients") // the run passes the band's end
 			}
 		}
 	}

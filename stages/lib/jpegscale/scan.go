@@ -250,11 +250,15 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 		}
 		r, s := int(rs>>4), uint(rs&15)
 		if s == 0 {
-			if r != 15 {
-				break // end of block
+			switch r {
+			case 0:
+				return d.finishBlock(c, g, bx, by, n, edge)
+			case 15:
+				k += 16
+				continue
 			}
-			k += 16
-			continue
+			// An end-of-band run belongs to progressive scans; image/jpeg reads it here too, so it judges.
+			return unsupported("end-of-band run in a sequential scan")
 		}
 		k += r
 		if k > 63 {
@@ -265,6 +269,11 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 		g[f.slot[k]] += extend(br.bits(s), s) * f.weight[k]
 		k++
 	}
+	return d.finishBlock(c, g, bx, by, n, edge)
+}
+
+// finishBlock writes the block's scaled inverse DCT to the component's plane.
+func (d *decoder) finishBlock(c *component, g *[65]int32, bx, by, n int, edge bool) error {
 	stride := c.gw * n
 	dst := c.plane[by*n*stride+bx*n:]
 	if edge {
