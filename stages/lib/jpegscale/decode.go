@@ -120,16 +120,21 @@ func (d *decoder) nextMarker() (byte, error) {
 		for d.pos < len(d.data) && d.data[d.pos] != 0xFF {
 			d.pos++
 		}
+		ffs := 0
 		for d.pos < len(d.data) && d.data[d.pos] == 0xFF {
 			d.pos++
+			ffs++
 		}
 		if d.pos >= len(d.data) {
 			return 0, errTruncated
 		}
 		m := d.data[d.pos]
 		d.pos++
-		if m != 0 {
+		switch {
+		case m != 0:
 			return m, nil
+		case ffs > 1:
+			return 0, FormatError("unknown marker") // fill bytes must lead to a marker (as image/jpeg has it)
 		}
 	}
 }
