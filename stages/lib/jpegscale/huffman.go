@@ -45,15 +45,6 @@ func (t *huffTable) build(counts [16]uint8, symbols []uint8, isAC bool) error {
 	return nil
 }
 
-// ensure gives a table no DHT defined the meaning image/jpeg's zero value has: the one-bit code 0
-// stands for symbol 0 (an end of block, or a DC difference of 0), so damaged files that use one
-// fail, or not, alike.
-func (t *huffTable) ensure(isAC bool) {
-	if !t.defined {
-		t.build([16]uint8{1}, []uint8{0}, isAC)
-	}
-}
-
 // fillFast enters the code c of length l (≤ lookBits) in the lookahead tables.
 func (t *huffTable) fillFast(c int32, l uint, sym uint8, isAC bool) {
 	spare := lookBits - l
@@ -88,6 +79,9 @@ func (br *bitReader) decode(t *huffTable) (uint8, error) {
 
 // decodeSlow reads a code longer than lookBits bit by bit, as T.81 F.2.2.3 does.
 func (br *bitReader) decodeSlow(t *huffTable) (uint8, error) {
+	if !t.defined {
+		return 0, FormatError("uninitialized Huffman table")
+	}
 	for l := uint(lookBits + 1); l <= 16; l++ {
 		c := int32(br.acc >> (64 - l))
 		if c <= t.maxCode[l] {

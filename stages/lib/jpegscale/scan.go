@@ -36,8 +36,6 @@ func (d *decoder) scan(b []byte) error {
 		}
 		c := &d.comps[ci]
 		c.dc, c.ac = &d.huff[0][td], &d.huff[1][ta]
-		c.dc.ensure(false)
-		c.ac.ensure(true)
 		sc.comps = append(sc.comps, ci)
 	}
 	p := b[1+2*ns:]
