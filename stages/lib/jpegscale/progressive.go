@@ -129,8 +129,8 @@ func (d *decoder) acRefine(c *component, coef []int16, sc *scanHeader) error {
 				}
 				r--
 			}
-			if !placed {
-				return FormatError("too many coefficients") // the run passes the band's end
+			if !placed && value != 0 {
+				return FormatError("too many coefficients") // a new coefficient past the band's end
 			}
 		}
 	}
