@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 
 	"github.com/disintegration/imaging"
+	"github.com/pipeline-dev/pipeline/stages/lib/jpegscale"
 	"golang.org/x/image/webp"
 )
 
@@ -28,12 +29,16 @@ const (
 	// sharpSide is the long side the Laplacian variance is measured at, so that figures compare across
 	// photos of any resolution (and min_sharpness has one meaning).
 	sharpSide = 256
+	// minDecodeSide is the long side a JPEG is decoded at, at least: the smallest of 1/2, 1/4 and 1/8
+	// that keeps it is chosen (a 4032 px photo decodes at 1/4, 1008 px), and the working copy is
+	// resampled from there; 0.9 × workSide keeps that last step within ±10%.
+	minDecodeSide = workSide * 9 / 10
 	// headSize is how much of a file is read before its header is judged: enough for the markers and
 	// EXIF of any JPEG, PNG or WebP we accept, small enough that a "bomb" costs nothing.
 	headSize = 64 << 10
 )
 
-// slot bounds the full-size images held at once by every check of the process together (a batch
+// slot bounds the decoded images held at once by every check of the process together (a batch
 // runs several image_check instances in parallel): memory stays at a few decoded photos.
 var slot = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
 
@@ -147,7 +152,7 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 	}
 
 	decodes.Add(1)
-	img, err := decode(a.Format, data)
+	img, err := decode(a.Format, data, cfg.Width, cfg.Height)
 	if err != nil {
 		if truncated(a.Format, data) {
 			err = fmt.Errorf("%w: %v", io.ErrUnexpectedEOF, err)
@@ -157,8 +162,8 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 		return a, nil
 	}
 	data = nil
-	small := orient(shrink(img, workSide), a.Orientation)
-	img = nil // the full-size image is garbage from here on; only the small copy is kept
+	small := orient(toWorkSize(img, cfg.Width, cfg.Height), a.Orientation)
+	img = nil // the decoded image is garbage from here on; only the small copy is kept
 	measure(&a, small)
 	a.Face = faceMeasure(small)
 	a.Decoded = true
@@ -173,7 +178,7 @@ func sha256sum(data []byte) string {
 func decodeConfig(format string, r io.Reader) (image.Config, error) {
 	switch format {
 	case "jpeg":
-		return jpeg.DecodeConfig(r)
+		return jpegscale.DecodeConfig(r)
 	case "png":
 		return png.DecodeConfig(r)
 	default:
@@ -181,16 +186,48 @@ func decodeConfig(format string, r io.Reader) (image.Config, error) {
 	}
 }
 
-func decode(format string, data []byte) (image.Image, error) {
+// decode decodes a w×h image; a JPEG may come back reduced (see decodeJPEG).
+func decode(format string, data []byte, w, h int) (image.Image, error) {
 	r := bytes.NewReader(data)
 	switch format {
 	case "jpeg":
-		return jpeg.Decode(r)
+		return decodeJPEG(data, w, h)
 	case "png":
 		return png.Decode(r)
 	default:
 		return webp.Decode(r)
 	}
+}
+
+// decodeJPEG is decodeReduced; the benchmarks swap in decodeFull to show today's figures.
+var decodeJPEG = decodeReduced
+
+// decodeReduced decodes a JPEG at the smallest of 1/2, 1/4 and 1/8 that keeps minDecodeSide
+// (jpegscale: a 12 MP photo costs a quarter of a full decode). Whatever jpegscale refuses goes to
+// image/jpeg, which decodes CMYK and the rarer layouts and gives damaged files the verdicts and
+// messages they always had (the fuzz test keeps the two agreeing, so this second decode is for
+// broken and unusual files only).
+func decodeReduced(data []byte, w, h int) (image.Image, error) {
+	scale := jpegscale.ScaleFor(w, h, minDecodeSide)
+	if scale == jpegscale.Full {
+		// Photos under 1843 px decode in full either way; image/jpeg keeps their figures exactly.
+		return decodeFull(data, w, h)
+	}
+	img, err := jpegscale.Decode(data, jpegscale.Options{Scale: scale})
+	if err == nil {
+		return img, nil
+	}
+	full, ferr := decodeFull(data, w, h)
+	var unsupported jpegscale.UnsupportedError
+	if ferr != nil && errors.As(err, &unsupported) {
+		return nil, unsupported // neither reads it: say what it is, and what to do
+	}
+	return full, ferr
+}
+
+// decodeFull is today's full-size decode with image/jpeg.
+func decodeFull(data []byte, _, _ int) (image.Image, error) {
+	return jpeg.Decode(bytes.NewReader(data))
 }
 
 func formatName(format string) string {
@@ -221,6 +258,10 @@ func truncated(format string, data []byte) bool {
 }
 
 func corruptReason(format string, err error) string {
+	var unsupported jpegscale.UnsupportedError
+	if errors.As(err, &unsupported) {
+		return fmt.Sprintf("JPEG with %s is not supported: export as an 8-bit baseline JPEG", unsupported.Feature)
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return fmt.Sprintf("truncated %s (the file ends early: %v): copy or export it again", formatName(format), err)
 	}
@@ -268,6 +309,158 @@ func shrink(img image.Image, side int) *image.NRGBA {
 	return imaging.Resize(img, tw, th, imaging.Linear)
 }
 
+// toWorkSize makes the working copy of a w×h photo from img, which is the photo decoded in full or
+// (a JPEG) reduced to 1/2, 1/4 or 1/8: either way the copy has the size a full decode's shrink
+// gives, so every figure keeps its meaning. A reduced decode is 0.9–1.8× the working size; its
+// luma is resampled by resamplePlane and its chroma sampled, as boxYCbCr does for full decodes.
+func toWorkSize(img image.Image, w, h int) *image.NRGBA {
+	b := img.Bounds()
+	if b.Dx() == w && b.Dy() == h {
+		return shrink(img, workSide)
+	}
+	tw, th := fitSize(w, h, workSide)
+	if yc, ok := img.(*image.YCbCr); ok {
+		return areaYCbCr(yc, tw, th)
+	}
+	return imaging.Resize(img, tw, th, imaging.Linear)
+}
+
+// areaYCbCr resamples a YCbCr image onto an ow×oh NRGBA grid: luma by resamplePlane, chroma sampled.
+func areaYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
+	w, h := m.Rect.Dx(), m.Rect.Dy()
+	cw, ch := chromaSize(m.SubsampleRatio, w, h)
+	ys := resamplePlane(m.Y[m.YOffset(m.Rect.Min.X, m.Rect.Min.Y):], m.YStride, w, h, ow, oh)
+	cOff := m.COffset(m.Rect.Min.X, m.Rect.Min.Y)
+	cbs := samplePlane(m.Cb[cOff:], m.CStride, cw, ch, ow, oh)
+	crs := samplePlane(m.Cr[cOff:], m.CStride, cw, ch, ow, oh)
+	return toNRGBA(ys, cbs, crs, ow, oh)
+}
+
+// toNRGBA converts full-resolution Y, Cb and Cr planes to an NRGBA image.
+func toNRGBA(ys, cbs, crs []uint8, ow, oh int) *image.NRGBA {
+	out := image.NewNRGBA(image.Rect(0, 0, ow, oh))
+	pix := out.Pix[:4*len(ys)]
+	cbs, crs = cbs[:len(ys)], crs[:len(ys)]
+	for i, y := range ys {
+		r, g, bl := color.YCbCrToRGB(y, cbs[i], crs[i])
+		binary.LittleEndian.PutUint32(pix[4*i:], uint32(r)|uint32(g)<<8|uint32(bl)<<16|0xFF<<24)
+	}
+	return out
+}
+
+// chromaSize is the size of a w×h YCbCr image's chroma planes.
+func chromaSize(r image.YCbCrSubsampleRatio, w, h int) (int, int) {
+	switch r {
+	case image.YCbCrSubsampleRatio422:
+		return (w + 1) / 2, h
+	case image.YCbCrSubsampleRatio420:
+		return (w + 1) / 2, (h + 1) / 2
+	case image.YCbCrSubsampleRatio440:
+		return w, (h + 1) / 2
+	case image.YCbCrSubsampleRatio411:
+		return (w + 3) / 4, h
+	case image.YCbCrSubsampleRatio410:
+		return (w + 3) / 4, (h + 1) / 2
+	}
+	return w, h
+}
+
+// resamplePlane resamples an 8-bit plane (the sw×sh area at its start) onto ow×oh samples in two
+// separable fixed-point passes, by less than 2× either way: area weights where it shrinks (each
+// output the covered share of the inputs it overlaps; whole-pixel boxes, boxPlane, would alias
+// at these ratios) and Catmull-Rom where it grows, which keeps the fine detail (skin texture,
+// sharpness) that interpolating by area would blur away.
+func resamplePlane(pix []uint8, stride, sw, sh, ow, oh int) []uint8 {
+	const bits = 12
+	xw, yw := resampleWeights(sw, ow, bits), resampleWeights(sh, oh, bits)
+	mid := make([]int32, sh*ow) // the horizontal pass, ×2^bits
+	for y := 0; y < sh; y++ {
+		row, dst := pix[y*stride:y*stride+sw], mid[y*ow:(y+1)*ow]
+		for ox, taps := range xw {
+			var s int32
+			for _, t := range taps {
+				s += int32(row[t.i]) * t.w
+			}
+			dst[ox] = s
+		}
+	}
+	out := make([]uint8, ow*oh)
+	acc := make([]int64, ow)
+	for oy, taps := range yw {
+		clear(acc)
+		for _, t := range taps {
+			src := mid[t.i*ow : (t.i+1)*ow]
+			for ox, v := range src {
+				acc[ox] += int64(v) * int64(t.w)
+			}
+		}
+		dst := out[oy*ow : (oy+1)*ow]
+		for ox, v := range acc {
+			dst[ox] = uint8(min(max((v+1<<(2*bits-1))>>(2*bits), 0), 255))
+		}
+	}
+	return out
+}
+
+// resampleWeights are the taps of one axis: area weights shrinking, Catmull-Rom growing.
+func resampleWeights(src, n int, bits uint) [][]fixedTap {
+	if n > src {
+		return fixedWeights(cubicWeights(src, n), bits)
+	}
+	return fixedWeights(areaWeights(src, n), bits)
+}
+
+// cubicWeights lists, for each of n outputs over src < n samples, the four nearest samples
+// (clamped at the edges) and their Catmull-Rom weights.
+func cubicWeights(src, n int) [][]weight {
+	out := make([][]weight, n)
+	for o := range out {
+		c := (float64(o)+0.5)*float64(src)/float64(n) - 0.5
+		base := int(math.Floor(c))
+		for i := base - 1; i <= base+2; i++ {
+			t := math.Abs(c - float64(i))
+			var w float64
+			if t < 1 {
+				w = 1.5*t*t*t - 2.5*t*t + 1
+			} else if t < 2 {
+				w = -0.5*t*t*t + 2.5*t*t - 4*t + 2
+			}
+			if w != 0 {
+				out[o] = append(out[o], weight{min(max(i, 0), src-1), w})
+			}
+		}
+	}
+	return out
+}
+
+type fixedTap struct {
+	i int
+	w int32
+}
+
+// fixedWeights turns float weights into fixed-point ones summing to exactly 2^bits per output.
+func fixedWeights(all [][]weight, bits uint) [][]fixedTap {
+	out := make([][]fixedTap, len(all))
+	for o, ws := range all {
+		var total float64
+		for _, w := range ws {
+			total += w.w
+		}
+		taps := make([]fixedTap, len(ws))
+		sum, big := int32(0), 0
+		for j, w := range ws {
+			taps[j] = fixedTap{w.i, int32(math.Round(w.w / total * float64(int(1)<<bits)))}
+			sum += taps[j].w
+			if taps[j].w > taps[big].w {
+				big = j
+			}
+		}
+		taps[big].w += 1<<bits - sum
+		out[o] = taps
+	}
+	return out
+}
+
 // fitSize scales (w, h) so that the long side is side, keeping the aspect ratio.
 func fitSize(w, h, side int) (int, int) {
 	if w >= h {
@@ -280,33 +473,13 @@ func fitSize(w, h, side int) (int, int) {
 func boxYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	b := m.Rect
 	w, h := b.Dx(), b.Dy()
-	// Chroma planes are subsampled; work out their size from the ratio.
-	cw, ch := w, h
-	switch m.SubsampleRatio {
-	case image.YCbCrSubsampleRatio422:
-		cw = (w + 1) / 2
-	case image.YCbCrSubsampleRatio420:
-		cw, ch = (w+1)/2, (h+1)/2
-	case image.YCbCrSubsampleRatio440:
-		ch = (h + 1) / 2
-	case image.YCbCrSubsampleRatio411:
-		cw = (w + 3) / 4
-	case image.YCbCrSubsampleRatio410:
-		cw, ch = (w+3)/4, (h+1)/2
-	}
+	cw, ch := chromaSize(m.SubsampleRatio, w, h)
 	yOff := m.YOffset(b.Min.X, b.Min.Y)
 	cOff := m.COffset(b.Min.X, b.Min.Y)
 	ys := boxPlane(m.Y[yOff:], m.YStride, w, h, ow, oh)
 	cbs := samplePlane(m.Cb[cOff:], m.CStride, cw, ch, ow, oh)
 	crs := samplePlane(m.Cr[cOff:], m.CStride, cw, ch, ow, oh)
-	out := image.NewNRGBA(image.Rect(0, 0, ow, oh))
-	pix := out.Pix[:4*len(ys)]
-	cbs, crs = cbs[:len(ys)], crs[:len(ys)]
-	for i, y := range ys {
-		r, g, bl := color.YCbCrToRGB(y, cbs[i], crs[i])
-		binary.LittleEndian.PutUint32(pix[4*i:], uint32(r)|uint32(g)<<8|uint32(bl)<<16|0xFF<<24)
-	}
-	return out
+	return toNRGBA(ys, cbs, crs, ow, oh)
 }
 
 // boxPlane averages an 8-bit plane (the area sw×sh at its start) onto ow×oh cells; cells cover

@@ -19,6 +19,7 @@ import (
 
 	"github.com/disintegration/imaging"
 	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
+	"github.com/pipeline-dev/pipeline/stages/lib/jpegscale"
 )
 
 const (
@@ -149,7 +150,8 @@ func report(b *testing.B, start time.Time, cpu0 time.Duration, peak uint64) {
 
 // BenchmarkCheck measures a check of 200 photos of 12 MP: decode-only is the floor (read + decode
 // every file on the same worker pool), cold analyses everything (empty cache), cached re-checks
-// an unchanged dataset. The check's own cost is cold − decode-only.
+// an unchanged dataset. The check's own cost is cold − decode-only. The -today variants decode as
+// image_check did before jpegscale (image/jpeg in full, then the shrink), for the figures beside.
 //
 //	go test -run '^$' -bench BenchmarkCheck -benchtime 1x ./stages/imagecheck/
 func BenchmarkCheck(b *testing.B) {
@@ -159,18 +161,22 @@ func BenchmarkCheck(b *testing.B) {
 	}
 	cfg := DefaultConfig(dir)
 	cfg.MinCount = 0
-	b.Run("decode-only", func(b *testing.B) {
-		runtime.GC()
-		stop := peakHeap()
-		start, cpu0 := time.Now(), cpuTime()
-		for n := 0; n < b.N; n++ {
-			if err := decodeOnly(dir, runtime.GOMAXPROCS(0)); err != nil {
-				b.Fatal(err)
+	decodeOnlyBench := func(dec func([]byte, int, int) (image.Image, error)) func(b *testing.B) {
+		return func(b *testing.B) {
+			runtime.GC()
+			stop := peakHeap()
+			start, cpu0 := time.Now(), cpuTime()
+			for n := 0; n < b.N; n++ {
+				if err := decodeOnly(dir, runtime.GOMAXPROCS(0), dec); err != nil {
+					b.Fatal(err)
+				}
 			}
+			report(b, start, cpu0, stop())
 		}
-		report(b, start, cpu0, stop())
-	})
-	b.Run("cold", func(b *testing.B) {
+	}
+	b.Run("decode-only-today", decodeOnlyBench(decodeFull))
+	b.Run("decode-only", decodeOnlyBench(decodeReduced))
+	cold := func(b *testing.B) {
 		runtime.GC()
 		stop := peakHeap()
 		start, cpu0 := time.Now(), cpuTime()
@@ -183,7 +189,13 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		}
 		report(b, start, cpu0, stop())
+	}
+	b.Run("cold-today", func(b *testing.B) {
+		decodeJPEG = decodeFull
+		defer func() { decodeJPEG = decodeReduced }()
+		cold(b)
 	})
+	b.Run("cold", cold)
 	b.Run("cold-without-faces", func(b *testing.B) {
 		faceMeasure = func(*image.NRGBA) *faceFigures { return nil }
 		defer func() { faceMeasure = measureFace }()
@@ -219,7 +231,7 @@ func BenchmarkCheck(b *testing.B) {
 }
 
 // decodeOnly reads and decodes every photo on a pool of the given size and does nothing else.
-func decodeOnly(dir string, workers int) error {
+func decodeOnly(dir string, workers int, dec func([]byte, int, int) (image.Image, error)) error {
 	names, err := filepath.Glob(filepath.Join(dir, "*.jpg"))
 	if err != nil {
 		return err
@@ -233,8 +245,12 @@ func decodeOnly(dir string, workers int) error {
 			defer wg.Done()
 			for p := range next {
 				data, err := os.ReadFile(p)
+				var cfg image.Config
 				if err == nil {
-					_, err = jpeg.Decode(bytes.NewReader(data))
+					cfg, err = jpegscale.DecodeConfig(bytes.NewReader(data))
+				}
+				if err == nil {
+					_, err = dec(data, cfg.Width, cfg.Height)
 				}
 				if err != nil {
 					errs <- err
@@ -251,7 +267,9 @@ func decodeOnly(dir string, workers int) error {
 	return <-errs
 }
 
-// BenchmarkStages splits one photo's cold analysis into its parts (single core).
+// BenchmarkStages splits one photo's cold analysis into its parts (single core): today's
+// image/jpeg decode and shrink beside jpegscale's reduced decode and the resample to the working
+// size, then the figures and the face search on that copy.
 func BenchmarkStages(b *testing.B) {
 	dir, err := benchDataset()
 	if err != nil {
@@ -265,7 +283,12 @@ func BenchmarkStages(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	small := shrink(img, workSide)
+	w, h := img.Bounds().Dx(), img.Bounds().Dy()
+	reduced, err := decodeReduced(data, w, h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	small := toWorkSize(reduced, w, h)
 	// Each part reports its CPU time per photo (wall time on a shared machine measures neighbours).
 	run := func(name string, f func()) {
 		b.Run(name, func(b *testing.B) {
@@ -281,14 +304,20 @@ func BenchmarkStages(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
+	run("decode-jpegscale", func() {
+		if _, err := decodeReduced(data, w, h); err != nil {
+			b.Fatal(err)
+		}
+	})
 	run("header+sha256", func() {
-		if _, err := jpeg.DecodeConfig(bytes.NewReader(data)); err != nil {
+		if _, err := jpegscale.DecodeConfig(bytes.NewReader(data)); err != nil {
 			b.Fatal(err)
 		}
 		_ = sha256sum(data)
 	})
 	run("shrink", func() { shrink(img, workSide) })
 	run("shrink-imaging", func() { imaging.Resize(img, small.Rect.Dx(), small.Rect.Dy(), imaging.Linear) })
+	run("work-size", func() { toWorkSize(reduced, w, h) })
 	run("measure", func() {
 		var a analysis
 		measure(&a, small)
