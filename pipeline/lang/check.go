@@ -342,12 +342,12 @@ func (c *checker) checkAll(stages []*Stage) hcl.Diagnostics {
 		set := cfg.Settings[name]
 		site := refSite{place: inSettings, owner: fmt.Sprintf("the %s block", name)}
 		ctx := c.m.evalContext(cfg.BaseDirOf(set.DeclRange.Filename), env)
-		_, d := evalAnyAttrs(set.Body, ctx, name+".", func(expr hcl.Expression, _ string) bool {
+		vals, d := evalAnyAttrs(set.Body, ctx, name+".", func(expr hcl.Expression, _ string) bool {
 			ok, _, _ := c.checkRefs(expr, site)
 			return ok
 		})
 		c.add(d...)
-		c.checkSettingsAttributes(name, set)
+		c.checkSettingsAttributes(name, set, vals)
 	}
 
 	if st := cfg.State; st != nil {
@@ -425,8 +425,9 @@ func (c *checker) checkDependsOn(st *Stage, tr hcl.Traversal) {
 	}
 }
 
-// checkSettingsAttributes rejects attributes of a settings block that no registered kind reads.
-func (c *checker) checkSettingsAttributes(name string, set *config.Settings) {
+// checkSettingsAttributes rejects attributes of a settings block that no registered kind reads,
+// and holds the known values of those it declares to their constraints.
+func (c *checker) checkSettingsAttributes(name string, set *config.Settings, vals map[string]cty.Value) {
 	declared := map[string]*pipeline.Attribute{}
 	for _, k := range sortedKinds(c.m.kinds) {
 		s := schemaOf(c.m.kinds[k])
@@ -442,8 +443,16 @@ func (c *checker) checkSettingsAttributes(name string, set *config.Settings) {
 	}
 	attrs, _ := set.Body.JustAttributes()
 	names := sortedKeys(declared)
+	obj := objectOf(vals)
 	for _, an := range sortedKeys(attrs) {
 		attr := attrs[an]
+		if a, ok := declared[an]; ok {
+			if msg := a.Problem(name+"."+an, vals[an], obj); msg != "" {
+				c.add(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for " + name + "." + an, Detail: msg,
+					Subject: attr.Expr.Range().Ptr()})
+			}
+			continue
+		}
 		if _, ok := declared[an]; !ok {
 			c.add(&hcl.Diagnostic{
 				Severity: hcl.DiagError,
