@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"runtime/debug"
 	"sync/atomic"
 	_ "unsafe" // for go:linkname
 
@@ -58,22 +59,31 @@ func wasmDecode(ctx context.Context, f Format, data []byte) (img image.Image, er
 		}
 	}()
 	wasmDecodes.Add(1)
+	img, err = wasmDecodeRaw(f, data)
+	if err != nil {
+		return nil, err
+	}
+	img = compact(img)
+	// The decoder's memory (hundreds of MB for a 12 MP photo) is garbage now; hand it back before
+	// the next decode allocates its own, or two of them would be resident at once.
+	debug.FreeOSMemory()
+	return img, nil
+}
+
+// wasmDecodeRaw calls the linked decoder; its pixels are still inside the decoder's memory.
+func wasmDecodeRaw(f Format, data []byte) (image.Image, error) {
 	if f == AVIF {
-		var a *avif.AVIF
-		a, _, err = avifWasmDecode(bytesReader(data), false, false)
+		a, _, err := avifWasmDecode(bytesReader(data), false, false)
 		if err != nil {
 			return nil, err
 		}
 		if len(a.Image) == 0 {
 			return nil, fmt.Errorf("no image")
 		}
-		return compact(a.Image[0]), nil
+		return a.Image[0], nil
 	}
-	img, _, err = heicWasmDecode(bytesReader(data), false)
-	if err != nil {
-		return nil, err
-	}
-	return compact(img), nil
+	img, _, err := heicWasmDecode(bytesReader(data), false)
+	return img, err
 }
 
 // compact copies pixels out of the decoder's WebAssembly memory, of which they are a slice: held
