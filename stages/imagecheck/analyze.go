@@ -2,15 +2,12 @@ package imagecheck
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
 	"image/color"
-	"image/jpeg"
-	"image/png"
 	"io"
 	"math"
 	"os"
@@ -18,7 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/disintegration/imaging"
-	"golang.org/x/image/webp"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo"
 )
 
 const (
@@ -28,9 +25,6 @@ const (
 	// sharpSide is the long side the Laplacian variance is measured at, so that figures compare across
 	// photos of any resolution (and min_sharpness has one meaning).
 	sharpSide = 256
-	// headSize is how much of a file is read before its header is judged: enough for the markers and
-	// EXIF of any JPEG, PNG or WebP we accept, small enough that a "bomb" costs nothing.
-	headSize = 64 << 10
 )
 
 // slot bounds the full-size images held at once by every check of the process together (a batch
@@ -75,41 +69,32 @@ type analysis struct {
 // pixels is the header's pixel count.
 func (a *analysis) pixels() float64 { return float64(a.Width) * float64(a.Height) }
 
-// analyzeFile reads, judges the header of, decodes once and measures one file. Failures that are
-// the file's fault come back as Unreadable; only I/O trouble with the directory itself is an error.
-func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
-	if size == 0 {
-		return analysis{Format: "empty", Unreadable: "empty file (0 bytes): copy the photo again"}, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return analysis{}, err
-	}
-	defer f.Close()
-
-	head := make([]byte, min(int64(headSize), size))
+// analyzeFile judges the header of, decodes once and measures one file. Failures that are the
+// file's fault come back as Unreadable; only I/O trouble is an error.
+func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64) (analysis, error) {
+	head := make([]byte, min(int64(photo.SniffLen), size))
 	n, err := io.ReadFull(f, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return analysis{}, err
 	}
-	head = head[:n]
-	a := analysis{Format: sniff(head)}
-	switch a.Format {
-	case "jpeg", "png", "webp":
-	default:
-		a.Unreadable = unsupportedReason(a.Format)
+	format := photo.Sniff(head[:n])
+	a := analysis{Format: string(format)}
+	if !format.Readable() {
+		a.Unreadable = photo.UnsupportedReason(format)
 		return a, nil
 	}
-
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return analysis{}, err
+	}
 	// The header alone says how big the decoded image would be; a 60000×60000 "bomb" stops here.
-	cfg, err := decodeConfig(a.Format, io.MultiReader(bytes.NewReader(head), f))
+	meta, err := photo.Probe(io.LimitReader(f, size))
 	if err != nil {
-		a.Unreadable = corruptReason(a.Format, err)
+		a.Unreadable = corruptReason(format, err)
 		return a, nil
 	}
-	a.Width, a.Height = cfg.Width, cfg.Height
+	a.Width, a.Height = meta.Width, meta.Height
 	if a.Width <= 0 || a.Height <= 0 {
-		a.Unreadable = fmt.Sprintf("corrupt %s header: %d×%d pixels: re-export the photo", formatName(a.Format), a.Width, a.Height)
+		a.Unreadable = fmt.Sprintf("corrupt %s header: %d×%d pixels: re-export the photo", format.Name(), a.Width, a.Height)
 		return a, nil
 	}
 	if a.pixels() > maxPixels {
@@ -117,11 +102,15 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 	}
 	// A small header on a huge file (a photo with hundreds of MB appended) must not be read whole.
 	if limit := maxFileBytes(a.pixels()); size > limit {
-		a.Unreadable = fmt.Sprintf("file is %.0f MB, more than a %d×%d %s can need (%.0f MB): re-export the photo", float64(size)/1e6, a.Width, a.Height, formatName(a.Format), float64(limit)/1e6)
+		a.Unreadable = fmt.Sprintf("file is %.0f MB, more than a %d×%d %s can need (%.0f MB): re-export the photo", float64(size)/1e6, a.Width, a.Height, format.Name(), float64(limit)/1e6)
 		return a, nil
 	}
 
-	slot <- struct{}{} // bound full-size decodes process-wide, whatever the number of checks
+	select { // bound full-size decodes process-wide, whatever the number of checks
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		return analysis{}, ctx.Err()
+	}
 	defer func() { <-slot }()
 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -133,120 +122,54 @@ func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
 		return analysis{}, err
 	}
 	data := buf.Bytes()
-	a.SHA256 = sha256sum(data)
-	switch a.Format {
-	case "jpeg":
-		a.Orientation = jpegOrientation(data)
-	case "webp":
-		a.Orientation = webpOrientation(data)
-	case "png":
-		a.Orientation = pngOrientation(data)
-	}
-	if a.Orientation >= 5 { // 5–8 turn the picture by 90°
-		a.Width, a.Height = a.Height, a.Width
-	}
 
 	decodes.Add(1)
-	img, err := decode(a.Format, data)
+	img, meta, err := decode(ctx, data)
 	if err != nil {
-		if truncated(a.Format, data) {
+		if truncated(format, data) {
 			err = fmt.Errorf("%w: %v", io.ErrUnexpectedEOF, err)
 		}
-		a.Unreadable = corruptReason(a.Format, err)
-		a.SHA256 = ""
+		a.Unreadable = corruptReason(format, err)
 		return a, nil
 	}
 	data = nil
-	small := orient(shrink(img, workSide), a.Orientation)
+	a.Width, a.Height, a.Orientation = meta.Width, meta.Height, int(meta.Turn)
+	// Upright as viewers show it (the orientation applied once, whoever applies it) and in sRGB,
+	// so every figure and the face search see the photo as a trainer will.
+	small := meta.Pending.Apply(shrink(img, workSide))
 	img = nil // the full-size image is garbage from here on; only the small copy is kept
+	photo.ToSRGB(small, meta.Colour)
 	measure(&a, small)
 	a.Face = faceMeasure(small)
 	a.Decoded = true
 	return a, nil
 }
 
-func sha256sum(data []byte) string {
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
-}
-
-func decodeConfig(format string, r io.Reader) (image.Config, error) {
-	switch format {
-	case "jpeg":
-		return jpeg.DecodeConfig(r)
-	case "png":
-		return png.DecodeConfig(r)
-	default:
-		return webp.DecodeConfig(r)
-	}
-}
-
-func decode(format string, data []byte) (image.Image, error) {
-	r := bytes.NewReader(data)
-	switch format {
-	case "jpeg":
-		return jpeg.Decode(r)
-	case "png":
-		return png.Decode(r)
-	default:
-		return webp.Decode(r)
-	}
-}
-
-func formatName(format string) string {
-	switch format {
-	case "jpeg":
-		return "JPEG"
-	case "png":
-		return "PNG"
-	case "webp":
-		return "WebP"
-	}
-	return format
+// decode decodes a whole file of any format the check reads.
+func decode(ctx context.Context, data []byte) (image.Image, photo.Meta, error) {
+	return photo.Decode(ctx, data)
 }
 
 // truncated tells a file cut short (an interrupted copy or upload) from other corruption: the
 // format's end marker is missing.
-func truncated(format string, data []byte) bool {
+func truncated(format photo.Format, data []byte) bool {
 	switch format {
-	case "jpeg":
+	case photo.JPEG:
 		end := bytes.TrimRight(data, "\x00\r\n ")
 		return !bytes.HasSuffix(end, []byte{0xFF, 0xD9})
-	case "png":
+	case photo.PNG:
 		return !bytes.Contains(data[max(0, len(data)-64):], []byte("IEND"))
-	case "webp":
+	case photo.WebP:
 		return len(data) >= 8 && int64(binary.LittleEndian.Uint32(data[4:8]))+8 > int64(len(data))
 	}
 	return false
 }
 
-func corruptReason(format string, err error) string {
+func corruptReason(format photo.Format, err error) string {
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return fmt.Sprintf("truncated %s (the file ends early: %v): copy or export it again", formatName(format), err)
+		return fmt.Sprintf("truncated %s (the file ends early: %v): copy or export it again", format.Name(), err)
 	}
-	return fmt.Sprintf("corrupt %s (%v): re-export the photo", formatName(format), err)
-}
-
-// orient applies an EXIF orientation to the small copy, so every figure (and the face search) sees
-// the photo upright, as viewers show it.
-func orient(img *image.NRGBA, o int) *image.NRGBA {
-	switch o {
-	case 2:
-		return imaging.FlipH(img)
-	case 3:
-		return imaging.Rotate180(img)
-	case 4:
-		return imaging.FlipV(img)
-	case 5:
-		return imaging.Transpose(img)
-	case 6:
-		return imaging.Rotate270(img) // 90° clockwise
-	case 7:
-		return imaging.Transverse(img)
-	case 8:
-		return imaging.Rotate90(img)
-	}
-	return img
+	return fmt.Sprintf("corrupt %s (%v): re-export the photo", format.Name(), err)
 }
 
 // shrink returns a copy whose long side is at most side. A JPEG (YCbCr) is averaged straight from

@@ -3,6 +3,7 @@ package imagecheck
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"image"
 	"image/jpeg"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/disintegration/imaging"
+	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
 )
 
@@ -176,7 +178,7 @@ func BenchmarkCheck(b *testing.B) {
 		start, cpu0 := time.Now(), cpuTime()
 		for n := 0; n < b.N; n++ {
 			c := cfg
-			c.CacheDir = b.TempDir()
+			c.CacheDir, c.Figures = b.TempDir(), pipeline.DirCache(b.TempDir())
 			rep, err := Check(context.Background(), c)
 			if err != nil || rep.Decoded != benchPhotos {
 				b.Fatalf("decoded %d: %v", rep.Decoded, err)
@@ -192,7 +194,7 @@ func BenchmarkCheck(b *testing.B) {
 		start, cpu0 := time.Now(), cpuTime()
 		for n := 0; n < b.N; n++ {
 			c := cfg
-			c.CacheDir = b.TempDir()
+			c.CacheDir, c.Figures = b.TempDir(), pipeline.DirCache(b.TempDir())
 			if rep, err := Check(context.Background(), c); err != nil || rep.Decoded != benchPhotos {
 				b.Fatalf("decoded %d: %v", rep.Decoded, err)
 			}
@@ -201,7 +203,7 @@ func BenchmarkCheck(b *testing.B) {
 	})
 	b.Run("cached", func(b *testing.B) {
 		c := cfg
-		c.CacheDir = b.TempDir()
+		c.CacheDir, c.Figures = b.TempDir(), pipeline.DirCache(b.TempDir())
 		if _, err := Check(context.Background(), c); err != nil {
 			b.Fatal(err)
 		}
@@ -285,7 +287,7 @@ func BenchmarkStages(b *testing.B) {
 		if _, err := jpeg.DecodeConfig(bytes.NewReader(data)); err != nil {
 			b.Fatal(err)
 		}
-		_ = sha256sum(data)
+		_ = sha256.Sum256(data)
 	})
 	run("shrink", func() { shrink(img, workSide) })
 	run("shrink-imaging", func() { imaging.Resize(img, small.Rect.Dx(), small.Rect.Dy(), imaging.Linear) })

@@ -37,7 +37,7 @@ func TestKindOnExampleDataset(t *testing.T) {
 		Address:  `image_check.photos["ana"]`,
 		Inputs:   inputs(t, map[string]cty.Value{"dir": cty.StringVal("data/ana")}),
 		BaseDir:  filepath.Join("..", "..", "examples"),
-		Env:      &pipeline.Env{CacheDir: cache, Getenv: func(string) string { return "" }},
+		Env:      &pipeline.Env{CacheDir: cache, Cache: pipeline.DirCache(filepath.Join(cache, "figures")), Getenv: func(string) string { return "" }},
 		Planning: true,
 	}
 	res, err := Kind{}.Apply(context.Background(), req)

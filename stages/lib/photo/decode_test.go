@@ -254,6 +254,20 @@ func TestOrientationParsing(t *testing.T) {
 	if got := exifOrientation(JPEG, append(bad, base[2:]...)); got != Upright {
 		t.Errorf("corrupt EXIF: %d", got)
 	}
+	// WebP: RIFF header, a VP8X chunk, then an EXIF chunk (with the "Exif\0\0" prefix some
+	// writers add).
+	jpg := phototest.WithMetadata([]byte{0xFF, 0xD8}, phototest.Metadata{Orientation: 8})
+	exif := jpg[2+4:]
+	var w bytes.Buffer
+	w.WriteString("RIFF\x00\x00\x00\x00WEBPVP8X")
+	binary.Write(&w, binary.LittleEndian, uint32(10))
+	w.Write(make([]byte, 10))
+	w.WriteString("EXIF")
+	binary.Write(&w, binary.LittleEndian, uint32(len(exif)))
+	w.Write(exif)
+	if got := exifOrientation(WebP, w.Bytes()); got != 8 {
+		t.Errorf("webp orientation: got %d", got)
+	}
 	if exifOrientation(HEIC, readTestdata(t, "sideways.heic")) != Upright {
 		t.Error("a HEIC's EXIF was read")
 	}

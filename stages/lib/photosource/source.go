@@ -61,6 +61,9 @@ type Options struct {
 	MaxObject int64
 	// Figures is the shared store for URL+version → sha256 (nil: only the local one).
 	Figures photo.FigureStore
+	// Name is how refs name a local directory (default: dir as given to Open), e.g. the dir the
+	// user wrote when Open is given its absolute path.
+	Name string
 }
 
 // Object is one file or bucket object directly under the directory.
@@ -79,7 +82,8 @@ type Object struct {
 
 // Dir is a local directory or a bucket prefix.
 type Dir struct {
-	written string // as the user wrote it
+	written string // as given to Open
+	name    string // how refs name a local directory
 	opts    Options
 
 	root string // local: absolute directory
@@ -111,7 +115,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Dir, error) {
 	if cacheDir == "" {
 		cacheDir = filepath.Join(os.TempDir(), "pipeline-photos")
 	}
-	d := &Dir{written: dir, opts: opts}
+	d := &Dir{written: dir, opts: opts, name: opts.Name}
+	if d.name == "" {
+		d.name = dir
+	}
 	var err error
 	if d.local, err = photo.OpenDiskCache(filepath.Join(cacheDir, "photosource", "objects"), opts.CacheBytes); err != nil {
 		return nil, err
@@ -222,9 +229,9 @@ func (d *Dir) listLocal() ([]Object, error) {
 	ents, err := os.ReadDir(d.root)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("dir %q (%s) does not exist: create it and put the subject's photos there, or fix dir", d.written, d.root)
+			return nil, fmt.Errorf("dir %q (%s) does not exist: create it and put the subject's photos there, or fix dir", d.name, d.root)
 		}
-		return nil, fmt.Errorf("dir %q: %w", d.written, err)
+		return nil, fmt.Errorf("dir %q: %w", d.name, err)
 	}
 	var out []Object
 	for _, e := range ents {
@@ -233,7 +240,7 @@ func (d *Dir) listLocal() ([]Object, error) {
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		out = append(out, Object{Name: e.Name(), Ref: path.Join(filepath.ToSlash(d.written), e.Name()), Size: fi.Size(),
+		out = append(out, Object{Name: e.Name(), Ref: path.Join(filepath.ToSlash(d.name), e.Name()), Size: fi.Size(),
 			path: p, version: localVersion(fi)})
 	}
 	return out, nil
@@ -275,7 +282,7 @@ func (d *Dir) figureKey(o Object) string {
 // Digest returns the sha256 (hex) of the object's content. It reads the content only when
 // neither the local digests nor the shared figures know this version of the object.
 func (d *Dir) Digest(ctx context.Context, o Object) (string, error) {
-	if sha, ok := d.knownDigest(ctx, o); ok {
+	if sha, ok := d.Known(ctx, o); ok {
 		return sha, nil
 	}
 	f, sha, err := d.Open(ctx, o)
@@ -286,7 +293,9 @@ func (d *Dir) Digest(ctx context.Context, o Object) (string, error) {
 	return sha, nil
 }
 
-func (d *Dir) knownDigest(ctx context.Context, o Object) (string, bool) {
+// Known returns the object's sha256 when this version of it was read before (here, or on another
+// runner sharing the figures), without reading it.
+func (d *Dir) Known(ctx context.Context, o Object) (string, bool) {
 	k := d.figureKey(o)
 	if b, ok, err := d.digest.Get(k); err == nil && ok && validSHA(string(b)) {
 		return string(b), true
@@ -323,7 +332,7 @@ func (d *Dir) Open(ctx context.Context, o Object) (*os.File, string, error) {
 	if d.bucket == nil {
 		return d.openLocal(o)
 	}
-	if sha, ok := d.knownDigest(ctx, o); ok {
+	if sha, ok := d.Known(ctx, o); ok {
 		if f, err := d.local.Open(sha); err == nil && f != nil {
 			return f, sha, nil
 		}

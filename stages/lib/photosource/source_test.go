@@ -6,17 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/pipeline-dev/pipeline/stages/lib/photosource/s3test"
 )
 
 // figures is a FigureStore in memory: the shared pipeline.Cache of a batch's runners.
@@ -47,54 +43,6 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// fakeS3 is gofakes3 on loopback (as pipeline/state's tests run it), with a bucket "photos", a
-// count of object GETs, and keys whose reads it denies as a bucket policy would.
-type fakeS3 struct {
-	url    string // query parameters for s3:// URLs
-	mem    *s3mem.Backend
-	gets   atomic.Int64
-	denied sync.Map
-}
-
-func startS3(t *testing.T) *fakeS3 {
-	t.Helper()
-	f := &fakeS3{mem: s3mem.New()}
-	if err := f.mem.CreateBucket("photos"); err != nil {
-		t.Fatal(err)
-	}
-	h := gofakes3.New(f.mem, gofakes3.WithLogger(gofakes3.DiscardLog())).Server()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && r.URL.Query().Get("list-type") == "" && strings.Count(r.URL.Path, "/") > 1 {
-			f.gets.Add(1)
-			if _, no := f.denied.Load(strings.TrimPrefix(r.URL.Path, "/photos/")); no {
-				w.Header().Set("Content-Type", "application/xml")
-				w.WriteHeader(http.StatusForbidden)
-				io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`)
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	// Static test credentials and no shared config: the SDK never looks beyond loopback.
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required") // gofakes3 sends none
-	f.url = "?region=us-east-1&use_path_style=true&disable_https=true&endpoint=" + srv.URL
-	return f
-}
-
-func (f *fakeS3) put(t *testing.T, key string, data []byte) {
-	t.Helper()
-	if _, err := f.mem.PutObject("photos", key, map[string]string{}, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func readAll(t *testing.T, d *Dir, o Object) ([]byte, string) {
 	t.Helper()
 	f, sum, err := d.Open(context.Background(), o)
@@ -110,14 +58,14 @@ func readAll(t *testing.T, d *Dir, o Object) ([]byte, string) {
 }
 
 func TestS3PrefixListsFetchesOnceAndNamesByURL(t *testing.T) {
-	s3 := startS3(t)
+	s3 := s3test.Start(t, "photos")
 	a, b := []byte("photo a"), []byte("photo b, longer")
-	s3.put(t, "users/ana/a.jpg", a)
-	s3.put(t, "users/ana/b.HEIC", b)
-	s3.put(t, "users/ana/old/c.jpg", []byte("in a sub-prefix: not listed"))
-	s3.put(t, "users/anabel/d.jpg", []byte("another user's"))
+	s3.Put(t, "users/ana/a.jpg", a)
+	s3.Put(t, "users/ana/b.HEIC", b)
+	s3.Put(t, "users/ana/old/c.jpg", []byte("in a sub-prefix: not listed"))
+	s3.Put(t, "users/anabel/d.jpg", []byte("another user's"))
 	figs := &figures{}
-	url := "s3://photos/users/ana/" + s3.url
+	url := "s3://photos/users/ana/" + s3.Query
 	d, err := Open(context.Background(), url, Options{CacheDir: t.TempDir(), Figures: figs})
 	if err != nil {
 		t.Fatal(err)
@@ -130,18 +78,18 @@ func TestS3PrefixListsFetchesOnceAndNamesByURL(t *testing.T) {
 	if len(objs) != 2 || objs[0].Name != "a.jpg" || objs[1].Name != "b.HEIC" || objs[0].Size != int64(len(a)) {
 		t.Fatalf("listed %+v", objs)
 	}
-	if want := "s3://photos/users/ana/a.jpg" + s3.url; objs[0].Ref != want {
+	if want := "s3://photos/users/ana/a.jpg" + s3.Query; objs[0].Ref != want {
 		t.Errorf("ref %s, want %s", objs[0].Ref, want)
 	}
 	got, sum := readAll(t, d, objs[0])
 	if !bytes.Equal(got, a) || sum != sha(a) {
 		t.Fatalf("read %q %s", got, sum)
 	}
-	if dg, err := d.Digest(context.Background(), objs[0]); err != nil || dg != sha(a) || s3.gets.Load() != 1 {
-		t.Errorf("digest of a fetched object: %s %v, %d GETs", dg, err, s3.gets.Load())
+	if dg, err := d.Digest(context.Background(), objs[0]); err != nil || dg != sha(a) || s3.Gets() != 1 {
+		t.Errorf("digest of a fetched object: %s %v, %d GETs", dg, err, s3.Gets())
 	}
 	readAll(t, d, objs[0])
-	if n := s3.gets.Load(); n != 1 {
+	if n := s3.Gets(); n != 1 {
 		t.Errorf("an unchanged object was read %d times", n)
 	}
 
@@ -153,8 +101,8 @@ func TestS3PrefixListsFetchesOnceAndNamesByURL(t *testing.T) {
 	}
 	defer other.Close()
 	objs2, _ := other.List(context.Background())
-	if dg, err := other.Digest(context.Background(), objs2[0]); err != nil || dg != sha(a) || s3.gets.Load() != 1 {
-		t.Errorf("second runner: %s %v, %d GETs", dg, err, s3.gets.Load())
+	if dg, err := other.Digest(context.Background(), objs2[0]); err != nil || dg != sha(a) || s3.Gets() != 1 {
+		t.Errorf("second runner: %s %v, %d GETs", dg, err, s3.Gets())
 	}
 	for k, v := range figs.m {
 		if !strings.HasPrefix(k, "photosource/") || len(v) != 64 {
@@ -163,7 +111,7 @@ func TestS3PrefixListsFetchesOnceAndNamesByURL(t *testing.T) {
 	}
 
 	// A replaced object is a new version: read again, new digest.
-	s3.put(t, "users/ana/a.jpg", []byte("photo a, edited"))
+	s3.Put(t, "users/ana/a.jpg", []byte("photo a, edited"))
 	objs, _ = d.List(context.Background())
 	if _, sum := readAll(t, d, objs[0]); sum != sha([]byte("photo a, edited")) {
 		t.Errorf("edited object: digest %s", sum)
@@ -171,13 +119,13 @@ func TestS3PrefixListsFetchesOnceAndNamesByURL(t *testing.T) {
 }
 
 func TestS3ErrorsNameTheURL(t *testing.T) {
-	s3 := startS3(t)
-	s3.put(t, "users/ana/a.jpg", []byte("a"))
-	s3.put(t, "users/ana/secret.jpg", []byte("s"))
-	s3.denied.Store("users/ana/secret.jpg", true)
+	s3 := s3test.Start(t, "photos")
+	s3.Put(t, "users/ana/a.jpg", []byte("a"))
+	s3.Put(t, "users/ana/secret.jpg", []byte("s"))
+	s3.Deny("users/ana/secret.jpg")
 	ctx := context.Background()
 	open := func(u string) *Dir {
-		d, err := Open(ctx, u+s3.url, Options{CacheDir: t.TempDir()})
+		d, err := Open(ctx, u+s3.Query, Options{CacheDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -247,11 +195,11 @@ func TestFileURLAndLocalDir(t *testing.T) {
 	if err != nil || len(objs) != 1 || objs[0].Ref != filepath.Base(root)+"/a.jpg" {
 		t.Fatalf("local: %+v %v", objs, err)
 	}
-	if _, ok := l.knownDigest(ctx, objs[0]); ok {
+	if _, ok := l.Known(ctx, objs[0]); ok {
 		t.Fatal("digest known before reading")
 	}
 	readAll(t, l, objs[0])
-	if dg, ok := l.knownDigest(ctx, objs[0]); !ok || dg != sha([]byte("aaa")) {
+	if dg, ok := l.Known(ctx, objs[0]); !ok || dg != sha([]byte("aaa")) {
 		t.Errorf("digest not remembered: %s", dg)
 	}
 	if !IsURL("s3://b/p/") || !IsURL("file:///x") || IsURL("data/ana") || IsURL("C:/photos") || IsURL("./a://b") {
