@@ -118,39 +118,72 @@ var decodes, wasmDecodes atomic.Int64
 // Decodes is how many photos this process has decoded in full (not probed).
 func Decodes() int64 { return decodes.Load() }
 
+// Metadata reads what a whole file says about its photo (format, displayed size, orientation,
+// colours) without decoding its pixels: for a caller with a decoder of its own.
+func Metadata(data []byte) (Meta, error) {
+	m, _, err := metadata(data)
+	return m, err
+}
+
+func metadata(data []byte) (Meta, *heifInfo, error) {
+	m := Meta{Format: Sniff(data[:min(len(data), SniffLen)]), Turn: Upright, Pending: Upright, Colour: Colour{Space: SRGB}}
+	if !m.Format.Readable() {
+		return m, nil, fmt.Errorf("%s", UnsupportedReason(m.Format))
+	}
+	var cfg image.Config
+	var info *heifInfo
+	var err error
+	switch m.Format {
+	case JPEG:
+		cfg, err = jpeg.DecodeConfig(bytes.NewReader(data))
+	case PNG:
+		cfg, err = png.DecodeConfig(bytes.NewReader(data))
+	case WebP:
+		cfg, err = webp.DecodeConfig(bytes.NewReader(data))
+	case HEIC, AVIF:
+		var hi heifInfo
+		hi, err = readHEIFInfo(bytes.NewReader(data))
+		cfg, info = image.Config{Width: hi.Width, Height: hi.Height}, &hi
+	}
+	if err != nil {
+		return m, nil, err
+	}
+	if info != nil {
+		m.Turn, m.Colour = info.Transform, heifColour(*info)
+	} else {
+		m.Turn, m.Colour = exifOrientation(m.Format, data), colourOf(m.Format, data)
+	}
+	m.Pending = pending(m.Format, m.Turn)
+	m.Width, m.Height = cfg.Width, cfg.Height
+	if m.Turn.Swaps() {
+		m.Width, m.Height = m.Height, m.Width
+	}
+	return m, info, nil
+}
+
 // Decode decodes a whole file. The image is as stored: apply meta.Pending to turn it upright (and
 // ToSRGB for its colours). A YCbCr result uses the JPEG (BT.601 full-range) coding that Go's
 // image/color assumes; a HEIC coded otherwise comes back converted to RGB.
 func Decode(ctx context.Context, data []byte) (image.Image, Meta, error) {
-	m := Meta{Format: Sniff(data[:min(len(data), SniffLen)]), Turn: Upright, Pending: Upright, Colour: Colour{Space: SRGB}}
-	if !m.Format.Readable() {
-		return nil, m, fmt.Errorf("%s", UnsupportedReason(m.Format))
+	m, info, err := metadata(data)
+	if err != nil {
+		return nil, m, err
 	}
 	decodes.Add(1)
 	var img image.Image
-	var err error
 	switch m.Format {
 	case JPEG, PNG, WebP:
 		img, err = decodeStd(m.Format, data)
-		m.Turn = exifOrientation(m.Format, data)
-		m.Colour = colourOf(m.Format, data)
 	case HEIC, AVIF:
-		var info heifInfo
-		if info, err = readHEIFInfo(bytes.NewReader(data)); err != nil {
-			return nil, m, err
-		}
-		m.Turn, m.Colour = info.Transform, heifColour(info)
-		if img, err = wasmDecode(ctx, m.Format, data); err != nil {
-			return nil, m, err
-		}
-		if m.Format == HEIC {
+		img, err = wasmDecode(ctx, m.Format, data)
+		if err == nil && m.Format == HEIC {
 			img = normaliseYCbCr(img, info.NCLX)
 		}
 	}
 	if err != nil {
 		return nil, m, err
 	}
-	m.Pending = pending(m.Format, m.Turn)
+	// The pixels decide the size: libheif also applies a clean-aperture crop.
 	b := img.Bounds()
 	m.Width, m.Height = b.Dx(), b.Dy()
 	if m.Pending.Swaps() {
