@@ -2,7 +2,10 @@ package photo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -109,4 +112,60 @@ func sscanKB(line, prefix string) (int64, bool) {
 		}
 	}
 	return n, true
+}
+
+// BenchmarkZipSet prepares and zips every photo of the directory PHOTO_BENCH_SET (skipped when
+// unset) as train would: sizes first (ZipSize, for Content-Length), then the zip streamed to a
+// counter, one photo in memory at a time, prepared copies in a local cache. It reports the
+// originals' and the zip's size and the process's peak RSS:
+//
+//	PHOTO_BENCH_SET=/tmp/set go test -run '^$' -bench ZipSet -benchtime 1x ./stages/lib/photo/
+func BenchmarkZipSet(b *testing.B) {
+	dir := os.Getenv("PHOTO_BENCH_SET")
+	if dir == "" {
+		b.Skip("PHOTO_BENCH_SET names no directory of photos")
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var names, paths []string
+	var originals int64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			names, paths = append(names, e.Name()), append(paths, filepath.Join(dir, e.Name()))
+			originals += fi.Size()
+		}
+	}
+	zipNames := ZipNames(names)
+	for b.Loop() {
+		copies, err := OpenDiskCache(b.TempDir(), DefaultCopiesBytes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := &Preparer{MaxSide: DefaultMaxSide, Copies: copies}
+		var es []ZipEntry
+		for i, path := range paths {
+			read := func(context.Context) ([]byte, error) { return os.ReadFile(path) }
+			data, err := read(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			sum := sha256.Sum256(data)
+			data = nil
+			e, err := p.Entry(context.Background(), zipNames[i], hex.EncodeToString(sum[:]), read)
+			if err != nil {
+				b.Fatal(err)
+			}
+			es = append(es, e)
+		}
+		var n countWriter
+		if err := WriteZip(context.Background(), &n, es); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(len(es)), "photos")
+		b.ReportMetric(float64(originals)/1e6, "originals-MB")
+		b.ReportMetric(float64(n)/1e6, "zip-MB")
+	}
+	reportPeakRSS(b)
 }
