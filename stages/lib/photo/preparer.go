@@ -29,9 +29,6 @@ type Preparer struct {
 	Sizes FigureStore
 }
 
-// Original supplies the bytes of the photo whose content digest (sha256, hex) is known.
-type Original func(ctx context.Context) ([]byte, error)
-
 func (p *Preparer) maxSide() int {
 	if p.MaxSide <= 0 {
 		return DefaultMaxSide
@@ -46,7 +43,7 @@ func (p *Preparer) key(sha string) string {
 }
 
 // Prepared returns the prepared copy of the photo with content digest sha.
-func (p *Preparer) Prepared(ctx context.Context, sha string, original Original) ([]byte, error) {
+func (p *Preparer) Prepared(ctx context.Context, sha string, original func(context.Context) ([]byte, error)) ([]byte, error) {
 	if p.Copies != nil {
 		if data, ok, err := p.Copies.Get(p.key(sha)); err == nil && ok {
 			return data, nil
@@ -72,7 +69,7 @@ type sizeFigure struct {
 }
 
 // Size is the length of the photo's prepared copy, from the figures when known.
-func (p *Preparer) Size(ctx context.Context, sha string, original Original) (int64, error) {
+func (p *Preparer) Size(ctx context.Context, sha string, original func(context.Context) ([]byte, error)) (int64, error) {
 	if p.Sizes != nil {
 		if raw, ok, err := p.Sizes.Get(ctx, "photo/prepared/"+p.key(sha)); err == nil && ok {
 			var f sizeFigure
@@ -97,7 +94,7 @@ func (p *Preparer) putSize(ctx context.Context, sha string, n int64) {
 }
 
 // Entry is the zip entry of one photo: its name, its prepared size and its prepared bytes.
-func (p *Preparer) Entry(ctx context.Context, name, sha string, original Original) (ZipEntry, error) {
+func (p *Preparer) Entry(ctx context.Context, name, sha string, original func(context.Context) ([]byte, error)) (ZipEntry, error) {
 	n, err := p.Size(ctx, sha, original)
 	if err != nil {
 		return ZipEntry{}, fmt.Errorf("preparing %s: %w", name, err)

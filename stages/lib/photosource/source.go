@@ -398,3 +398,65 @@ func (d *Dir) storageErr(doing, ref string, err error) error {
 	}
 	return fmt.Errorf("%s: %s: %w", ref, doing, err)
 }
+
+// Stat describes one object of the directory by name, as List would.
+func (d *Dir) Stat(ctx context.Context, name string) (Object, error) {
+	if d.bucket == nil {
+		p := filepath.Join(d.root, name)
+		fi, err := os.Stat(p)
+		if err != nil {
+			return Object{}, err
+		}
+		return Object{Name: name, Ref: path.Join(filepath.ToSlash(d.name), name), Size: fi.Size(), path: p, version: localVersion(fi)}, nil
+	}
+	key := d.prefix + name
+	a, err := d.bucket.Attributes(ctx, key)
+	if err != nil {
+		return Object{}, d.storageErr("reading", d.ref(name), err)
+	}
+	version := strconv.FormatInt(a.Size, 10) + "@" + a.ModTime.UTC().Format("20060102T150405.000000000")
+	if len(a.MD5) > 0 {
+		version = strconv.FormatInt(a.Size, 10) + "#" + hex.EncodeToString(a.MD5)
+	}
+	return Object{Name: name, Ref: d.ref(name), Size: a.Size, key: key, version: version}, nil
+}
+
+// ReadRef reads one photo named as image_check's outputs name it: a path (relative to
+// opts.BaseDir) or an object URL, parameters included. It returns the bytes and their sha256; a
+// bucket object comes through the same local cache as Open.
+func ReadRef(ctx context.Context, ref string, opts Options) ([]byte, string, error) {
+	dir, name := splitRef(ref)
+	d, err := Open(ctx, dir, opts)
+	if err != nil {
+		return nil, "", err
+	}
+	defer d.Close()
+	o, err := d.Stat(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	f, sha, err := d.Open(ctx, o)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", ref, err)
+	}
+	return data, sha, nil
+}
+
+// splitRef splits a ref into its directory (a URL keeps its parameters) and base name.
+func splitRef(ref string) (string, string) {
+	if !IsURL(ref) {
+		return filepath.Dir(ref), filepath.Base(ref)
+	}
+	base, query, _ := strings.Cut(ref, "?")
+	i := strings.LastIndex(base, "/")
+	dir, name := base[:i+1], base[i+1:]
+	if query != "" {
+		dir += "?" + query
+	}
+	return dir, name
+}

@@ -206,3 +206,33 @@ func TestFileURLAndLocalDir(t *testing.T) {
 		t.Error("IsURL")
 	}
 }
+
+func TestReadRefReadsWhatImageCheckNamed(t *testing.T) {
+	s3 := s3test.Start(t, "photos")
+	s3.Put(t, "users/ana/a.jpg", []byte("photo a"))
+	opts := Options{CacheDir: t.TempDir(), Figures: &figures{}}
+	d, err := Open(context.Background(), "s3://photos/users/ana/"+s3.Query, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	objs, err := d.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, d, objs[0])
+	gets := s3.Gets()
+	data, sum, err := ReadRef(context.Background(), objs[0].Ref, opts)
+	if err != nil || string(data) != "photo a" || sum != sha(data) || s3.Gets() != gets {
+		t.Errorf("bucket ref: %q %s %v, %d more reads", data, sum, err, s3.Gets()-gets)
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "data", "ana"), 0o755)
+	os.WriteFile(filepath.Join(root, "data", "ana", "b.jpg"), []byte("photo b"), 0o644)
+	if data, _, err := ReadRef(context.Background(), "data/ana/b.jpg", Options{BaseDir: root, CacheDir: t.TempDir()}); err != nil || string(data) != "photo b" {
+		t.Errorf("local ref: %q %v", data, err)
+	}
+	if _, _, err := ReadRef(context.Background(), "s3://photos/users/ana/gone.jpg"+s3.Query, opts); err == nil || !strings.Contains(err.Error(), "gone.jpg") {
+		t.Errorf("a missing object: %v", err)
+	}
+}
