@@ -106,12 +106,17 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64)
 		return a, nil
 	}
 
-	select { // bound full-size decodes process-wide, whatever the number of checks
-	case slot <- struct{}{}:
-	case <-ctx.Done():
-		return analysis{}, ctx.Err()
+	// Bound full-size decodes process-wide, whatever the number of checks. HEIC and AVIF are
+	// bounded by the photo package instead (one at a time): holding a slot while waiting for that
+	// would stop JPEGs being decoded on the other core meanwhile.
+	if format != photo.HEIC && format != photo.AVIF {
+		select {
+		case slot <- struct{}{}:
+		case <-ctx.Done():
+			return analysis{}, ctx.Err()
+		}
+		defer func() { <-slot }()
 	}
-	defer func() { <-slot }()
 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return analysis{}, err
