@@ -87,7 +87,7 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64)
 		return analysis{}, err
 	}
 	// The header alone says how big the decoded image would be; a 60000×60000 "bomb" stops here.
-	meta, err := photo.Probe(io.LimitReader(f, size))
+	meta, err := photo.Probe(io.NewSectionReader(f, 0, size))
 	if err != nil {
 		a.Unreadable = corruptReason(format, err)
 		return a, nil
