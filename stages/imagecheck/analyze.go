@@ -3,7 +3,9 @@ package imagecheck
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
@@ -69,41 +71,43 @@ type analysis struct {
 // pixels is the header's pixel count.
 func (a *analysis) pixels() float64 { return float64(a.Width) * float64(a.Height) }
 
-// analyzeFile judges the header of, decodes once and measures one file. Failures that are the
-// file's fault come back as Unreadable; only I/O trouble is an error.
-func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64) (analysis, error) {
+// analyzeFile judges the header of, decodes once and measures one file. A file that passes its
+// header is read whole and hashed, and lookup may answer for that content (the second result is
+// then true) before anything is decoded. Failures that are the file's fault come back as
+// Unreadable; only I/O trouble is an error.
+func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64, lookup func(sha string) (analysis, bool)) (analysis, bool, error) {
 	head := make([]byte, min(int64(photo.SniffLen), size))
 	n, err := io.ReadFull(f, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return analysis{}, err
+		return analysis{}, false, err
 	}
 	format := photo.Sniff(head[:n])
 	a := analysis{Format: string(format)}
 	if !format.Readable() {
 		a.Unreadable = photo.UnsupportedReason(format)
-		return a, nil
+		return a, false, nil
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return analysis{}, err
+		return analysis{}, false, err
 	}
 	// The header alone says how big the decoded image would be; a 60000×60000 "bomb" stops here.
 	meta, err := photo.Probe(io.NewSectionReader(f, 0, size))
 	if err != nil {
 		a.Unreadable = corruptReason(format, err)
-		return a, nil
+		return a, false, nil
 	}
 	a.Width, a.Height = meta.Width, meta.Height
 	if a.Width <= 0 || a.Height <= 0 {
 		a.Unreadable = fmt.Sprintf("corrupt %s header: %d×%d pixels: re-export the photo", format.Name(), a.Width, a.Height)
-		return a, nil
+		return a, false, nil
 	}
 	if a.pixels() > maxPixels {
-		return a, nil
+		return a, false, nil
 	}
 	// A small header on a huge file (a photo with hundreds of MB appended) must not be read whole.
 	if limit := maxFileBytes(a.pixels()); size > limit {
 		a.Unreadable = fmt.Sprintf("file is %.0f MB, more than a %d×%d %s can need (%.0f MB): re-export the photo", float64(size)/1e6, a.Width, a.Height, format.Name(), float64(limit)/1e6)
-		return a, nil
+		return a, false, nil
 	}
 
 	// Bound full-size decodes process-wide, whatever the number of checks. HEIC and AVIF are
@@ -113,20 +117,24 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64)
 		select {
 		case slot <- struct{}{}:
 		case <-ctx.Done():
-			return analysis{}, ctx.Err()
+			return analysis{}, false, ctx.Err()
 		}
 		defer func() { <-slot }()
 	}
 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return analysis{}, err
+		return analysis{}, false, err
 	}
 	var buf bytes.Buffer
 	buf.Grow(int(size) + bytes.MinRead)
 	if _, err := buf.ReadFrom(f); err != nil {
-		return analysis{}, err
+		return analysis{}, false, err
 	}
 	data := buf.Bytes()
+	a.SHA256 = sha256sum(data)
+	if c, ok := lookup(a.SHA256); ok {
+		return c, true, nil
+	}
 
 	decodes.Add(1)
 	img, meta, err := decode(ctx, data)
@@ -135,7 +143,7 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64)
 			err = fmt.Errorf("%w: %v", io.ErrUnexpectedEOF, err)
 		}
 		a.Unreadable = corruptReason(format, err)
-		return a, nil
+		return a, false, nil
 	}
 	data = nil
 	a.Width, a.Height, a.Orientation = meta.Width, meta.Height, int(meta.Turn)
@@ -147,7 +155,12 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64)
 	measure(&a, small)
 	a.Face = faceMeasure(small)
 	a.Decoded = true
-	return a, nil
+	return a, false, nil
+}
+
+func sha256sum(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // decode decodes a whole file of any format the check reads.

@@ -227,47 +227,55 @@ feed:
 	return errors.Join(cerr, fatal)
 }
 
-// examine fills in one image's analysis: from the cache when its content is known, else read
-// (once) and analysed, and the analysis cached. A local file that cannot be read is rejected with
-// the reason; a bucket object that cannot be read fails the check (the bucket, not the photo,
-// is wrong). cacheErr is why the analysis could not be cached.
+// examine fills in one image's analysis: from the cache when its content was analysed before,
+// else analysed and cached. The file is read once: its header is judged first (a bomb is never
+// read whole), then its sha256 is looked up before anything is decoded. A local file that cannot
+// be read is rejected with the reason; a bucket object that cannot be read fails the check (the
+// bucket, not the photo, is wrong). cacheErr is why the analysis could not be cached.
 func examine(ctx context.Context, cfg Config, src *photosource.Dir, im *Image) (cacheErr, err error) {
 	if im.obj.Size == 0 {
 		im.analysis = analysis{Format: "empty", Unreadable: "empty file (0 bytes): copy the photo again"}
 		return nil, nil
 	}
-	sha, known := src.Known(ctx, im.obj)
-	if known {
+	if sha, ok := src.Known(ctx, im.obj); ok {
 		if a, ok := cachedAnalysis(ctx, cfg.Figures, sha, cfg.MaxPixels); ok {
 			im.analysis, im.Cached = a, true
 			return nil, nil
 		}
 	}
-	f, sha, err := src.Open(ctx, im.obj)
+	unreadable := func(err error) {
+		// The photo is unusable, not the whole check: reject it and say why.
+		im.analysis = analysis{Format: "unknown", Unreadable: fmt.Sprintf("cannot read the file (%v): check its permissions and copy it again", err)}
+		im.readErr = true
+	}
+	f, err := src.OpenFile(ctx, im.obj)
 	if err != nil {
 		if src.IsBucket() {
 			return nil, err
 		}
-		// The photo is unusable, not the whole check: reject it and say why.
-		im.analysis = analysis{Format: "unknown", Unreadable: fmt.Sprintf("cannot read the file (%v): check its permissions and copy it again", err)}
-		im.readErr = true
+		unreadable(err)
 		return nil, nil
 	}
 	defer f.Close()
-	if !known {
-		if a, ok := cachedAnalysis(ctx, cfg.Figures, sha, cfg.MaxPixels); ok {
-			im.analysis, im.Cached = a, true
-			return nil, nil
-		}
-	}
-	a, err := analyzeFile(ctx, f, im.obj.Size, cfg.MaxPixels)
+	lookup := func(sha string) (analysis, bool) { return cachedAnalysis(ctx, cfg.Figures, sha, cfg.MaxPixels) }
+	a, cached, err := analyzeFile(ctx, f, im.obj.Size, cfg.MaxPixels, lookup)
 	if err != nil {
-		im.analysis = analysis{Format: "unknown", Unreadable: fmt.Sprintf("cannot read the file (%v): check its permissions and copy it again", err)}
-		im.readErr = true
+		unreadable(err)
 		return nil, nil
 	}
-	a.SHA256 = sha
-	im.analysis = a
+	if a.SHA256 == "" { // judged by its header alone: cache it if the content is known anyway
+		sha, ok := src.Known(ctx, im.obj) // (a fetched bucket object), else judge again next time
+		if !ok {
+			im.analysis = a
+			return nil, nil
+		}
+		a.SHA256 = sha
+	}
+	im.analysis, im.Cached = a, cached
+	src.Remember(ctx, im.obj, a.SHA256)
+	if cached {
+		return nil, nil
+	}
 	return saveAnalysis(ctx, cfg.Figures, a), nil
 }
 
