@@ -86,7 +86,7 @@ type Duplicate struct {
 // Image is one considered file and what the check made of it.
 type Image struct {
 	Name string // file name inside the directory
-	Path string // Dir joined with Name, as reported
+	Path string // how outputs name it: Dir joined with Name, or the object's URL
 	analysis
 	Reasons  []string // why it is rejected (empty: accepted)
 	Warnings []string
