@@ -226,7 +226,9 @@ func load(ctx context.Context, c *common, u *ui, files []string, savedVars map[s
 		return nil, exitWith(exitError, fmt.Errorf("opening state: %w", err))
 	}
 	l.store = store
-	l.env = &pipeline.Env{Getenv: os.Getenv, CacheDir: cacheDir(location, files[0]), Values: map[any]any{}}
+	// The figures cache is local until remote state offers the shared one (issue 10).
+	l.env = &pipeline.Env{Getenv: os.Getenv, CacheDir: cacheDir(location, files[0]),
+		Cache: pipeline.DirCache(cacheDir(location, files[0])), Values: map[any]any{}}
 	if c.simulate {
 		world := filepath.Join(filepath.Dir(cacheDir(location, files[0])), stem(files[0])+".simulator.json")
 		sim, err := replicatetest.Simulate(world)

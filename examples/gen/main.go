@@ -7,7 +7,12 @@
 //	go run ./examples/gen              # from the repository root
 //	go run ./examples/gen -out /tmp/d  # elsewhere
 //
-// The output is deterministic, so regenerating leaves the committed files unchanged.
+// The output is deterministic, so regenerating leaves the committed files unchanged. ana also has
+// a photo as an iPhone saves it, a HEIC (stored sideways with an irot, in Display P3), which Go
+// cannot encode: with -heif-enc (libheif's heif-enc, Debian package libheif-examples) gen makes it
+// too; without, the committed one is left as it is.
+//
+//	go run ./examples/gen -heif-enc /tmp/heif/usr/bin/heif-enc
 package main
 
 import (
@@ -15,10 +20,13 @@ import (
 	"fmt"
 	"image/color"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/disintegration/imaging"
 	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo/phototest"
 )
 
 type subject struct {
@@ -38,6 +46,7 @@ const quality = 80
 
 func main() {
 	out := flag.String("out", filepath.Join("examples", "data"), "directory to write <subject>/*.jpg into")
+	heifEnc := flag.String("heif-enc", "", "libheif's heif-enc, to make ana's HEIC photo as well")
 	flag.Parse()
 	for _, s := range subjects {
 		if err := write(*out, s); err != nil {
@@ -45,6 +54,47 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	if *heifEnc != "" {
+		if err := writeHEIC(*out, *heifEnc); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// writeHEIC makes ana-18-iphone.heic the way an iPhone held upright stores a photo: the sensor's
+// pixels sideways with an irot that turns them upright, colours in Display P3 tagged by nclx.
+// image_check reads it like the JPEGs; train's prepared copy is an upright sRGB JPEG.
+func writeHEIC(out, heifEnc string) error {
+	s := subjects[0]
+	o := imagechecktest.Options{Seed: s.seed + 18, Skin: s.skin, Hair: s.hair, Width: 1024, Height: 1280,
+		Light: -0.45, Gain: 1.05, Warmth: 0.5, FaceX: 0.5, FaceScale: 0.36, FaceY: 0.4}
+	stored := phototest.ToP3(imaging.Rotate90(imagechecktest.Portrait(o)))
+	tmp, err := os.MkdirTemp("", "gen-heic-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	src, dst := filepath.Join(tmp, "stored.png"), filepath.Join(out, s.name, s.name+"-18-iphone.heic")
+	if err := imaging.Save(stored, src); err != nil {
+		return err
+	}
+	args := []string{"-q", "50", "-o", dst, src}
+	fmt.Println(heifEnc, strings.Join(args, " "))
+	cmd := exec.Command(heifEnc, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(dst)
+	if err != nil {
+		return err
+	}
+	// heif-enc 1.15 writes neither irot nor the nclx of PNG input.
+	if data, err = phototest.WithProperties(data, phototest.Irot(3), phototest.NCLX(12, 13, 6, true)); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o644)
 }
 
 func write(out string, s subject) error {

@@ -2,6 +2,7 @@ package imagecheck
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -10,7 +11,6 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
-	"image/png"
 	"io"
 	"math"
 	"os"
@@ -19,7 +19,7 @@ import (
 
 	"github.com/disintegration/imaging"
 	"github.com/pipeline-dev/pipeline/stages/lib/jpegscale"
-	"golang.org/x/image/webp"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo"
 )
 
 const (
@@ -33,9 +33,6 @@ const (
 	// that keeps it is chosen (a 4032 px photo decodes at 1/4, 1008 px), and the working copy is
 	// resampled from there; 0.9 × workSide keeps that last step within ±10%.
 	minDecodeSide = workSide * 9 / 10
-	// headSize is how much of a file is read before its header is judged: enough for the markers and
-	// EXIF of any JPEG, PNG or WebP we accept, small enough that a "bomb" costs nothing.
-	headSize = 64 << 10
 )
 
 // slot bounds the decoded images held at once by every check of the process together (a batch
@@ -80,94 +77,95 @@ type analysis struct {
 // pixels is the header's pixel count.
 func (a *analysis) pixels() float64 { return float64(a.Width) * float64(a.Height) }
 
-// analyzeFile reads, judges the header of, decodes once and measures one file. Failures that are
-// the file's fault come back as Unreadable; only I/O trouble with the directory itself is an error.
-func analyzeFile(path string, size int64, maxPixels float64) (analysis, error) {
-	if size == 0 {
-		return analysis{Format: "empty", Unreadable: "empty file (0 bytes): copy the photo again"}, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return analysis{}, err
-	}
-	defer f.Close()
-
-	head := make([]byte, min(int64(headSize), size))
+// analyzeFile judges the header of, decodes once and measures one file. A file that passes its
+// header is read whole and hashed, and lookup may answer for that content (the second result is
+// then true) before anything is decoded. Failures that are the file's fault come back as
+// Unreadable; only I/O trouble is an error.
+func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64, lookup func(sha string) (analysis, bool)) (analysis, bool, error) {
+	head := make([]byte, min(int64(photo.SniffLen), size))
 	n, err := io.ReadFull(f, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return analysis{}, err
+		return analysis{}, false, err
 	}
-	head = head[:n]
-	a := analysis{Format: sniff(head)}
-	switch a.Format {
-	case "jpeg", "png", "webp":
-	default:
-		a.Unreadable = unsupportedReason(a.Format)
-		return a, nil
+	format := photo.Sniff(head[:n])
+	a := analysis{Format: string(format)}
+	if !format.Readable() {
+		a.Unreadable = photo.UnsupportedReason(format)
+		return a, false, nil
 	}
-
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return analysis{}, false, err
+	}
 	// The header alone says how big the decoded image would be; a 60000×60000 "bomb" stops here.
-	cfg, err := decodeConfig(a.Format, io.MultiReader(bytes.NewReader(head), f))
+	meta, err := photo.Probe(io.NewSectionReader(f, 0, size))
 	if err != nil {
-		a.Unreadable = corruptReason(a.Format, err)
-		return a, nil
+		a.Unreadable = corruptReason(format, err)
+		return a, false, nil
 	}
-	a.Width, a.Height = cfg.Width, cfg.Height
+	a.Width, a.Height = meta.Width, meta.Height
 	if a.Width <= 0 || a.Height <= 0 {
-		a.Unreadable = fmt.Sprintf("corrupt %s header: %d×%d pixels: re-export the photo", formatName(a.Format), a.Width, a.Height)
-		return a, nil
+		a.Unreadable = fmt.Sprintf("corrupt %s header: %d×%d pixels: re-export the photo", format.Name(), a.Width, a.Height)
+		return a, false, nil
 	}
 	if a.pixels() > maxPixels {
-		return a, nil
+		return a, false, nil
 	}
 	// A small header on a huge file (a photo with hundreds of MB appended) must not be read whole.
 	if limit := maxFileBytes(a.pixels()); size > limit {
-		a.Unreadable = fmt.Sprintf("file is %.0f MB, more than a %d×%d %s can need (%.0f MB): re-export the photo", float64(size)/1e6, a.Width, a.Height, formatName(a.Format), float64(limit)/1e6)
-		return a, nil
+		a.Unreadable = fmt.Sprintf("file is %.0f MB, more than a %d×%d %s can need (%.0f MB): re-export the photo", float64(size)/1e6, a.Width, a.Height, format.Name(), float64(limit)/1e6)
+		return a, false, nil
 	}
 
-	slot <- struct{}{} // bound full-size decodes process-wide, whatever the number of checks
-	defer func() { <-slot }()
+	// Bound full-size decodes process-wide, whatever the number of checks. HEIC and AVIF are
+	// bounded by the photo package instead (one at a time): holding a slot while waiting for that
+	// would stop JPEGs being decoded on the other core meanwhile.
+	if format != photo.HEIC && format != photo.AVIF {
+		select {
+		case slot <- struct{}{}:
+		case <-ctx.Done():
+			return analysis{}, false, ctx.Err()
+		}
+		defer func() { <-slot }()
+	}
 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return analysis{}, err
+		return analysis{}, false, err
 	}
 	var buf bytes.Buffer
 	buf.Grow(int(size) + bytes.MinRead)
 	if _, err := buf.ReadFrom(f); err != nil {
-		return analysis{}, err
+		return analysis{}, false, err
 	}
 	data := buf.Bytes()
 	a.SHA256 = sha256sum(data)
-	switch a.Format {
-	case "jpeg":
-		a.Orientation = jpegOrientation(data)
-	case "webp":
-		a.Orientation = webpOrientation(data)
-	case "png":
-		a.Orientation = pngOrientation(data)
-	}
-	if a.Orientation >= 5 { // 5–8 turn the picture by 90°
-		a.Width, a.Height = a.Height, a.Width
+	if c, ok := lookup(a.SHA256); ok {
+		return c, true, nil
 	}
 
 	decodes.Add(1)
-	img, err := decode(a.Format, data, cfg.Width, cfg.Height)
+	img, meta, err := decode(ctx, format, data)
 	if err != nil {
-		if truncated(a.Format, data) {
+		if truncated(format, data) {
 			err = fmt.Errorf("%w: %v", io.ErrUnexpectedEOF, err)
 		}
-		a.Unreadable = corruptReason(a.Format, err)
-		a.SHA256 = ""
-		return a, nil
+		a.Unreadable = corruptReason(format, err)
+		return a, false, nil
 	}
 	data = nil
-	small := orient(toWorkSize(img, cfg.Width, cfg.Height), a.Orientation)
+	a.Width, a.Height, a.Orientation = meta.Width, meta.Height, int(meta.Turn)
+	// Upright as viewers show it (the orientation applied once, whoever applies it) and in sRGB,
+	// so every figure and the face search see the photo as a trainer will.
+	w, h := meta.Width, meta.Height
+	if meta.Pending.Swaps() {
+		w, h = h, w // the decoded pixels are still stored sideways
+	}
+	small := meta.Pending.Apply(toWorkSize(img, w, h))
 	img = nil // the decoded image is garbage from here on; only the small copy is kept
+	photo.ToSRGB(small, meta.Colour)
 	measure(&a, small)
 	a.Face = faceMeasure(small)
 	a.Decoded = true
-	return a, nil
+	return a, false, nil
 }
 
 func sha256sum(data []byte) string {
@@ -175,28 +173,22 @@ func sha256sum(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func decodeConfig(format string, r io.Reader) (image.Config, error) {
-	switch format {
-	case "jpeg":
-		return jpegscale.DecodeConfig(r)
-	case "png":
-		return png.DecodeConfig(r)
-	default:
-		return webp.DecodeConfig(r)
+// decode decodes a whole file of any format the check reads; a JPEG may come back reduced (see
+// decodeJPEG), with the photo's metadata read from the file itself.
+func decode(ctx context.Context, format photo.Format, data []byte) (image.Image, photo.Meta, error) {
+	if format != photo.JPEG {
+		return photo.Decode(ctx, data)
 	}
-}
-
-// decode decodes a w×h image; a JPEG may come back reduced (see decodeJPEG).
-func decode(format string, data []byte, w, h int) (image.Image, error) {
-	r := bytes.NewReader(data)
-	switch format {
-	case "jpeg":
-		return decodeJPEG(data, w, h)
-	case "png":
-		return png.Decode(r)
-	default:
-		return webp.Decode(r)
+	meta, err := photo.Metadata(data)
+	if err != nil {
+		return nil, meta, err
 	}
+	w, h := meta.Width, meta.Height
+	if meta.Turn.Swaps() {
+		w, h = h, w // the stored size
+	}
+	img, err := decodeJPEG(data, w, h)
+	return img, meta, err
 }
 
 // decodeJPEG is decodeReduced; the benchmarks swap in decodeFull to show today's figures.
@@ -230,64 +222,30 @@ func decodeFull(data []byte, _, _ int) (image.Image, error) {
 	return jpeg.Decode(bytes.NewReader(data))
 }
 
-func formatName(format string) string {
-	switch format {
-	case "jpeg":
-		return "JPEG"
-	case "png":
-		return "PNG"
-	case "webp":
-		return "WebP"
-	}
-	return format
-}
-
 // truncated tells a file cut short (an interrupted copy or upload) from other corruption: the
 // format's end marker is missing.
-func truncated(format string, data []byte) bool {
+func truncated(format photo.Format, data []byte) bool {
 	switch format {
-	case "jpeg":
+	case photo.JPEG:
 		end := bytes.TrimRight(data, "\x00\r\n ")
 		return !bytes.HasSuffix(end, []byte{0xFF, 0xD9})
-	case "png":
+	case photo.PNG:
 		return !bytes.Contains(data[max(0, len(data)-64):], []byte("IEND"))
-	case "webp":
+	case photo.WebP:
 		return len(data) >= 8 && int64(binary.LittleEndian.Uint32(data[4:8]))+8 > int64(len(data))
 	}
 	return false
 }
 
-func corruptReason(format string, err error) string {
+func corruptReason(format photo.Format, err error) string {
 	var unsupported jpegscale.UnsupportedError
 	if errors.As(err, &unsupported) {
 		return fmt.Sprintf("JPEG with %s is not supported: export as an 8-bit baseline JPEG", unsupported.Feature)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return fmt.Sprintf("truncated %s (the file ends early: %v): copy or export it again", formatName(format), err)
+		return fmt.Sprintf("truncated %s (the file ends early: %v): copy or export it again", format.Name(), err)
 	}
-	return fmt.Sprintf("corrupt %s (%v): re-export the photo", formatName(format), err)
-}
-
-// orient applies an EXIF orientation to the small copy, so every figure (and the face search) sees
-// the photo upright, as viewers show it.
-func orient(img *image.NRGBA, o int) *image.NRGBA {
-	switch o {
-	case 2:
-		return imaging.FlipH(img)
-	case 3:
-		return imaging.Rotate180(img)
-	case 4:
-		return imaging.FlipV(img)
-	case 5:
-		return imaging.Transpose(img)
-	case 6:
-		return imaging.Rotate270(img) // 90° clockwise
-	case 7:
-		return imaging.Transverse(img)
-	case 8:
-		return imaging.Rotate90(img)
-	}
-	return img
+	return fmt.Sprintf("corrupt %s (%v): re-export the photo", format.Name(), err)
 }
 
 // shrink returns a copy whose long side is at most side. A JPEG (YCbCr) is averaged straight from

@@ -3,6 +3,7 @@ package imagecheck
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"image"
 	"image/jpeg"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/disintegration/imaging"
+	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
 	"github.com/pipeline-dev/pipeline/stages/lib/jpegscale"
 )
@@ -182,7 +184,7 @@ func BenchmarkCheck(b *testing.B) {
 		start, cpu0 := time.Now(), cpuTime()
 		for n := 0; n < b.N; n++ {
 			c := cfg
-			c.CacheDir = b.TempDir()
+			c.CacheDir, c.Figures = b.TempDir(), pipeline.DirCache(b.TempDir())
 			rep, err := Check(context.Background(), c)
 			if err != nil || rep.Decoded != benchPhotos {
 				b.Fatalf("decoded %d: %v", rep.Decoded, err)
@@ -204,7 +206,7 @@ func BenchmarkCheck(b *testing.B) {
 		start, cpu0 := time.Now(), cpuTime()
 		for n := 0; n < b.N; n++ {
 			c := cfg
-			c.CacheDir = b.TempDir()
+			c.CacheDir, c.Figures = b.TempDir(), pipeline.DirCache(b.TempDir())
 			if rep, err := Check(context.Background(), c); err != nil || rep.Decoded != benchPhotos {
 				b.Fatalf("decoded %d: %v", rep.Decoded, err)
 			}
@@ -213,7 +215,7 @@ func BenchmarkCheck(b *testing.B) {
 	})
 	b.Run("cached", func(b *testing.B) {
 		c := cfg
-		c.CacheDir = b.TempDir()
+		c.CacheDir, c.Figures = b.TempDir(), pipeline.DirCache(b.TempDir())
 		if _, err := Check(context.Background(), c); err != nil {
 			b.Fatal(err)
 		}
@@ -313,7 +315,7 @@ func BenchmarkStages(b *testing.B) {
 		if _, err := jpegscale.DecodeConfig(bytes.NewReader(data)); err != nil {
 			b.Fatal(err)
 		}
-		_ = sha256sum(data)
+		_ = sha256.Sum256(data)
 	})
 	run("shrink", func() { shrink(img, workSide) })
 	run("shrink-imaging", func() { imaging.Resize(img, small.Rect.Dx(), small.Rect.Dy(), imaging.Linear) })

@@ -6,11 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"math/bits"
-	"os"
-	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -18,6 +15,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/photosource"
 )
 
 // Config is one check's settings (the stage's attributes, resolved).
@@ -38,7 +38,10 @@ type Config struct {
 	MaxDark      float64
 	MaxBright    float64
 	OnWarning    string
-	// CacheDir holds the analysis cache; "" disables it.
+	// Figures is the analysis cache, keyed by content (the shared pipeline.Cache); nil: none.
+	Figures pipeline.Cache
+	// CacheDir keeps, on this machine, photos fetched from a bucket and the digests of local
+	// files (so an unchanged file is not read again); "" uses the system's temp directory.
 	CacheDir string
 	// Workers bounds parallel decoding (0: one per CPU).
 	Workers int
@@ -83,14 +86,14 @@ type Duplicate struct {
 // Image is one considered file and what the check made of it.
 type Image struct {
 	Name string // file name inside the directory
-	Path string // Dir joined with Name, as reported
+	Path string // how outputs name it: Dir joined with Name, or the object's URL
 	analysis
 	Reasons  []string // why it is rejected (empty: accepted)
 	Warnings []string
 	Cached   bool
-	key      fileKey
+	obj      photosource.Object
 	// readErr: the file could not be read (permissions, I/O); never cached, since fixing
-	// permissions does not change the cache key.
+	// permissions does not change the content.
 	readErr bool
 }
 
@@ -117,78 +120,52 @@ type Report struct {
 	Refused string
 }
 
-// Check lists cfg.Root, analyses every considered file (from the cache when unchanged) and applies
-// the rules.
+// Check lists the directory (cfg.Root, or cfg.Dir when it is a bucket URL), analyses every
+// considered file (from the cache when its content was analysed before) and applies the rules.
 func Check(ctx context.Context, cfg Config) (*Report, error) {
-	names, infos, err := listDir(cfg)
+	src, err := openSource(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	c := openCache(cfg.CacheDir, cfg.Root)
-	rep := &Report{Rejected: map[string]string{}}
-	entries := make(map[string]*cacheEntry, len(names))
-	var todo []int
-	for i, name := range names {
-		im := &Image{Name: name, Path: reportPath(cfg.Dir, name)}
-		rep.Images = append(rep.Images, im)
-		k := keyOf(infos[i])
-		im.key = k
-		if a, ok := c.lookup(name, k); ok && (a.Decoded || a.Unreadable != "" || a.pixels() > cfg.MaxPixels) {
-			im.analysis, im.Cached = a, true
-			rep.FromCache++
-		} else {
-			todo = append(todo, i)
-		}
-		entries[name] = &cacheEntry{Key: k}
+	defer src.Close()
+	objs, err := src.List(ctx)
+	if err != nil {
+		return nil, err
 	}
-
-	if err := analyzeAll(ctx, cfg, rep.Images, todo); err != nil {
+	rep := &Report{Rejected: map[string]string{}}
+	for _, o := range objs {
+		if strings.HasPrefix(o.Name, ".") || !matchAny(cfg.Patterns, o.Name) {
+			continue
+		}
+		rep.Images = append(rep.Images, &Image{Name: o.Name, Path: o.Ref, obj: o})
+	}
+	if err := analyzeAll(ctx, cfg, src, rep); err != nil {
 		return nil, err
 	}
 	for _, im := range rep.Images {
-		if im.readErr {
-			delete(entries, im.Name)
-			continue
-		}
-		entries[im.Name].Analysis = im.analysis
-		if !im.Cached && im.Decoded {
+		switch {
+		case im.Cached:
+			rep.FromCache++
+		case im.Decoded:
 			rep.Decoded++
-		}
-	}
-	if len(todo) > 0 || len(c.data.Files) != len(entries) {
-		// A cache that cannot be written only costs time next run; the check itself stands.
-		if err := c.save(entries); err != nil {
-			rep.CacheErr = err
 		}
 	}
 	applyRules(cfg, rep)
 	return rep, nil
 }
 
-// listDir returns the considered files of the directory in name order.
-func listDir(cfg Config) ([]string, []fs.FileInfo, error) {
-	dirents, err := os.ReadDir(cfg.Root)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, fmt.Errorf("dir %q (%s) does not exist: create it and put the subject's photos there, or fix dir", cfg.Dir, cfg.Root)
-		}
-		return nil, nil, fmt.Errorf("dir %q: %w", cfg.Dir, err)
+// openSource opens the photos' directory: a bucket URL as written, a local one where Root says,
+// reported by the dir as written.
+func openSource(ctx context.Context, cfg Config) (*photosource.Dir, error) {
+	opts := photosource.Options{CacheDir: cfg.CacheDir, Figures: cfg.Figures, Name: cfg.Dir}
+	if photosource.IsURL(cfg.Dir) {
+		return photosource.Open(ctx, cfg.Dir, opts)
 	}
-	var names []string
-	var infos []fs.FileInfo
-	for _, d := range dirents {
-		name := d.Name()
-		if strings.HasPrefix(name, ".") || !matchAny(cfg.Patterns, name) {
-			continue
-		}
-		fi, err := os.Stat(filepath.Join(cfg.Root, name)) // follows symlinks
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		names = append(names, name)
-		infos = append(infos, fi)
+	root := cfg.Root
+	if root == "" {
+		root = cfg.Dir
 	}
-	return names, infos, nil
+	return photosource.Open(ctx, root, opts)
 }
 
 // matchAny matches a file name against the patterns case-insensitively (cameras write .JPG).
@@ -202,45 +179,44 @@ func matchAny(patterns []string, name string) bool {
 	return false
 }
 
-func reportPath(dir, name string) string {
-	return path.Join(filepath.ToSlash(dir), name)
-}
-
-// analyzeAll runs analyzeFile over the listed images on a bounded pool: each worker holds one
-// full-size decode at a time, so memory stays at workers × one photo.
-func analyzeAll(ctx context.Context, cfg Config, images []*Image, todo []int) error {
+// analyzeAll examines the images on a bounded pool: each worker holds one full-size decode at a
+// time, so memory stays at workers × one photo.
+func analyzeAll(ctx context.Context, cfg Config, src *photosource.Dir, rep *Report) error {
 	workers := cfg.Workers
 	if workers <= 0 {
 		workers = min(runtime.GOMAXPROCS(0), 8)
 	}
-	workers = min(workers, len(todo))
-	next := make(chan int)
+	workers = min(workers, len(rep.Images))
+	next := make(chan *Image)
 	var done atomic.Int64
+	var mu sync.Mutex
+	var fatal error
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				im := images[i]
-				a, err := analyzeFile(filepath.Join(cfg.Root, im.Name), im.key.Size, cfg.MaxPixels)
-				if err != nil {
-					// The photo is unusable, not the whole check: reject it and say why.
-					a = analysis{Format: "unknown", Unreadable: fmt.Sprintf("cannot read the file (%v): check its permissions and copy it again", err)}
-					im.readErr = true
+			for im := range next {
+				cacheErr, err := examine(ctx, cfg, src, im)
+				mu.Lock()
+				if err != nil && fatal == nil {
+					fatal = err
 				}
-				im.analysis = a
+				if cacheErr != nil && rep.CacheErr == nil {
+					rep.CacheErr = cacheErr
+				}
+				mu.Unlock()
 				if cfg.Progress != nil {
-					cfg.Progress(int(done.Add(1)), len(todo))
+					cfg.Progress(int(done.Add(1)), len(rep.Images))
 				}
 			}
 		}()
 	}
 	var cerr error
 feed:
-	for _, i := range todo {
+	for _, im := range rep.Images {
 		select {
-		case next <- i:
+		case next <- im:
 		case <-ctx.Done():
 			cerr = ctx.Err()
 			break feed
@@ -248,7 +224,59 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	return cerr
+	return errors.Join(cerr, fatal)
+}
+
+// examine fills in one image's analysis: from the cache when its content was analysed before,
+// else analysed and cached. The file is read once: its header is judged first (a bomb is never
+// read whole), then its sha256 is looked up before anything is decoded. A local file that cannot
+// be read is rejected with the reason; a bucket object that cannot be read fails the check (the
+// bucket, not the photo, is wrong). cacheErr is why the analysis could not be cached.
+func examine(ctx context.Context, cfg Config, src *photosource.Dir, im *Image) (cacheErr, err error) {
+	if im.obj.Size == 0 {
+		im.analysis = analysis{Format: "empty", Unreadable: "empty file (0 bytes): copy the photo again"}
+		return nil, nil
+	}
+	if sha, ok := src.Known(ctx, im.obj); ok {
+		if a, ok := cachedAnalysis(ctx, cfg.Figures, sha, cfg.MaxPixels); ok {
+			im.analysis, im.Cached = a, true
+			return nil, nil
+		}
+	}
+	unreadable := func(err error) {
+		// The photo is unusable, not the whole check: reject it and say why.
+		im.analysis = analysis{Format: "unknown", Unreadable: fmt.Sprintf("cannot read the file (%v): check its permissions and copy it again", err)}
+		im.readErr = true
+	}
+	f, err := src.OpenFile(ctx, im.obj)
+	if err != nil {
+		if src.IsBucket() {
+			return nil, err
+		}
+		unreadable(err)
+		return nil, nil
+	}
+	defer f.Close()
+	lookup := func(sha string) (analysis, bool) { return cachedAnalysis(ctx, cfg.Figures, sha, cfg.MaxPixels) }
+	a, cached, err := analyzeFile(ctx, f, im.obj.Size, cfg.MaxPixels, lookup)
+	if err != nil {
+		unreadable(err)
+		return nil, nil
+	}
+	if a.SHA256 == "" { // judged by its header alone: cache it if the content is known anyway
+		sha, ok := src.Known(ctx, im.obj) // (a fetched bucket object), else judge again next time
+		if !ok {
+			im.analysis = a
+			return nil, nil
+		}
+		a.SHA256 = sha
+	}
+	im.analysis, im.Cached = a, cached
+	src.Remember(ctx, im.obj, a.SHA256)
+	if cached {
+		return nil, nil
+	}
+	return saveAnalysis(ctx, cfg.Figures, a), nil
 }
 
 // applyRules turns the analyses into the verdicts: per-image rules, duplicates, count, diversity.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/disintegration/imaging"
+	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
 )
 
@@ -71,8 +72,8 @@ func TestRejectionReasons(t *testing.T) {
 		"h_text.jpg":   {"not an image: the file contains text"},
 		"i_trunc.jpg":  {"truncated JPEG", "copy or export it again"},
 		"j_empty.jpg":  {"empty file"},
-		"k.HEIC":       {"HEIC/HEIF is not supported: export as JPEG"},
-		"l.avif":       {"AVIF is not supported: export as JPEG"},
+		"k.HEIC":       {"corrupt HEIC", "re-export the photo"},
+		"l.avif":       {"corrupt AVIF", "re-export the photo"},
 		"m.gif":        {"GIF is not supported", "export the photo as JPEG"},
 		"n.tif":        {"TIFF is not supported: export as JPEG"},
 		"o.bmp":        {"BMP is not supported: export as JPEG"},
@@ -251,59 +252,15 @@ func TestEXIFOrientation(t *testing.T) {
 	}
 }
 
-func TestOrientationParsing(t *testing.T) {
-	base := jpegBytes(t, image.NewGray(image.Rect(0, 0, 8, 8)), 90)
-	for o := uint16(1); o <= 8; o++ {
-		for _, bo := range []binary.ByteOrder{binary.BigEndian, binary.LittleEndian} {
-			if got := jpegOrientation(withOrientation(base, o, bo)); got != int(o) {
-				t.Errorf("orientation %d (%v): got %d", o, bo, got)
-			}
-		}
-	}
-	if got := jpegOrientation(base); got != 1 {
-		t.Errorf("no EXIF: got %d", got)
-	}
-	// Garbage after the Exif header must not crash or invent an orientation.
-	bad := append([]byte{0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x10}, []byte("Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff")...)
-	if got := jpegOrientation(bad); got != 1 {
-		t.Errorf("corrupt EXIF: got %d", got)
-	}
-	// WebP: RIFF header, a VP8X chunk, then an EXIF chunk.
-	tiff := withOrientation(base, 8, binary.LittleEndian)[4+2+6 : 4+2+6+38]
-	var w bytes.Buffer
-	w.WriteString("RIFF\x00\x00\x00\x00WEBPVP8X")
-	binary.Write(&w, binary.LittleEndian, uint32(10))
-	w.Write(make([]byte, 10))
-	w.WriteString("EXIF")
-	binary.Write(&w, binary.LittleEndian, uint32(len(tiff)))
-	w.Write(tiff)
-	if got := webpOrientation(w.Bytes()); got != 8 {
-		t.Errorf("webp orientation: got %d", got)
-	}
-	// PNG: an eXIf chunk after IHDR.
-	png := mustPNG(t, image.NewGray(image.Rect(0, 0, 4, 4)))
-	var p bytes.Buffer
-	p.Write(png[:8+25]) // signature + IHDR chunk
-	binary.Write(&p, binary.BigEndian, uint32(len(tiff)))
-	p.WriteString("eXIf")
-	p.Write(tiff)
-	binary.Write(&p, binary.BigEndian, crc32.ChecksumIEEE(append([]byte("eXIf"), tiff...)))
-	p.Write(png[8+25:])
-	if got := pngOrientation(p.Bytes()); got != 8 {
-		t.Errorf("png orientation: got %d", got)
-	}
-	if got := pngOrientation(png); got != 1 {
-		t.Errorf("png without eXIf: got %d", got)
-	}
-}
-
 func TestCacheSkipsDecoding(t *testing.T) {
 	root := t.TempDir()
 	for i := uint64(1); i <= 4; i++ {
 		writeJPEG(t, filepath.Join(root, "p"+string(rune('0'+i))+".jpg"), portrait(i+10, imagechecktest.Options{}), 90)
 	}
 	cfg := testConfig(root)
-	cfg.CacheDir = filepath.Join(t.TempDir(), "cache") // created on demand
+	figures := filepath.Join(t.TempDir(), "cache") // created on demand
+	cfg.Figures = pipeline.DirCache(figures)
+	cfg.CacheDir = t.TempDir()
 	before := Decodes()
 	first := mustCheck(t, cfg)
 	if got := Decodes() - before; got != 4 || first.Decoded != 4 {
@@ -324,33 +281,44 @@ func TestCacheSkipsDecoding(t *testing.T) {
 	if rep := mustCheck(t, cfg2); len(rep.Accepted) != 0 || Decodes() != before {
 		t.Errorf("stricter min_side: accepted %v, decoded %d", rep.Accepted, Decodes()-before)
 	}
-	// Touching one file makes exactly that file be read again.
+	// The cache is keyed by content: a touched file, the same photos in another directory or on
+	// another runner (a fresh local cache dir) decode nothing.
 	later := time.Now().Add(time.Hour)
 	if err := os.Chtimes(filepath.Join(root, "p2.jpg"), later, later); err != nil {
 		t.Fatal(err)
 	}
+	moved := t.TempDir()
+	for i := 1; i <= 4; i++ {
+		name := "p" + string(rune('0'+i)) + ".jpg"
+		data, _ := os.ReadFile(filepath.Join(root, name))
+		writeFile(t, filepath.Join(moved, "renamed-"+name), data)
+	}
+	elsewhere := testConfig(moved)
+	elsewhere.Figures, elsewhere.CacheDir = cfg.Figures, t.TempDir()
 	before = Decodes()
-	third := mustCheck(t, cfg)
-	if got := Decodes() - before; got != 1 || third.FromCache != 3 {
-		t.Errorf("after touching one file: decoded %d, from cache %d", got, third.FromCache)
+	if third, fourth := mustCheck(t, cfg), mustCheck(t, elsewhere); Decodes() != before || third.FromCache != 4 || fourth.FromCache != 4 {
+		t.Errorf("touched / moved photos: decoded %d, from cache %d and %d", Decodes()-before, third.FromCache, fourth.FromCache)
 	}
-	if third.Digest != first.Digest {
-		t.Error("touching a file changed the content digest")
-	}
-	// Editing content changes the digest.
+	// Editing content changes the digest and decodes exactly that photo.
 	writeJPEG(t, filepath.Join(root, "p3.jpg"), portrait(99, imagechecktest.Options{}), 90)
-	if fourth := mustCheck(t, cfg); fourth.Digest == first.Digest {
-		t.Error("a changed photo kept the digest")
+	before = Decodes()
+	if fifth := mustCheck(t, cfg); fifth.Digest == first.Digest || Decodes()-before != 1 {
+		t.Errorf("a changed photo: digest kept %v, decoded %d", fifth.Digest == first.Digest, Decodes()-before)
 	}
-	// A corrupt cache file is ignored, not fatal.
-	matches, _ := filepath.Glob(filepath.Join(cfg.CacheDir, "imagecheck", "*.json"))
-	if len(matches) != 1 {
-		t.Fatalf("cache files: %v", matches)
+	// Entries are figures, named by content; a corrupt one is ignored, not fatal.
+	matches, _ := filepath.Glob(filepath.Join(figures, "imagecheck", "v*", "*"))
+	if len(matches) != 5 {
+		t.Fatalf("cache entries: %v", matches)
+	}
+	for _, m := range matches {
+		if fi, _ := os.Stat(m); fi.Size() > 4096 {
+			t.Errorf("%s is %d bytes: figures only", m, fi.Size())
+		}
 	}
 	writeFile(t, matches[0], []byte("{not json"))
 	before = Decodes()
-	if rep := mustCheck(t, cfg); len(rep.Accepted) != 4 || Decodes()-before != 4 {
-		t.Errorf("with a corrupt cache: accepted %d, decoded %d", len(rep.Accepted), Decodes()-before)
+	if rep := mustCheck(t, cfg); len(rep.Accepted) != 4 || Decodes()-before > 1 {
+		t.Errorf("with a corrupt entry: accepted %d, decoded %d", len(rep.Accepted), Decodes()-before)
 	}
 }
 
@@ -421,26 +389,6 @@ func TestDiversity(t *testing.T) {
 	applyRules(cfg, rep)
 	if !hasWarning(rep, "d:", "diversity") {
 		t.Errorf("no diversity warning: %q", rep.Warnings)
-	}
-}
-
-func TestSniff(t *testing.T) {
-	cases := map[string]string{
-		"\xff\xd8\xff\xe0":             "jpeg",
-		"\x89PNG\r\n\x1a\n":            "png",
-		"RIFF\x00\x00\x00\x00WEBPVP8 ": "webp",
-		"GIF89a":                       "gif",
-		"MM\x00*\x00\x00\x00\x08":      "tiff",
-		"BM\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00": "bmp",
-		"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic":   "heic",
-		"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1avif":   "avif",
-		"hello, world\n":          "text",
-		"\x00\x01\x02\x03garbage": "unknown",
-	}
-	for in, want := range cases {
-		if got := sniff([]byte(in)); got != want {
-			t.Errorf("sniff(%q) = %s, want %s", in, got, want)
-		}
 	}
 }
 
@@ -516,8 +464,8 @@ func TestUnwritableCacheIsANote(t *testing.T) {
 	writeJPEG(t, filepath.Join(root, "a.jpg"), portrait(5, imagechecktest.Options{}), 90)
 	cfg := testConfig(root)
 	cfg.MinCount = 1
-	cfg.CacheDir = filepath.Join(t.TempDir(), "file")
-	writeFile(t, cfg.CacheDir, []byte("a file where the cache dir should be"))
+	cfg.Figures = pipeline.DirCache(filepath.Join(t.TempDir(), "file"))
+	writeFile(t, string(cfg.Figures.(pipeline.DirCache)), []byte("a file where the cache dir should be"))
 	rep := mustCheck(t, cfg)
 	if rep.CacheErr == nil || len(rep.Accepted) != 1 {
 		t.Fatalf("cache error %v, accepted %v", rep.CacheErr, rep.Accepted)
@@ -539,7 +487,7 @@ func TestUnreadableFileIsRejectedNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(root)
-	cfg.CacheDir = t.TempDir()
+	cfg.Figures = pipeline.DirCache(t.TempDir())
 	rep := mustCheck(t, cfg)
 	if r := rep.Rejected[p]; !strings.Contains(r, "cannot read the file") {
 		t.Fatalf("rejected %v", rep.Rejected)
@@ -555,12 +503,23 @@ func TestUnreadableFileIsRejectedNotFatal(t *testing.T) {
 
 func TestVanishedFileIsRejectedNotFatal(t *testing.T) {
 	// A file removed between listing and reading (a sync client at work) is rejected, not fatal.
-	cfg := testConfig(t.TempDir())
-	images := []*Image{{Name: "gone.jpg", Path: "gone.jpg", key: fileKey{Size: 1000}}}
-	if err := analyzeAll(context.Background(), cfg, images, []int{0}); err != nil {
+	root := t.TempDir()
+	writeJPEG(t, filepath.Join(root, "gone.jpg"), portrait(3, imagechecktest.Options{}), 90)
+	cfg := testConfig(root)
+	src, err := openSource(context.Background(), cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !images[0].readErr || !strings.Contains(images[0].Unreadable, "cannot read the file") {
-		t.Errorf("%+v", images[0])
+	objs, err := src.List(context.Background())
+	if err != nil || len(objs) != 1 {
+		t.Fatal(objs, err)
+	}
+	os.Remove(filepath.Join(root, "gone.jpg"))
+	rep := &Report{Images: []*Image{{Name: "gone.jpg", Path: "gone.jpg", obj: objs[0]}}}
+	if err := analyzeAll(context.Background(), cfg, src, rep); err != nil {
+		t.Fatal(err)
+	}
+	if im := rep.Images[0]; !im.readErr || !strings.Contains(im.Unreadable, "cannot read the file") {
+		t.Errorf("%+v", im)
 	}
 }

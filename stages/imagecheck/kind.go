@@ -10,10 +10,13 @@
 //	  on_warning = "continue"
 //	}
 //
-// Each photo is decoded once (after its header passed max_pixels), shrunk right away to a
-// 1024 px working copy, and measured on that copy; the measurements are cached per file (keyed by
-// size, mtime and inode) under the command's cache dir, so re-planning an unchanged dataset decodes
-// nothing. The rules run afresh on every check. The same engine is available without HCL as Check.
+// dir is a local directory or a bucket URL (s3://, gs://, azblob://, file:///, see
+// stages/lib/photosource); the formats are JPEG, PNG, WebP, HEIC/HEIF and AVIF, told apart by
+// content (stages/lib/photo). Each photo is decoded once (after its header passed max_pixels),
+// shrunk right away to a 1024 px working copy, turned upright and measured on that copy; the
+// measurements are cached by the photo's content (sha256) in the run's shared cache, so
+// re-planning an unchanged dataset decodes nothing, on this runner or another. The rules run
+// afresh on every check. The same engine is available without HCL as Check.
 package imagecheck
 
 import (
@@ -178,8 +181,8 @@ func configFrom(req *pipeline.Request) (Config, error) {
 	}
 	cfg := DefaultConfig(a.Dir)
 	cfg.Root = root
-	if req.Env != nil && req.Env.CacheDir != "" {
-		cfg.CacheDir = req.Env.CacheDir
+	if req.Env != nil {
+		cfg.CacheDir, cfg.Figures = req.Env.CacheDir, req.Env.Cache
 	}
 	cfg.Patterns = a.Patterns
 	cfg.MinCount, cfg.MaxCount, cfg.MinSide, cfg.DuplicateDistance = a.MinCount, a.MaxCount, a.MinSide, a.DuplicateDistance
@@ -318,7 +321,7 @@ func statVal(im *Image) cty.Value {
 	return cty.ObjectVal(map[string]cty.Value{
 		"format":         cty.StringVal(im.Format),
 		"accepted":       cty.BoolVal(im.Accepted()),
-		"bytes":          cty.NumberIntVal(im.key.Size),
+		"bytes":          cty.NumberIntVal(im.obj.Size),
 		"width":          num(float64(im.Width), known),
 		"height":         num(float64(im.Height), known),
 		"orientation":    num(float64(orientation), d),

@@ -37,7 +37,7 @@ func TestKindOnExampleDataset(t *testing.T) {
 		Address:  `image_check.photos["ana"]`,
 		Inputs:   inputs(t, map[string]cty.Value{"dir": cty.StringVal("data/ana")}),
 		BaseDir:  filepath.Join("..", "..", "examples"),
-		Env:      &pipeline.Env{CacheDir: cache, Getenv: func(string) string { return "" }},
+		Env:      &pipeline.Env{CacheDir: cache, Cache: pipeline.DirCache(filepath.Join(cache, "figures")), Getenv: func(string) string { return "" }},
 		Planning: true,
 	}
 	res, err := Kind{}.Apply(context.Background(), req)
@@ -48,8 +48,14 @@ func TestKindOnExampleDataset(t *testing.T) {
 		t.Fatalf("example dataset refused: %s", res.Refused)
 	}
 	out := res.Outputs
-	if n, _ := out["count"].AsBigFloat().Int64(); n != 16 {
-		t.Errorf("count %d, want 16 (18 photos minus the duplicate and the blurry one)", n)
+	if n, _ := out["count"].AsBigFloat().Int64(); n != 17 {
+		t.Errorf("count %d, want 17 (19 photos minus the duplicate and the blurry one)", n)
+	}
+	// The iPhone-style HEIC (stored sideways with irot, in Display P3) is read like a JPEG.
+	heic := out["stats"].AsValueMap()["data/ana/ana-18-iphone.heic"].AsValueMap()
+	if !heic["accepted"].True() || heic["format"].AsString() != "heic" || heic["width"].AsBigFloat().String() != "1024" ||
+		heic["height"].AsBigFloat().String() != "1280" || heic["orientation"].AsBigFloat().String() != "6" || heic["faces"].AsBigFloat().String() != "1" {
+		t.Errorf("the HEIC photo: %v", heic)
 	}
 	rej := out["rejected"].AsValueMap()
 	if !strings.HasPrefix(rej["data/ana/ana-17-copy-of-03.jpg"].AsString(), "duplicate of data/ana/ana-03.jpg") ||
@@ -62,7 +68,7 @@ func TestKindOnExampleDataset(t *testing.T) {
 	if !strings.HasPrefix(out["digest"].AsString(), "sha256:") || res.Digest["images"] != out["digest"].AsString() {
 		t.Errorf("digest %v / %v", out["digest"], res.Digest)
 	}
-	if len(res.Notes) == 0 || !strings.HasPrefix(res.Notes[0], "accepted 16 of 18 photos") {
+	if len(res.Notes) == 0 || !strings.HasPrefix(res.Notes[0], "accepted 17 of 19 photos") {
 		t.Errorf("notes %q", res.Notes)
 	}
 	for name, typ := range schema.Outputs {
