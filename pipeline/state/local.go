@@ -385,8 +385,12 @@ func (s *FileStore) writeFile(data []byte) (fs.FileInfo, error) {
 // backup makes FILE.backup the current state file: a hard link where the file system allows it
 // (no copy, and the rename that follows leaves the old inode to the backup), a copy otherwise.
 func (s *FileStore) backup() error {
-	if _, err := os.Lstat(s.path); errors.Is(err, fs.ErrNotExist) {
+	cur, err := os.Lstat(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
+	}
+	if old, err := os.Lstat(s.backupPath); err == nil && os.SameFile(cur, old) {
+		return nil // a write that crashed after its backup: rename would not replace a link to itself
 	}
 	tmp := s.backupPath + ".tmp-" + newID()
 	if err := os.Link(s.path, tmp); err != nil {
@@ -460,6 +464,9 @@ type stateFile struct {
 	Lineage   string                     `json:"lineage"`
 	Serial    uint64                     `json:"serial"`
 	Instances map[string]json.RawMessage `json:"instances"`
+	// Layout and Directory are set in the stub a migration to one file per instance leaves.
+	Layout    string `json:"layout,omitempty"`
+	Directory string `json:"directory,omitempty"`
 }
 
 // load reads the state file. A missing file is empty state with a new lineage; a corrupt one is an
@@ -489,6 +496,9 @@ func (s *FileStore) load() error {
 	var sf stateFile
 	if err := decodeStateFile(raw, &sf); err != nil {
 		return s.corrupt(err)
+	}
+	if sf.Layout == layoutPerInstance {
+		return s.moved(sf.Directory)
 	}
 	if sf.Version > fileFormatVersion {
 		return fmt.Errorf("state file %s has format version %d, newer than this pipeline reads (%d)\n  hint: upgrade pipeline; the file was left untouched",
@@ -555,6 +565,12 @@ func lineCol(b []byte, off int64) (int, int) {
 		}
 	}
 	return line, col
+}
+
+// moved is the error for the stub a migration left: the state is in the directory now.
+func (s *FileStore) moved(dir string) error {
+	return fmt.Errorf("state file %s was migrated to one file per instance in %s; it only points there now\n  hint: open the state through state.Open (the CLI does), or give -state %s",
+		s.path, filepath.Join(filepath.Dir(s.path), dir), filepath.Join(filepath.Dir(s.path), dir)+string(filepath.Separator))
 }
 
 func (s *FileStore) corrupt(err error) error {

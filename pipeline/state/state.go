@@ -371,26 +371,94 @@ func ConfigStem(configPath string) string {
 	return base
 }
 
-// Open opens the state for the config at configPath. location "" is DefaultPath(configPath); a
-// plain path is a local file; a URL (s3://, gs://, azblob://, file:///dir, mem://) is remote state
-// on that bucket and prefix, with objects under <prefix>/<config stem>/. Without a config file
-// (configPath "") a URL names that directory itself, as Describe and the force-unlock hint print it.
+// OpenOptions is what the caller knows about the config whose state it opens.
+type OpenOptions struct {
+	// Batch says the config has a batch block: its local state is one file per instance (a
+	// DirStore), and a single-file state of an earlier release is migrated on the next write.
+	// Without it a local state stays a single file, unless it already is a directory.
+	Batch bool
+	// Remote tunes the locks of remote state (zero values: the defaults).
+	Remote RemoteOptions
+}
+
+// Open is OpenWith without options: a local state is a directory when one is there (or location
+// names one), else the single file.
 func Open(ctx context.Context, location, configPath string) (Store, error) {
+	return OpenWith(ctx, location, configPath, OpenOptions{})
+}
+
+// OpenWith opens the state of the config at configPath.
+//
+// A URL (s3://, gs://, azblob://, file:///dir, mem://) is remote state on that bucket and prefix,
+// with objects under <prefix>/<config stem>/; without a config file (configPath "") the URL names
+// that directory itself, as Describe and the force-unlock hint print it.
+//
+// Anything else is local state, at LocalPaths(location, configPath): a *DirStore (one file per
+// instance) when location names a directory, when the config has a batch (opts.Batch), or when
+// the state already is a directory (an earlier batch run migrated it); otherwise a *FileStore.
+func OpenWith(ctx context.Context, location, configPath string, opts OpenOptions) (Store, error) {
 	if IsURL(location) {
-		rs, err := OpenRemote(ctx, location, ConfigStem(configPath))
+		rs, err := OpenRemoteWith(ctx, location, ConfigStem(configPath), opts.Remote)
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
 		}
 		return rs, nil
 	}
-	if location == "" {
-		location = DefaultPath(configPath)
+	file, dir := LocalPaths(location, configPath)
+	if file == "" || opts.Batch || IsDirState(file, dir) {
+		ds, err := OpenDir(dir, file)
+		if err != nil {
+			return nil, err
+		}
+		return ds, nil
 	}
-	fs, err := OpenFile(location)
+	fs, err := OpenFile(file)
 	if err != nil {
 		return nil, err
 	}
 	return fs, nil
+}
+
+// LocalPaths says where a local state lives. dir is its per-instance directory, file the single
+// file it replaces (or is, for a config without a batch):
+//   - location "": file is DefaultPath(configPath), .pipeline/<stem>.state.json, and dir
+//     .pipeline/<stem>.state;
+//   - a directory (an existing one, or a path ending in a separator): dir is location, file "";
+//   - any other path is a state file; its directory is the path without ".json"
+//     (ci.state.json: ci.state), or the path with ".d" when it has no such suffix.
+func LocalPaths(location, configPath string) (file, dir string) {
+	switch {
+	case location == "":
+		file = DefaultPath(configPath)
+	case strings.HasSuffix(location, "/") || strings.HasSuffix(location, string(filepath.Separator)):
+		return "", filepath.Clean(location)
+	default:
+		if fi, err := os.Stat(location); err == nil && fi.IsDir() {
+			return "", filepath.Clean(location)
+		}
+		file = location
+	}
+	return file, DirFor(file)
+}
+
+// DirFor is the per-instance directory of a state file: without ".json", or with ".d" added.
+func DirFor(file string) string {
+	if d, ok := strings.CutSuffix(file, ".json"); ok && filepath.Base(d) != "" && filepath.Base(d) != "." {
+		return d
+	}
+	return file + ".d"
+}
+
+// DefaultDir is .pipeline/<config stem>.state beside the config file: a batch's state directory.
+func DefaultDir(configPath string) string { return DirFor(DefaultPath(configPath)) }
+
+// IsDirState reports whether the local state of file is already the directory dir: the directory
+// has its meta file, or file is the pointer a migration left.
+func IsDirState(file, dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, metaName)); err == nil {
+		return true
+	}
+	return file != "" && isLegacyStub(file)
 }
 
 // IsURL reports whether location names a remote backend rather than a local path.
