@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -73,6 +74,9 @@ func (s *DirStore) migrate() (*dirMeta, error) {
 	if src != nil {
 		meta.Lineage = src.lineage
 		meta.MigratedFrom, meta.MigratedSerial, meta.MigratedInstances = filepath.Base(s.legacy), src.serial, len(src.inst)
+		if err := s.setAsideStrays(src); err != nil {
+			return nil, err
+		}
 		if err := s.copyInstances(src); err != nil {
 			return nil, err
 		}
@@ -139,6 +143,31 @@ func (s *DirStore) readLegacy() (*legacyState, error) {
 		st.inst[k] = &in
 	}
 	return st, nil
+}
+
+// setAsideStrays renames instance files the single file does not hold (left by an earlier
+// migration that crashed before the single file changed again) to their backup names: once the
+// meta file exists, every instance file is an instance.
+func (s *DirStore) setAsideStrays(src *legacyState) error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("state: listing %s: %w", s.dir, err)
+	}
+	want := make(map[string]bool, len(src.inst))
+	for k := range src.inst {
+		want[keyName(k)+instanceExt] = true
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasPrefix(n, ".") || !strings.HasSuffix(n, instanceExt) || want[n] {
+			continue
+		}
+		p := filepath.Join(s.dir, n)
+		if err := os.Rename(p, p+".backup"); err != nil {
+			return fmt.Errorf("state: setting aside %s, which %s does not hold: %w", p, s.legacy, err)
+		}
+	}
+	return nil
 }
 
 // copyInstances writes every legacy instance as it was (serial and all) into its own file, a few

@@ -116,6 +116,10 @@ func decodeSnapshot(data []byte, s *Snapshot) error {
 	if err := dec.Decode(s); err != nil {
 		return err
 	}
+	var stub legacyStub
+	if json.Unmarshal(data, &stub) == nil && stub.Layout == layoutPerInstance {
+		return fmt.Errorf("it only points to the per-instance state in %s; give the output of `pipeline state pull` instead", stub.Directory)
+	}
 	if s.Version == 0 {
 		return errors.New(`no "version" field`)
 	}
