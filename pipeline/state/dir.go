@@ -380,7 +380,7 @@ func (s *DirStore) write(ctx context.Context, key string, inst *Instance) error 
 		return err
 	}
 	defer done()
-	meta, err := s.ensureLayout()
+	meta, err := s.ensureLayout(inst)
 	if err != nil {
 		return err
 	}

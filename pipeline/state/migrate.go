@@ -31,8 +31,10 @@ var testHookMigrate func(step string)
 
 // ensureLayout makes the directory the state's home before the first write: it creates the
 // meta file, migrating the single-file state first when there is one, and retires that file.
-// Called with the OS lock held.
-func (s *DirStore) ensureLayout() (*dirMeta, error) {
+// A new state without a single file takes the lineage of its first instance when that has one
+// (state migrate and push keep the source's lineage, as remote state does). Called with the OS
+// lock held.
+func (s *DirStore) ensureLayout(first *Instance) (*dirMeta, error) {
 	s.mu.Lock()
 	meta, ready := s.meta, s.ready
 	s.mu.Unlock()
@@ -46,7 +48,7 @@ func (s *DirStore) ensureLayout() (*dirMeta, error) {
 		return nil, err
 	}
 	if meta == nil {
-		if meta, err = s.migrate(); err != nil {
+		if meta, err = s.migrate(first); err != nil {
 			return nil, err
 		}
 	}
@@ -62,8 +64,11 @@ func (s *DirStore) ensureLayout() (*dirMeta, error) {
 // migrate copies every instance of the legacy file (if any) into the directory and then writes
 // the meta file, the commit point: a crash before it leaves the single file in charge, and the
 // next write migrates again from scratch.
-func (s *DirStore) migrate() (*dirMeta, error) {
+func (s *DirStore) migrate(first *Instance) (*dirMeta, error) {
 	meta := &dirMeta{Version: dirFormatVersion, Layout: layoutPerInstance, Lineage: s.lineage, Created: time.Now().UTC()}
+	if first != nil && first.Lineage != "" {
+		meta.Lineage = first.Lineage
+	}
 	src, err := s.readLegacy()
 	if err != nil {
 		return nil, err
