@@ -403,3 +403,23 @@ func TestDirReadableByHandAndHashedNames(t *testing.T) {
 		t.Fatalf("mismatched hashed file: %v", err)
 	}
 }
+
+func TestLocalCacheBesideTheState(t *testing.T) {
+	ctx := context.Background()
+	config := filepath.Join(t.TempDir(), "retrain.hcl")
+	want := pipeline.DirCache(filepath.Join(filepath.Dir(config), ".pipeline", "cache"))
+	for _, batch := range []bool{false, true} {
+		st, err := OpenWith(ctx, "", config, OpenOptions{Batch: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := CacheOf(st); got != want {
+			t.Errorf("batch %v: cache %v, want %v", batch, got, want)
+		}
+		st.Close()
+	}
+	st := openDir(t, filepath.Join(t.TempDir(), "ci", "state")+"/", "")
+	if got := CacheOf(st); string(got.(pipeline.DirCache)) != filepath.Join(filepath.Dir(st.Path()), "cache") {
+		t.Errorf("cache of an explicit directory: %v", got)
+	}
+}

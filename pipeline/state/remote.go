@@ -516,7 +516,7 @@ func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) er
 	var found []match
 	var others []string
 	for _, obj := range objs {
-		if !strings.HasSuffix(obj, lockSuffix) {
+		if !strings.HasSuffix(obj, lockSuffix) || isCacheObject(s.dir, obj) {
 			continue
 		}
 		held, ver, err := s.readLock(ctx, obj)
