@@ -23,6 +23,7 @@ const fileFormatVersion = 1
 //
 //	{"version":1,"lineage":"...","serial":N,"instances":{KEY: Instance, ...}}
 //
+// with each instance's JSON compact on one line (every release reads it: it is version 1),
 // written atomically (temp file in the same directory, fsync, rename, fsync of the directory) with
 // the previous file kept as FILE.backup, and guarded by an OS lock on the sibling FILE.lock (the
 // rename replaces the state file, so the lock cannot live on it). Concurrent Puts coalesce into one
@@ -37,7 +38,7 @@ type FileStore struct {
 	stamp    fs.FileInfo // the file as last loaded or written; nil when absent
 	lineage  string
 	serial   uint64
-	inst     map[string][]byte // committed per-instance JSON, indented for the file
+	inst     map[string][]byte // committed per-instance JSON, compact: one line each in the file
 	serials  map[string]uint64 // last serial handed out per key
 	next     *commitBatch      // Puts waiting for the next write
 	writing  bool
@@ -234,7 +235,8 @@ func (s *FileStore) commit(ctx context.Context, key string, inst *Instance) erro
 	if inst != nil {
 		s.serials[key]++
 		inst.Key, inst.Lineage, inst.Serial = key, s.lineage, s.serials[key]
-		data, err = json.MarshalIndent(inst, "    ", "  ")
+		data, err = compactInstance(inst)
+		data = bytes.TrimSuffix(data, []byte("\n"))
 		if err != nil {
 			s.serials[key]--
 			s.mu.Unlock()
@@ -308,7 +310,7 @@ func (s *FileStore) commit(ctx context.Context, key string, inst *Instance) erro
 	return err
 }
 
-// assembleFile lays out the state file from cached instance JSON (indented by 4 spaces already).
+// assembleFile lays out the state file from cached instance JSON, one instance per line.
 func assembleFile(lineage string, serial uint64, keys []string, parts [][]byte) []byte {
 	n := 128
 	for i, p := range parts {
@@ -511,14 +513,11 @@ func (s *FileStore) load() error {
 		if err := json.Unmarshal(v, &in); err != nil {
 			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
 		}
-		var c, ind bytes.Buffer
+		var c bytes.Buffer
 		if err := json.Compact(&c, v); err != nil {
 			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
 		}
-		if err := json.Indent(&ind, c.Bytes(), "    ", "  "); err != nil {
-			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
-		}
-		inst[k] = ind.Bytes()
+		inst[k] = c.Bytes()
 		serials[k] = in.Serial
 	}
 	// Serials only grow, also across a state that was edited or replaced meanwhile.
