@@ -454,11 +454,17 @@ func (s *DirStore) storedSerial(key string) (uint64, error) {
 
 // remove forgets an instance by renaming its file over its backup, so the last version stays.
 func (s *DirStore) remove(key string) error {
-	path := s.instancePath(key)
-	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+	path, backup := s.instancePath(key), s.backupPath(key)
+	cur, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err := os.Rename(path, s.backupPath(key)); err != nil {
+	if old, err := os.Lstat(backup); err == nil && os.SameFile(cur, old) {
+		err = os.Remove(path) // already its own backup (a crashed write): rename would do nothing
+	} else {
+		err = os.Rename(path, backup)
+	}
+	if err != nil {
 		return fmt.Errorf("state: deleting %s: %w", path, err)
 	}
 	if err := syncDir(s.dir); err != nil {

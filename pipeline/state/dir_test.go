@@ -174,6 +174,13 @@ func TestDirCrashBeforeRenameKeepsOldInstance(t *testing.T) {
 	if in, err := st2.Get(ctx, "k"); err != nil || in.Records["train.before"] == nil {
 		t.Fatalf("old instance unreadable after the crash: %v %+v", err, in)
 	}
+	// The crashed write had already linked the file as its own backup: deleting it still works.
+	if err := st2.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := openDir(t, dir, "").Get(ctx, "k"); in != nil || err != nil {
+		t.Fatalf("deleted after a crashed write: %+v %v", in, err)
+	}
 	if err := st2.Put(ctx, "k", testInstance("next", pipeline.StatusComplete)); err != nil {
 		t.Fatal(err)
 	}
