@@ -14,21 +14,21 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/gofrs/flock"
 )
 
 // fileFormatVersion is the "version" field of the local state file.
 const fileFormatVersion = 1
 
-// FileStore is the local state backend: one JSON file
+// FileStore is the local state backend of a config without a batch: one JSON file
 //
 //	{"version":1,"lineage":"...","serial":N,"instances":{KEY: Instance, ...}}
 //
+// with each instance's JSON compact on one line (every release reads it: it is version 1),
 // written atomically (temp file in the same directory, fsync, rename, fsync of the directory) with
 // the previous file kept as FILE.backup, and guarded by an OS lock on the sibling FILE.lock (the
 // rename replaces the state file, so the lock cannot live on it). Concurrent Puts coalesce into one
 // write (group commit); each instance's JSON is cached so a Put re-marshals only its own instance.
+// A batch's state is a DirStore instead, one file per instance.
 type FileStore struct {
 	path, lockPath, backupPath string
 
@@ -38,25 +38,15 @@ type FileStore struct {
 	stamp    fs.FileInfo // the file as last loaded or written; nil when absent
 	lineage  string
 	serial   uint64
-	inst     map[string][]byte // committed per-instance JSON, indented for the file
+	inst     map[string][]byte // committed per-instance JSON, compact: one line each in the file
 	serials  map[string]uint64 // last serial handed out per key
 	next     *commitBatch      // Puts waiting for the next write
 	writing  bool
 	osLocked bool // this process holds the OS lock: memory is authoritative
 	writes   int  // file writes done (group commit is measured by tests)
 
-	lockMu   sync.Mutex
-	fl       *flock.Flock
-	refs     int
-	held     map[string]*heldKey
-	lockInfo LockInfo // what the .lock file says while this process holds it
-	closed   bool
-	waits    opDeadlines
-}
-
-type heldKey struct {
-	info     LockInfo
-	released chan struct{}
+	locks *keyLocks
+	lf    *lockFile
 }
 
 // commitBatch is a set of changes written by one file write.
@@ -76,7 +66,7 @@ func OpenFile(path string) (*FileStore, error) {
 		return nil, errors.New("state: empty state file path")
 	}
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return nil, fmt.Errorf("state: %s is a directory; -state takes a state file path (such as %s) or a URL such as file:///dir",
+		return nil, fmt.Errorf("state: %s is a directory; OpenFile takes a state file path (such as %s); Open takes a directory for one file per instance",
 			path, filepath.Join(path, "pipeline.state.json"))
 	}
 	s := &FileStore{
@@ -85,10 +75,11 @@ func OpenFile(path string) (*FileStore, error) {
 		backupPath: path + ".backup",
 		inst:       map[string][]byte{},
 		serials:    map[string]uint64{},
-		held:       map[string]*heldKey{},
+		lf:         newLockFile(path + ".lock"),
 	}
 	s.cond = sync.NewCond(&s.mu)
-	s.fl = flock.New(s.lockPath, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
+	s.locks = newKeyLocks(path, func(info LockInfo, key string) *LockedError { return localLockedErr(s.lockPath, info, key) })
+	s.locks.acquire, s.locks.release = s.acquireOSLock, s.releaseOSLock
 	return s, nil
 }
 
@@ -101,113 +92,28 @@ func (s *FileStore) Describe() string { return "local file " + s.path }
 // Lock implements Store. The OS lock is taken by the first Lock of this process and released by
 // the last Unlock; within the process each key can be held once.
 func (s *FileStore) Lock(ctx context.Context, key string, info LockInfo, timeout time.Duration) (Lock, error) {
-	fillLockInfo(&info)
-	timeout = s.waits.remaining(info.ID, timeout)
-	var deadline <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		deadline = t.C
-	}
-	for {
-		s.lockMu.Lock()
-		if s.closed {
-			s.lockMu.Unlock()
-			return nil, fmt.Errorf("state %s: store is closed", s.path)
-		}
-		h, busy := s.held[key]
-		if !busy {
-			break // keep lockMu
-		}
-		s.lockMu.Unlock()
-		if timeout <= 0 {
-			return nil, s.lockedErr(h.info, key)
-		}
-		select {
-		case <-h.released:
-		case <-deadline:
-			return nil, s.lockedErr(h.info, key)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	defer s.lockMu.Unlock()
-	if s.refs == 0 {
-		if err := s.acquireOSLock(ctx, info, s.waits.remaining(info.ID, timeout)); err != nil {
-			return nil, err
-		}
-	}
-	s.refs++
-	s.held[key] = &heldKey{info: info, released: make(chan struct{})}
-	return &fileLock{s: s, key: key, id: info.ID}, nil
+	return s.locks.lock(ctx, key, info, timeout)
 }
 
 // acquireOSLock takes the flock on FILE.lock, records the holder in it and reloads the state,
-// which another process may have changed since we last read it. Called with lockMu held.
+// which another process may have changed since we last read it. Called by keyLocks.
 func (s *FileStore) acquireOSLock(ctx context.Context, info LockInfo, timeout time.Duration) error {
-	if err := os.MkdirAll(filepath.Dir(s.lockPath), 0o755); err != nil {
-		return fmt.Errorf("state: creating the directory for %s: %w", s.lockPath, err)
+	if err := s.lf.take(ctx, info, timeout); err != nil {
+		return err
 	}
-	var ok bool
-	var err error
-	if timeout <= 0 {
-		ok, err = s.fl.TryLock()
-	} else {
-		tctx, cancel := context.WithTimeout(ctx, timeout)
-		ok, err = s.fl.TryLockContext(tctx, 50*time.Millisecond)
-		cancel()
-		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = nil // timed out: report who holds it below
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("state: locking %s: %w", s.lockPath, err)
-	}
-	if !ok {
-		holder, _ := readLockFile(s.lockPath)
-		return s.lockedErr(holder, "")
-	}
-	data, _ := json.MarshalIndent(info, "", "  ")
-	if err := os.WriteFile(s.lockPath, append(data, '\n'), 0o600); err != nil {
-		_ = s.fl.Unlock()
-		return fmt.Errorf("state: writing lock holder to %s: %w", s.lockPath, err)
-	}
-	s.lockInfo = info
 	s.mu.Lock()
 	s.osLocked = true
-	err = s.load()
+	err := s.load()
 	if err != nil {
 		s.osLocked = false
 	}
 	s.mu.Unlock()
 	if err != nil {
-		_ = os.Truncate(s.lockPath, 0)
-		_ = s.fl.Unlock()
+		_ = s.lf.drop()
 		return err
 	}
 	s.removeStaleTemps()
 	return nil
-}
-
-func (s *FileStore) lockedErr(info LockInfo, key string) *LockedError {
-	e := &LockedError{Info: info, Path: s.lockPath, Key: key}
-	if !info.Created.IsZero() {
-		e.Age = time.Since(info.Created)
-	}
-	return e
-}
-
-// readLockFile reads the holder a process wrote into the lock file (empty while it is being taken).
-func readLockFile(path string) (LockInfo, error) {
-	var info LockInfo
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return info, err
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return info, nil
-	}
-	return info, json.Unmarshal(b, &info)
 }
 
 // removeStaleTemps deletes temp files a crashed writer left behind; only the lock holder writes,
@@ -235,38 +141,8 @@ func globEscape(pat string) string {
 	return b.String()
 }
 
-type fileLock struct {
-	s    *FileStore
-	key  string
-	id   string
-	once sync.Once
-}
-
-func (l *fileLock) ID() string { return l.id }
-
-func (l *fileLock) Unlock() error {
-	var err error
-	l.once.Do(func() { err = l.s.release(l.key) })
-	return err
-}
-
-func (s *FileStore) release(key string) error {
-	s.lockMu.Lock()
-	defer s.lockMu.Unlock()
-	h, ok := s.held[key]
-	if !ok {
-		return nil // released by Close
-	}
-	delete(s.held, key)
-	close(h.released)
-	s.refs--
-	if s.refs > 0 || s.closed {
-		return nil
-	}
-	return s.releaseOSLock()
-}
-
-// releaseOSLock clears the holder from the lock file and drops the flock. Called with lockMu held.
+// releaseOSLock waits for a file write in progress, clears the holder from the lock file and
+// drops the flock. Called by keyLocks.
 func (s *FileStore) releaseOSLock() error {
 	s.mu.Lock()
 	for s.writing {
@@ -274,23 +150,12 @@ func (s *FileStore) releaseOSLock() error {
 	}
 	s.osLocked = false
 	s.mu.Unlock()
-	_ = os.Truncate(s.lockPath, 0)
-	if err := s.fl.Unlock(); err != nil {
-		return fmt.Errorf("state: unlocking %s: %w", s.lockPath, err)
-	}
-	return nil
+	return s.lf.drop()
 }
 
 // ForceUnlock implements Store: a local lock is an OS lock that dies with its process.
 func (s *FileStore) ForceUnlock(ctx context.Context, id string, force bool) error {
-	holder, _ := readLockFile(s.lockPath)
-	msg := fmt.Sprintf("state %s is guarded by an OS file lock on %s, which the operating system releases when its process exits;"+
-		" there is nothing to force-unlock", s.path, s.lockPath)
-	if holder.PID != 0 {
-		msg += fmt.Sprintf(" (last holder: pid %d on host %s, lock ID %s: if it is still running, wait for it or stop it)",
-			holder.PID, holder.Host, holder.ID)
-	}
-	return errors.New(msg)
+	return localForceUnlock(s.path, s.lockPath)
 }
 
 // Keys implements Store.
@@ -355,27 +220,23 @@ func (s *FileStore) Delete(ctx context.Context, key string) error {
 
 // commit adds one change to the next file write and waits until it is durable.
 func (s *FileStore) commit(ctx context.Context, key string, inst *Instance) error {
-	if s.isClosed() {
+	if s.locks.isClosed() {
 		return fmt.Errorf("state %s: store is closed", s.path)
 	}
 	// Keep the OS lock for the whole commit, even if the caller's lock is released meanwhile.
-	if s.pin() {
-		defer s.unpin()
-	} else {
-		lk, err := s.Lock(ctx, "\x00write "+key, NewLockInfo("write"), 0)
-		if err != nil {
-			return err
-		}
-		defer lk.Unlock()
+	done, err := s.locks.hold(ctx, key)
+	if err != nil {
+		return err
 	}
+	defer done()
 
 	s.mu.Lock()
 	var data []byte
 	if inst != nil {
 		s.serials[key]++
 		inst.Key, inst.Lineage, inst.Serial = key, s.lineage, s.serials[key]
-		var err error
-		data, err = json.MarshalIndent(inst, "    ", "  ")
+		data, err = compactInstance(inst)
+		data = bytes.TrimSuffix(data, []byte("\n"))
 		if err != nil {
 			s.serials[key]--
 			s.mu.Unlock()
@@ -449,36 +310,7 @@ func (s *FileStore) commit(ctx context.Context, key string, inst *Instance) erro
 	return err
 }
 
-func (s *FileStore) isClosed() bool {
-	s.lockMu.Lock()
-	defer s.lockMu.Unlock()
-	return s.closed
-}
-
-// pin adds a reference to the OS lock when this process holds it.
-func (s *FileStore) pin() bool {
-	s.lockMu.Lock()
-	defer s.lockMu.Unlock()
-	if s.refs == 0 {
-		return false
-	}
-	s.refs++
-	return true
-}
-
-func (s *FileStore) unpin() {
-	s.lockMu.Lock()
-	defer s.lockMu.Unlock()
-	if s.closed || s.refs == 0 {
-		return
-	}
-	s.refs--
-	if s.refs == 0 {
-		_ = s.releaseOSLock()
-	}
-}
-
-// assembleFile lays out the state file from cached instance JSON (indented by 4 spaces already).
+// assembleFile lays out the state file from cached instance JSON, one instance per line.
 func assembleFile(lineage string, serial uint64, keys []string, parts [][]byte) []byte {
 	n := 128
 	for i, p := range parts {
@@ -555,8 +387,12 @@ func (s *FileStore) writeFile(data []byte) (fs.FileInfo, error) {
 // backup makes FILE.backup the current state file: a hard link where the file system allows it
 // (no copy, and the rename that follows leaves the old inode to the backup), a copy otherwise.
 func (s *FileStore) backup() error {
-	if _, err := os.Lstat(s.path); errors.Is(err, fs.ErrNotExist) {
+	cur, err := os.Lstat(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
+	}
+	if old, err := os.Lstat(s.backupPath); err == nil && os.SameFile(cur, old) {
+		return nil // a write that crashed after its backup: rename would not replace a link to itself
 	}
 	tmp := s.backupPath + ".tmp-" + newID()
 	if err := os.Link(s.path, tmp); err != nil {
@@ -630,6 +466,9 @@ type stateFile struct {
 	Lineage   string                     `json:"lineage"`
 	Serial    uint64                     `json:"serial"`
 	Instances map[string]json.RawMessage `json:"instances"`
+	// Layout and Directory are set in the stub a migration to one file per instance leaves.
+	Layout    string `json:"layout,omitempty"`
+	Directory string `json:"directory,omitempty"`
 }
 
 // load reads the state file. A missing file is empty state with a new lineage; a corrupt one is an
@@ -660,6 +499,9 @@ func (s *FileStore) load() error {
 	if err := decodeStateFile(raw, &sf); err != nil {
 		return s.corrupt(err)
 	}
+	if sf.Layout == layoutPerInstance {
+		return s.moved(sf.Directory)
+	}
 	if sf.Version > fileFormatVersion {
 		return fmt.Errorf("state file %s has format version %d, newer than this pipeline reads (%d)\n  hint: upgrade pipeline; the file was left untouched",
 			s.path, sf.Version, fileFormatVersion)
@@ -671,14 +513,11 @@ func (s *FileStore) load() error {
 		if err := json.Unmarshal(v, &in); err != nil {
 			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
 		}
-		var c, ind bytes.Buffer
+		var c bytes.Buffer
 		if err := json.Compact(&c, v); err != nil {
 			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
 		}
-		if err := json.Indent(&ind, c.Bytes(), "    ", "  "); err != nil {
-			return s.corrupt(fmt.Errorf("instance %q: %w", k, err))
-		}
-		inst[k] = ind.Bytes()
+		inst[k] = c.Bytes()
 		serials[k] = in.Serial
 	}
 	// Serials only grow, also across a state that was edited or replaced meanwhile.
@@ -727,6 +566,12 @@ func lineCol(b []byte, off int64) (int, int) {
 	return line, col
 }
 
+// moved is the error for the stub a migration left: the state is in the directory now.
+func (s *FileStore) moved(dir string) error {
+	return fmt.Errorf("state file %s was migrated to one file per instance in %s; it only points there now\n  hint: open the state through state.Open (the CLI does), or give -state %s",
+		s.path, filepath.Join(filepath.Dir(s.path), dir), filepath.Join(filepath.Dir(s.path), dir)+string(filepath.Separator))
+}
+
 func (s *FileStore) corrupt(err error) error {
 	hint := fmt.Sprintf("the previous version is in %s: inspect it, and copy it over %s to go back one write", s.backupPath, s.path)
 	if _, statErr := os.Stat(s.backupPath); statErr != nil {
@@ -737,20 +582,4 @@ func (s *FileStore) corrupt(err error) error {
 }
 
 // Close releases every lock this store holds.
-func (s *FileStore) Close() error {
-	s.lockMu.Lock()
-	defer s.lockMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	for k, h := range s.held {
-		delete(s.held, k)
-		close(h.released)
-	}
-	if s.refs > 0 {
-		s.refs = 0
-		return s.releaseOSLock()
-	}
-	return nil
-}
+func (s *FileStore) Close() error { return s.locks.close() }

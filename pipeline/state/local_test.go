@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 // runHelper is the second process. Exit 4 means "locked", as the CLI maps it.
 func runHelper(mode, path string) int {
 	ctx := context.Background()
-	st, err := Open(ctx, path, "unused.hcl")
+	st, err := OpenWith(ctx, path, "unused.hcl", OpenOptions{Batch: os.Getenv("STATE_TEST_BATCH") != ""})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -59,7 +59,18 @@ func runHelper(mode, path string) int {
 		return 0
 	case "crash-before-rename":
 		testHookBeforeRename = func(string) { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+		testHookDirBeforeRename = testHookBeforeRename
 		err := st.Put(ctx, "k", testInstance("crashed", pipeline.StatusRunning))
+		fmt.Fprintln(os.Stderr, "survived the crash hook:", err)
+		return 1
+	case "crash-migrate-instances", "crash-migrate-meta":
+		step := strings.TrimPrefix(mode, "crash-migrate-")
+		testHookMigrate = func(s string) {
+			if s == step {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+		err := st.Put(ctx, "ana", testInstance("crashed", pipeline.StatusRunning))
 		fmt.Fprintln(os.Stderr, "survived the crash hook:", err)
 		return 1
 	}

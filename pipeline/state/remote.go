@@ -516,7 +516,7 @@ func (s *RemoteStore) ForceUnlock(ctx context.Context, id string, force bool) er
 	var found []match
 	var others []string
 	for _, obj := range objs {
-		if !strings.HasSuffix(obj, lockSuffix) {
+		if !strings.HasSuffix(obj, lockSuffix) || isCacheObject(s.dir, obj) {
 			continue
 		}
 		held, ver, err := s.readLock(ctx, obj)
@@ -588,13 +588,12 @@ func (s *RemoteStore) readInstance(ctx context.Context, key string) (*Instance, 
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("state: reading %s: %w", s.objURL(obj), err)
 	}
-	var in Instance
-	if err := json.Unmarshal(data, &in); err != nil {
+	in, err := decodeInstanceFile(data) // plain JSON, or gzip as a local instance file
+	if err != nil {
 		return nil, nil, "", fmt.Errorf("state object %s is corrupt: %v; it was left untouched\n  hint: the previous version is in %s: inspect it and copy it over, or delete the object to start this instance afresh",
 			s.objURL(obj), err, s.objURL(s.backupObj(key)))
 	}
-	in.compactRaw()
-	return &in, data, ver, nil
+	return in, data, ver, nil
 }
 
 // Get implements Store.
@@ -715,7 +714,7 @@ func (s *RemoteStore) write(ctx context.Context, key string, inst *Instance) err
 	case out.Lineage == "":
 		out.Lineage = newLineage()
 	}
-	data, err := json.MarshalIndent(&out, "", "  ")
+	data, err := compactInstance(&out) // plain JSON: every release reads it, and it is half the indented size
 	if err != nil {
 		return fmt.Errorf("state: encoding instance %q: %w", key, err)
 	}

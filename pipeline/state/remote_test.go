@@ -154,6 +154,7 @@ func TestRemoteConformance(t *testing.T) {
 			t.Run("Backup", func(t *testing.T) { testBackup(t, b) })
 			t.Run("Refresh", func(t *testing.T) { testRefresh(t, b) })
 			t.Run("Keys", func(t *testing.T) { testKeys(t, b) })
+			t.Run("Cache", func(t *testing.T) { testCache(t, b) })
 			t.Run("TimeoutPerOperation", func(t *testing.T) { testTimeoutPerOperation(t, b) })
 			if b.procs {
 				t.Run("KilledHolder", func(t *testing.T) { testKilledHolder(t, b) })
@@ -720,5 +721,83 @@ func testKilledHolder(t *testing.T, b backend) {
 	want := fmt.Sprintf("broke the lock %s of pid %d on this host", strings.TrimSpace(strings.TrimPrefix(line, "won ")), cmd.Process.Pid)
 	if !strings.Contains(LockNote(lk), want) {
 		t.Fatalf("note %q lacks %q", LockNote(lk), want)
+	}
+}
+
+// testCache: the cache beside remote state is shared by runners, tolerates absence, refuses keys
+// that leave it, and never touches state or lock objects, also while another runner holds locks.
+func testCache(t *testing.T, b backend) {
+	ctx := context.Background()
+	url := b.at("cache") // once: file:// gives a new directory per call
+	st := openRemote(t, url, RemoteOptions{})
+	if err := st.Put(ctx, "alice", testInstance("x", pipeline.StatusComplete)); err != nil {
+		t.Fatal(err)
+	}
+	holder := openRemote(t, url, RemoteOptions{})
+	lk, err := holder.Lock(ctx, "alice", NewLockInfo("apply"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	before, err := st.listAll(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.Cache()
+	if data, ok, err := c.Get(ctx, "imagecheck/0123"); data != nil || ok || err != nil {
+		t.Fatalf("missing entry: %q %v %v", data, ok, err)
+	}
+	for _, k := range []string{"imagecheck/0123", "replicate/schema/v1", "bob.state.json", "evil.state.json.lock"} {
+		if err := c.Put(ctx, k, []byte("figures of "+k)); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+	}
+	if err := c.Put(ctx, "imagecheck/0123", []byte("newer figures")); err != nil {
+		t.Fatal(err)
+	}
+	// Another runner reads what this one wrote.
+	data, ok, err := openRemote(t, url, RemoteOptions{}).Cache().Get(ctx, "imagecheck/0123")
+	if err != nil || !ok || string(data) != "newer figures" {
+		t.Fatalf("shared entry: %q %v %v", data, ok, err)
+	}
+	for _, k := range []string{"", "../x", "/abs", "a/../b", "a//b", "."} {
+		if err := c.Put(ctx, k, []byte("x")); err == nil {
+			t.Errorf("put of key %q accepted", k)
+		}
+		if _, _, err := c.Get(ctx, k); err == nil {
+			t.Errorf("get of key %q accepted", k)
+		}
+	}
+	after, err := st.listAll(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := map[string]bool{}
+	for _, o := range before {
+		old[o] = true
+	}
+	for _, o := range after {
+		if !old[o] && !strings.HasPrefix(o, st.dir+".cache/") {
+			t.Errorf("the cache wrote %s outside %s.cache/", o, st.dir)
+		}
+	}
+	if keys, err := st.Keys(ctx); err != nil || fmt.Sprint(keys) != "[alice]" {
+		t.Fatalf("cache entries listed as instances: %v %v", keys, err)
+	}
+	if in, err := st.Get(ctx, "alice"); err != nil || in.Serial != 1 {
+		t.Fatalf("state changed by the cache: %+v %v", in, err)
+	}
+	// force-unlock by the prefix walks past the cache (a cache entry is never taken for a lock).
+	admin, err := Open(ctx, url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.ForceUnlock(ctx, "nosuchid", false); err == nil || strings.Contains(err.Error(), "not a pipeline lock") ||
+		!strings.Contains(err.Error(), lk.ID()) {
+		t.Fatalf("force-unlock next to cache entries: %v", err)
+	}
+	if CacheOf(st) == nil {
+		t.Fatal("CacheOf(remote) is nil")
 	}
 }

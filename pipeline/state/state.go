@@ -2,16 +2,52 @@
 // digest, outputs and the remote ids a stage must not lose - so that a later run reuses finished
 // work and re-attaches to trainings in flight instead of paying twice.
 //
-// Two backends sit behind one Store interface:
-//   - a local JSON file (the default, .pipeline/<config stem>.state.json): atomic writes with a
-//     .backup, group commit of concurrent Puts, and an OS lock on the sibling .lock file;
-//   - remote state on object storage through gocloud.dev/blob (s3://, gs://, azblob://, file://,
-//     mem://): one object per batch instance, lock objects created only if absent and refreshed
-//     while held, and compare-and-swap writes built from each service's own preconditions.
+// Three backends sit behind one Store interface; OpenWith picks one (see LocalPaths).
+//
+// FileStore, a single JSON file, is the state of a config without a batch: atomic writes (temp,
+// fsync, rename, fsync of the directory), group commit of concurrent Puts, one instance per line
+// of compact JSON.
+//
+//	.pipeline/retrain.state.json          {"version":1,"lineage":..,"serial":N,"instances":{KEY: {..}}}
+//	.pipeline/retrain.state.json.backup   the previous version
+//	.pipeline/retrain.state.json.lock     the OS lock, its holder inside
+//
+// DirStore, one file per instance in a directory, is the state of a batch: recording one
+// transition writes one small file whether the batch has 10 subjects or 10,000. Each file is
+// written atomically, Puts of different instances run in parallel, the lineage is shared through
+// .meta.json and each instance has its serial. Keys are %-escaped into file names that are safe,
+// reversible and distinct on case-insensitive file systems (names.go). With -state PATH, a
+// directory (an existing one, or PATH ending in /) is a DirStore for any config; a file X.json is
+// a FileStore without a batch and, for a batch, the directory X migrating X.json.
+//
+//	.pipeline/retrain.state/.meta.json        {"version":2,"layout":"per-instance","lineage":..}
+//	.pipeline/retrain.state/.lock             the OS lock, its holder inside
+//	.pipeline/retrain.state/ana.json          instance "ana": gzip-compressed compact JSON
+//	.pipeline/retrain.state/ana.json.backup   its previous version
+//	.pipeline/retrain.state/_default.json     the instance of key "", when there is one
+//	.pipeline/retrain.state.json              a pointer to the directory (see Migration)
+//
+// RemoteStore is state on object storage through gocloud.dev/blob (s3://, gs://, azblob://,
+// file://, mem://): one object per batch instance, <prefix>/<stem>/<key>.state.json (compact
+// JSON), lock objects created only if absent and refreshed while held, and compare-and-swap
+// writes built from each service's own preconditions.
+//
+// Both local layouts take one OS lock per state, reference-counted across the keys one process
+// holds; a lock held elsewhere is a *LockedError (exit 4).
+//
+// Migration: a batch's state written by an earlier release is a single file (version 1). A
+// DirStore reads it until its first write, which copies every instance into the directory (serial
+// and all, each read back), writes .meta.json (the commit point: a crash before it leaves the
+// single file in charge), keeps the old file as retrain.state.json.v1.backup and replaces it by a
+// small version-2 pointer, which releases reading only version 1 refuse rather than find no state
+// and pay for every training again. Open (no options) finds a migrated directory by itself.
+//
+// The cache of figures (pipeline.Cache) lives with the state: CacheOf(st) is .pipeline/cache
+// beside a local state, and <prefix>/<stem>/.cache/ in the bucket of remote state.
 //
 // Example:
 //
-//	st, err := state.Open(ctx, "", "examples/retrain.hcl") // or "s3://bucket/ci?region=eu-west-1"
+//	st, err := state.OpenWith(ctx, "", "examples/retrain.hcl", state.OpenOptions{Batch: true}) // or "s3://bucket/ci?region=eu-west-1"
 //	if err != nil { ... }
 //	defer st.Close()
 //	lk, err := st.Lock(ctx, "ana", state.NewLockInfo("apply"), 0)
@@ -22,7 +58,8 @@
 //	inst.SetRecord(&state.Record{Kind: "train", Name: "lora", Status: pipeline.StatusRunning})
 //	err = st.Put(ctx, "ana", inst) // durable when it returns; remote: compare-and-swap
 //
-// Pull, Push and Migrate move whole states (`state pull`, `state push`, local to remote).
+// Pull, Push and Migrate move whole states (`state pull`, `state push`, `state migrate`) between
+// any two backends.
 package state
 
 import (
@@ -377,26 +414,94 @@ func ConfigStem(configPath string) string {
 	return base
 }
 
-// Open opens the state for the config at configPath. location "" is DefaultPath(configPath); a
-// plain path is a local file; a URL (s3://, gs://, azblob://, file:///dir, mem://) is remote state
-// on that bucket and prefix, with objects under <prefix>/<config stem>/. Without a config file
-// (configPath "") a URL names that directory itself, as Describe and the force-unlock hint print it.
+// OpenOptions is what the caller knows about the config whose state it opens.
+type OpenOptions struct {
+	// Batch says the config has a batch block: its local state is one file per instance (a
+	// DirStore), and a single-file state of an earlier release is migrated on the next write.
+	// Without it a local state stays a single file, unless it already is a directory.
+	Batch bool
+	// Remote tunes the locks of remote state (zero values: the defaults).
+	Remote RemoteOptions
+}
+
+// Open is OpenWith without options: a local state is a directory when one is there (or location
+// names one), else the single file.
 func Open(ctx context.Context, location, configPath string) (Store, error) {
+	return OpenWith(ctx, location, configPath, OpenOptions{})
+}
+
+// OpenWith opens the state of the config at configPath.
+//
+// A URL (s3://, gs://, azblob://, file:///dir, mem://) is remote state on that bucket and prefix,
+// with objects under <prefix>/<config stem>/; without a config file (configPath "") the URL names
+// that directory itself, as Describe and the force-unlock hint print it.
+//
+// Anything else is local state, at LocalPaths(location, configPath): a *DirStore (one file per
+// instance) when location names a directory, when the config has a batch (opts.Batch), or when
+// the state already is a directory (an earlier batch run migrated it); otherwise a *FileStore.
+func OpenWith(ctx context.Context, location, configPath string, opts OpenOptions) (Store, error) {
 	if IsURL(location) {
-		rs, err := OpenRemote(ctx, location, ConfigStem(configPath))
+		rs, err := OpenRemoteWith(ctx, location, ConfigStem(configPath), opts.Remote)
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
 		}
 		return rs, nil
 	}
-	if location == "" {
-		location = DefaultPath(configPath)
+	file, dir := LocalPaths(location, configPath)
+	if file == "" || opts.Batch || IsDirState(file, dir) {
+		ds, err := OpenDir(dir, file)
+		if err != nil {
+			return nil, err
+		}
+		return ds, nil
 	}
-	fs, err := OpenFile(location)
+	fs, err := OpenFile(file)
 	if err != nil {
 		return nil, err
 	}
 	return fs, nil
+}
+
+// LocalPaths says where a local state lives. dir is its per-instance directory, file the single
+// file it replaces (or is, for a config without a batch):
+//   - location "": file is DefaultPath(configPath), .pipeline/<stem>.state.json, and dir
+//     .pipeline/<stem>.state;
+//   - a directory (an existing one, or a path ending in a separator): dir is location, file "";
+//   - any other path is a state file; its directory is the path without ".json"
+//     (ci.state.json: ci.state), or the path with ".d" when it has no such suffix.
+func LocalPaths(location, configPath string) (file, dir string) {
+	switch {
+	case location == "":
+		file = DefaultPath(configPath)
+	case strings.HasSuffix(location, "/") || strings.HasSuffix(location, string(filepath.Separator)):
+		return "", filepath.Clean(location)
+	default:
+		if fi, err := os.Stat(location); err == nil && fi.IsDir() {
+			return "", filepath.Clean(location)
+		}
+		file = location
+	}
+	return file, DirFor(file)
+}
+
+// DirFor is the per-instance directory of a state file: without ".json", or with ".d" added.
+func DirFor(file string) string {
+	if d, ok := strings.CutSuffix(file, ".json"); ok && filepath.Base(d) != "" && filepath.Base(d) != "." {
+		return d
+	}
+	return file + ".d"
+}
+
+// DefaultDir is .pipeline/<config stem>.state beside the config file: a batch's state directory.
+func DefaultDir(configPath string) string { return DirFor(DefaultPath(configPath)) }
+
+// IsDirState reports whether the local state of file is already the directory dir: the directory
+// has its meta file, or file is the pointer a migration left.
+func IsDirState(file, dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, metaName)); err == nil {
+		return true
+	}
+	return file != "" && isLegacyStub(file)
 }
 
 // IsURL reports whether location names a remote backend rather than a local path.

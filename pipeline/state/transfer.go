@@ -73,15 +73,17 @@ func Pull(ctx context.Context, st Store) (*Snapshot, error) {
 		lineages[in.Lineage] = true
 		snap.Serial = max(snap.Serial, in.Serial)
 	}
-	if fs, ok := st.(*FileStore); ok {
-		snap.Lineage, _ = fs.Lineage()
-		fs.mu.Lock()
-		snap.Serial = fs.serial
-		fs.mu.Unlock()
+	if ls, ok := st.(interface{ Lineage() (string, error) }); ok { // the local layouts
+		snap.Lineage, _ = ls.Lineage()
 	} else if len(lineages) == 1 {
 		for l := range lineages {
 			snap.Lineage = l
 		}
+	}
+	if fs, ok := st.(*FileStore); ok {
+		fs.mu.Lock()
+		snap.Serial = fs.serial
+		fs.mu.Unlock()
 	}
 	return snap, nil
 }
@@ -115,6 +117,10 @@ func decodeSnapshot(data []byte, s *Snapshot) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(s); err != nil {
 		return err
+	}
+	var stub legacyStub
+	if json.Unmarshal(data, &stub) == nil && stub.Layout == layoutPerInstance {
+		return fmt.Errorf("it only points to the per-instance state in %s; give the output of `pipeline state pull` instead", stub.Directory)
 	}
 	if s.Version == 0 {
 		return errors.New(`no "version" field`)

@@ -170,3 +170,59 @@ func TestPullPush(t *testing.T) {
 		t.Fatalf("junk: %v", err)
 	}
 }
+
+// TestTransferPerInstanceDirectory: state pull, push and migrate with the per-instance layout, in
+// both directions, keep in-flight trainings and the lineage.
+func TestTransferPerInstanceDirectory(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	file := openFile(t, filepath.Join(root, "retrain.state.json"))
+	for _, k := range []string{"alice", "bob"} {
+		if err := file.Put(ctx, k, inFlight(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lineage, _ := file.Lineage()
+	check := func(st Store, what string) {
+		t.Helper()
+		for _, k := range []string{"alice", "bob"} {
+			in, err := st.Get(ctx, k)
+			if err != nil || in == nil {
+				t.Fatalf("%s: %s: %+v %v", what, k, in, err)
+			}
+			tr := in.Records["train.lora"]
+			if tr.Status != pipeline.StatusRunning || !strings.Contains(string(tr.Data), `"training_id":"tr-`+k+`"`) || in.Lineage != lineage {
+				t.Fatalf("%s: %s is %+v / %+v", what, k, in, tr)
+			}
+		}
+	}
+
+	// Local file -> directory (state migrate -to DIR/), then directory -> every remote backend.
+	dir := openDir(t, filepath.Join(root, "other.state"), "")
+	if err := Migrate(ctx, file, dir); err != nil {
+		t.Fatal(err)
+	}
+	check(dir, "file to directory")
+	for _, b := range testBackends(t) {
+		remote := openRemote(t, b.url, RemoteOptions{})
+		if err := Migrate(ctx, dir, remote); err != nil {
+			t.Fatalf("%s: %v", b.name, err)
+		}
+		check(remote, "directory to "+b.name)
+	}
+	// Pull from the directory, push into a fresh directory.
+	snap, err := Pull(ctx, dir)
+	if err != nil || snap.Lineage != lineage || len(snap.Instances) != 2 {
+		t.Fatalf("pull: %+v %v", snap, err)
+	}
+	raw, _ := MarshalSnapshot(snap)
+	parsed, err := ParseSnapshot(raw, "pulled.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := openDir(t, filepath.Join(root, "fresh.state"), "")
+	if written, err := Push(ctx, fresh, parsed, PushOptions{}); err != nil || len(written) != 2 {
+		t.Fatalf("push: %v %v", written, err)
+	}
+	check(openDir(t, filepath.Join(root, "fresh.state"), ""), "pushed into a directory")
+}
