@@ -294,6 +294,9 @@ type Training struct {
 	Output                  struct{ Version, Weights string } // Version = "owner/name:id"
 	CreatedAt               time.Time
 	StartedAt, CompletedAt  *time.Time
+	// PredictTime is metrics.predict_time: the seconds of run time Replicate bills (0 while it
+	// runs or when the API gives none).
+	PredictTime float64
 }
 
 // Terminal reports whether the training has finished (succeeded, failed, canceled or aborted).
@@ -319,6 +322,7 @@ func trainingFrom(t *rg.Training) *Training {
 	if t.Logs != nil {
 		out.Logs = *t.Logs
 	}
+	out.PredictTime = predictTime(t.Metrics)
 	if m, ok := t.Output.(map[string]any); ok {
 		out.Output.Version, _ = m["version"].(string)
 		out.Output.Weights, _ = m["weights"].(string)
@@ -434,6 +438,8 @@ type Prediction struct {
 	// DataRemoved is set once the API has removed the prediction's input, output and logs (it
 	// does so for API predictions an hour after they finish): the output can never be fetched.
 	DataRemoved bool
+	// PredictTime is metrics.predict_time in seconds (0 when absent), what Replicate bills.
+	PredictTime float64
 }
 
 // Gone reports whether a succeeded prediction's output can no longer be had: the API removed its
@@ -452,6 +458,7 @@ func predictionFrom(p *rg.Prediction) *Prediction {
 	if p.Logs != nil {
 		out.Logs = *p.Logs
 	}
+	out.PredictTime = predictTime(p.Metrics)
 	if raw := p.RawJSON(); len(raw) > 0 {
 		var extra struct {
 			DataRemoved bool `json:"data_removed"`
@@ -699,6 +706,14 @@ func versionID(ref string) string {
 		return ""
 	}
 	return ref
+}
+
+// predictTime reads metrics.predict_time (seconds), 0 when absent or nonsense.
+func predictTime(m *rg.PredictionMetrics) float64 {
+	if m == nil || m.PredictTime == nil || *m.PredictTime < 0 || *m.PredictTime != *m.PredictTime {
+		return 0
+	}
+	return *m.PredictTime
 }
 
 func errString(e any) string {
