@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,8 +47,9 @@ type Client struct {
 	createAttempts int
 	createBackoff  time.Duration
 
-	mu         sync.Mutex
-	pauseUntil time.Time // set by a 429 Retry-After; every request waits for it
+	// limits and pacer: the request budget every stage of the process shares (pacer.go).
+	limits RateLimits
+	pacer  *pacer
 }
 
 // Option configures a Client.
@@ -94,8 +96,9 @@ func WithTimeouts(request time.Duration, uploadRate int64) Option {
 	}
 }
 
-// WithSleep replaces how the client waits between retries (tests pass a fake that records the
-// delays and advances a fake clock instead of sleeping).
+// WithSleep replaces how the client waits: between retries, for the request budget and a
+// Retry-After pause, and between the watcher's looks at trainings. Tests and benchmarks pass a
+// fake, or the Sleep of a virtual clock shared with the test server (replicatetest.Clock).
 func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 	return func(c *Client) {
 		if sleep != nil {
@@ -104,7 +107,8 @@ func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 	}
 }
 
-// WithClock replaces the clock the client uses for Retry-After pauses.
+// WithClock replaces the clock the client uses for Retry-After pauses, the request budget and
+// the watcher's schedule (pair it with WithSleep of the same clock).
 func WithClock(now func() time.Time) Option {
 	return func(c *Client) {
 		if now != nil {
@@ -137,6 +141,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		backoff:    time.Second,
 		sleep:      Sleep,
 		now:        time.Now,
+		limits:     DefaultRateLimits,
 
 		createAttempts: 3,
 		createBackoff:  2 * time.Second,
@@ -144,6 +149,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	c.pacer = newPacer(c.limits)
 	// Wrap the caller's transport with ours; keep the caller's client untouched.
 	base := c.http.Transport
 	if base == nil {
@@ -181,7 +187,8 @@ type clientKey struct{}
 var envMu sync.Mutex
 
 // FromEnv returns the client shared by all stages of one command, created on first use from
-// REPLICATE_API_TOKEN and REPLICATE_BASE_URL and cached in env.Values.
+// REPLICATE_API_TOKEN and REPLICATE_BASE_URL (with env.Cache for trainer schemas) and cached in
+// env.Values: one request budget, one watcher and one schema memo per process.
 func FromEnv(env *pipeline.Env) (*Client, error) {
 	if env == nil {
 		return nil, &MissingTokenError{}
@@ -287,6 +294,13 @@ func (e *APIError) Error() string {
 func IsNotFound(err error) bool {
 	var a *APIError
 	return errors.As(err, &a) && a.Status == http.StatusNotFound
+}
+
+// IsRateLimited reports whether err is (or wraps) a 429 answer that outlasted the client's
+// retries. Nothing was processed: a poll that got it has not failed, it only comes later.
+func IsRateLimited(err error) bool {
+	var a *APIError
+	return errors.As(err, &a) && a.Status == http.StatusTooManyRequests
 }
 
 // IsUnauthorized reports whether err is (or wraps) a 401 answer.
@@ -440,21 +454,15 @@ func (c *Client) backoffDelay(attempt int) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
-// pause records a Retry-After: every request of this client waits until then.
+// pause records a 429's Retry-After: every request of this client waits until then, and the
+// budget runs slower for a while after it (pacer.throttle).
 func (c *Client) pause(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	until := c.now().Add(d)
-	if until.After(c.pauseUntil) {
-		c.pauseUntil = until
-	}
+	c.pacer.throttle(c.now(), d)
 }
 
 // waitPause sleeps until a recorded Retry-After has passed.
 func (c *Client) waitPause(ctx context.Context) error {
-	c.mu.Lock()
-	d := c.pauseUntil.Sub(c.now())
-	c.mu.Unlock()
+	d := c.pacer.pausedFor(c.now())
 	if d <= 0 {
 		return nil
 	}
@@ -591,12 +599,21 @@ func peekBody(resp *http.Response) []byte {
 }
 
 // bodyRetryAfter reads the wait from a 429 answer's JSON body ({"retry_after": 7} or a string in
-// any Retry-After form): the API may say it there and not in the header.
+// any Retry-After form, else the detail's "resets in ~30s" / "available in 7 seconds"): the API
+// may say it there and not in the header.
 func bodyRetryAfter(body []byte, now time.Time) (time.Duration, bool) {
 	var b struct {
 		RetryAfter json.RawMessage `json:"retry_after"`
+		Detail     any             `json:"detail"`
 	}
-	if json.Unmarshal(body, &b) != nil || len(b.RetryAfter) == 0 {
+	if json.Unmarshal(body, &b) != nil {
+		return 0, false
+	}
+	if len(b.RetryAfter) == 0 {
+		detail, _ := b.Detail.(string)
+		if m := detailWaitRe.FindStringSubmatch(detail); m != nil {
+			return parseRetryAfter(m[1], now)
+		}
 		return 0, false
 	}
 	var v any
@@ -612,6 +629,10 @@ func bodyRetryAfter(body []byte, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
+// detailWaitRe finds the wait in a throttling detail: "Your rate limit resets in ~30s." or
+// "Expected available in 7 seconds."
+var detailWaitRe = regexp.MustCompile(`(?i)\bin\s+~?(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)\b`)
+
 type retryTransport struct {
 	c    *Client
 	base http.RoundTripper
@@ -622,9 +643,13 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	safe := req.Method == http.MethodGet || req.Method == http.MethodHead || ctx.Value(retrySafeKey) != nil
 	_, upload := ctx.Value(uploadKey).(int64)
 	c := t.c
+	k := c.kindOf(req)
 	timeouts := 0
 	for attempt := 0; ; attempt++ {
-		if err := c.waitPause(ctx); err != nil {
+		if err := c.pace(ctx, k); err != nil {
+			if attempt == 0 && req.Body != nil {
+				_ = req.Body.Close() // a RoundTripper closes the body, sent or not
+			}
 			return nil, err
 		}
 		r := req
@@ -645,6 +670,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// timeout, which would cut off a large upload at a fixed time.
 		limit := c.attemptTimeoutFor(ctx)
 		actx, cancel := context.WithTimeout(ctx, limit)
+		c.pacer.count(k, req.Method, req.URL.Path)
 		resp, err := t.base.RoundTrip(r.WithContext(actx))
 		if err != nil {
 			timedOut := ctx.Err() == nil && actx.Err() != nil
