@@ -33,17 +33,6 @@ func fileFrom(f *rg.File) *File {
 	}
 }
 
-// UploadFile uploads data as a file (POST /v1/files, multipart field "content"). Retried on 5xx:
-// a duplicate upload costs nothing. Each attempt may take the request timeout plus the size at the
-// slowest upload speed allowed for (WithTimeouts); after three timeouts it is given up.
-func (c *Client) UploadFile(ctx context.Context, name string, data []byte, contentType string) (*File, error) {
-	f, err := c.rc.CreateFileFromBytes(asUpload(retrySafe(ctx), len(data)), data, &rg.CreateFileOptions{Filename: name, ContentType: contentType})
-	if err != nil {
-		return nil, convertErr("upload file "+name, err)
-	}
-	return fileFrom(f), nil
-}
-
 // GetFile reads an uploaded file's metadata (404 once it expired or was deleted).
 func (c *Client) GetFile(ctx context.Context, id string) (*File, error) {
 	f, err := c.rc.GetFile(ctx, url.PathEscape(id))

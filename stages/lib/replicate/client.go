@@ -282,6 +282,8 @@ func (e *APIError) Error() string {
 		b.WriteString("; hint: the API token was rejected: check REPLICATE_API_TOKEN (or use -simulate)")
 	case e.Status == http.StatusForbidden:
 		b.WriteString("; hint: the token's account may not own this model")
+	case e.Status == http.StatusRequestEntityTooLarge:
+		b.WriteString(fmt.Sprintf("; hint: the files API takes at most %d MiB per upload: send less, or host the file yourself and pass its URL", MaxUploadBytes>>20))
 	case e.Status == http.StatusTooManyRequests:
 		b.WriteString("; hint: rate limited even after retries honouring Retry-After; try again later or lower -parallelism")
 	case e.Status >= 500:
@@ -381,8 +383,8 @@ const maxUploadTimeouts = 3
 
 // asUpload marks a request as an upload of size bytes: its attempts get a time allowance that
 // grows with the size, and it is tried at most maxUploadTimeouts times after timeouts.
-func asUpload(ctx context.Context, size int) context.Context {
-	return context.WithValue(ctx, uploadKey, int64(size))
+func asUpload(ctx context.Context, size int64) context.Context {
+	return context.WithValue(ctx, uploadKey, size)
 }
 
 // attemptTimeout is one attempt's deadline passing (not the caller's context).
@@ -745,32 +747,10 @@ func (c *Client) do(ctx context.Context, method, rawURL string, body io.Reader, 
 	if err != nil {
 		return fmt.Errorf("replicate: %s: %w", op, err)
 	}
-	if c.sameHost(req.URL) {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	req.Header.Set("User-Agent", "pipeline (replicate-go)")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return convertErr(op, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("replicate: %s: reading answer: %w", op, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return decodeAPIError(resp.StatusCode, data, op)
-	}
-	if out == nil || len(data) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("replicate: %s: decoding answer: %w", op, err)
-	}
-	return nil
+	return c.send(req, out, op)
 }
 
 func decodeAPIError(status int, data []byte, op string) error {
