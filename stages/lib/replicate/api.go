@@ -163,29 +163,6 @@ func IsSchemaUnknown(err error) bool {
 	return errors.As(err, &s)
 }
 
-// TrainerInputs reads the training inputs of trainer ("owner/name:version") from the version's
-// openapi_schema: components.schemas.TrainingInput, or Input for trainers built before cog split
-// them (legacy), resolving allOf/$ref enums. A null or unreadable schema is a *SchemaUnknownError.
-func (c *Client) TrainerInputs(ctx context.Context, trainer string) (map[string]InputSpec, error) {
-	owner, name, version, err := SplitVersion(trainer)
-	if err != nil {
-		return nil, err
-	}
-	if owner == "" || version == "" {
-		return nil, fmt.Errorf("replicate: trainer %q must be \"owner/name:version\"", trainer)
-	}
-	op := "read input schema of " + trainer
-	// Read the schema raw: replicate-go would fail the whole call on a schema that is not an object.
-	var v struct {
-		OpenAPISchema json.RawMessage `json:"openapi_schema"`
-	}
-	err = c.do(ctx, http.MethodGet, c.api("/models/"+url.PathEscape(owner)+"/"+url.PathEscape(name)+"/versions/"+url.PathEscape(version)), nil, "", &v, op)
-	if err != nil {
-		return nil, err
-	}
-	return parseTrainingInput(v.OpenAPISchema, trainer)
-}
-
 type schemaProp struct {
 	Type        string                `json:"type"`
 	Format      string                `json:"format"`

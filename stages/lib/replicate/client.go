@@ -50,6 +50,9 @@ type Client struct {
 	// limits and pacer: the request budget every stage of the process shares (pacer.go).
 	limits RateLimits
 	pacer  *pacer
+	// schemas memoizes trainer schemas and cache keeps them across processes (schema.go).
+	schemas schemaMemo
+	cache   pipeline.Cache
 }
 
 // Option configures a Client.
@@ -206,7 +209,8 @@ func FromEnv(env *pipeline.Env) (*Client, error) {
 	if token == "" {
 		return nil, &MissingTokenError{Simulated: env.Simulated}
 	}
-	c, err := New(getenv("REPLICATE_BASE_URL"), token)
+	// The client keeps trainer schemas in env.Cache (shared by every runner of a batch).
+	c, err := New(getenv("REPLICATE_BASE_URL"), token, WithCache(env.Cache))
 	if err != nil {
 		return nil, err
 	}
