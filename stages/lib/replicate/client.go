@@ -59,7 +59,8 @@ type Client struct {
 type Option func(*Client)
 
 // WithHTTPClient sets the HTTP client whose transport carries the requests (default: a client
-// with http.DefaultTransport, whose dial and TLS handshake have their own timeouts). Retries and
+// with a clone of http.DefaultTransport, whose dial and TLS handshake have their own timeouts,
+// keeping 64 idle connections to the API). Retries and
 // the per-attempt timeouts (WithTimeouts) wrap its transport; keep its Timeout 0, or it also cuts
 // off large uploads.
 func WithHTTPClient(h *http.Client) Option {
@@ -156,7 +157,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	// Wrap the caller's transport with ours; keep the caller's client untouched.
 	base := c.http.Transport
 	if base == nil {
-		base = http.DefaultTransport
+		base = defaultTransport()
 	}
 	hc := *c.http
 	hc.Transport = &retryTransport{c: c, base: base}
@@ -638,6 +639,18 @@ func bodyRetryAfter(body []byte, now time.Time) (time.Duration, bool) {
 // detailWaitRe finds the wait in a throttling detail: "Your rate limit resets in ~30s." or
 // "Expected available in 7 seconds."
 var detailWaitRe = regexp.MustCompile(`(?i)\bin\s+~?(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)\b`)
+
+// defaultTransport is http.DefaultTransport keeping more idle connections to the API: a batch
+// has hundreds of callers, and the default two per host would dial again for nearly every request.
+func defaultTransport() http.RoundTripper {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
+	}
+	t = t.Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
 
 type retryTransport struct {
 	c    *Client

@@ -50,8 +50,8 @@ func WithRateLimits(l RateLimits) Option {
 	}
 }
 
-// After a 429 the budget runs at half its rate (a quarter after another 429 meanwhile, at
-// most 1/8) until slowFor has passed since the pause ended: the account was shared or the
+// After a 429 the budget runs at half its rate (a quarter after another 429 once that pause
+// ended, at most 1/8) until slowFor has passed since the pause ended: the account was shared or the
 // limit was lower than published, and the same rate would only hit it again.
 const (
 	slowFor = 2 * time.Minute
@@ -170,6 +170,9 @@ func (p *pacer) throttle(now time.Time, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.throttled.Add(1)
+	// 429s of requests that were under way when the first one came belong to the same episode:
+	// only a 429 after the pause slows the budget further.
+	episode := !now.Before(p.pauseUntil)
 	if until := now.Add(d); until.After(p.pauseUntil) {
 		p.pauseUntil = until
 	}
@@ -178,9 +181,11 @@ func (p *pacer) throttle(now time.Time, d time.Duration) {
 			b.tat = p.pauseUntil
 		}
 	}
-	if p.slow > 1 && now.Before(p.slowUntil) {
+	switch {
+	case !episode && p.slow > 1:
+	case p.slow > 1 && now.Before(p.slowUntil):
 		p.slow = min(p.slow*2, maxSlow)
-	} else {
+	default:
 		p.slow = 2
 	}
 	p.slowUntil = p.pauseUntil.Add(slowFor)
