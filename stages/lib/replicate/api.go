@@ -564,8 +564,9 @@ func redactURL(u *url.URL) string {
 
 // ---- helpers ----
 
-// paginate GETs a list and each `next` page, calling each for every result until it returns false.
-func (c *Client) paginate(ctx context.Context, first, op string, each func(json.RawMessage) (bool, error)) error {
+// paginate GETs a list and each `next` page, calling each for every result until it returns
+// false; onPage (optional) is called for every page read.
+func (c *Client) paginate(ctx context.Context, first, op string, each func(json.RawMessage) (bool, error), onPage ...func()) error {
 	next := first
 	seen := map[string]bool{}
 	for page := 1; next != ""; page++ {
@@ -579,6 +580,9 @@ func (c *Client) paginate(ctx context.Context, first, op string, each func(json.
 		}
 		if err := c.do(ctx, http.MethodGet, next, nil, "", &p, fmt.Sprintf("%s (page %d)", op, page)); err != nil {
 			return err
+		}
+		for _, f := range onPage {
+			f()
 		}
 		for _, r := range p.Results {
 			more, err := each(r)

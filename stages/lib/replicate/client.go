@@ -46,11 +46,17 @@ type Client struct {
 	// createAttempts and createBackoff are CreateOnce's retry policy (WithCreateRetry).
 	createAttempts int
 	createBackoff  time.Duration
+	// join and leave count the client's own goroutines (the watcher's) with a discrete-event
+	// clock (WithTime, discrete); no-ops otherwise.
+	join, leave func()
+	discrete    bool
 
 	// limits and pacer: the request budget every stage of the process shares (pacer.go).
 	limits RateLimits
 	pacer  *pacer
-	// schemas memoizes trainer schemas and cache keeps them across processes (schema.go).
+	// watcher follows trainings for many callers (watch.go); schemas memoizes trainer schemas
+	// and cache keeps them across processes (schema.go).
+	watcher *watcher
 	schemas schemaMemo
 	cache   pipeline.Cache
 }
@@ -121,6 +127,29 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// Time is a clock the client can run on instead of the wall clock, shared with a test server
+// (replicatetest.Clock). When it also has Join() and Leave(), the client counts its own
+// background goroutines (the watcher's loop and reads) with them, so a discrete-event clock
+// moves on only once those are asleep too.
+type Time interface {
+	Now() time.Time
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+// WithTime runs the client on t: WithClock(t.Now), WithSleep(t.Sleep), and Join/Leave if t has
+// them.
+func WithTime(t Time) Option {
+	return func(c *Client) {
+		c.now, c.sleep = t.Now, t.Sleep
+		if m, ok := t.(interface {
+			Join()
+			Leave()
+		}); ok {
+			c.join, c.leave, c.discrete = m.Join, m.Leave, true
+		}
+	}
+}
+
 // New returns a client for baseURL (e.g. "https://api.replicate.com"; a trailing "/v1" is
 // accepted) authenticating with token.
 func New(baseURL, token string, opts ...Option) (*Client, error) {
@@ -146,6 +175,8 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		sleep:      Sleep,
 		now:        time.Now,
 		limits:     DefaultRateLimits,
+		join:       func() {},
+		leave:      func() {},
 
 		createAttempts: 3,
 		createBackoff:  2 * time.Second,
@@ -154,6 +185,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		o(c)
 	}
 	c.pacer = newPacer(c.limits)
+	c.watcher = &watcher{c: c}
 	// Wrap the caller's transport with ours; keep the caller's client untouched.
 	base := c.http.Transport
 	if base == nil {
