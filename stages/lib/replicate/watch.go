@@ -168,6 +168,9 @@ type watcher struct {
 	logTokens float64
 	logAt     time.Time
 	vnow      time.Time // the loop's clock: a sleep that returned counts as time passed
+	// woken counts pokes the loop has not seen yet; with a discrete-event clock each holds a
+	// membership, so the clock cannot move on before the loop has woken (WithTime).
+	woken int
 }
 
 // clock is the watcher's now: the client's clock, or later when the client's sleep returned
@@ -180,10 +183,23 @@ func (w *watcher) clock() time.Time {
 	return now
 }
 
+// poke wakes the loop (called with w.mu held; none runs: nothing to wake).
 func (w *watcher) poke() {
+	if !w.running {
+		return
+	}
+	w.woken++
+	w.c.join()
 	select {
 	case w.wake <- struct{}{}:
 	default:
+	}
+}
+
+// awake releases the memberships of the pokes the loop has now seen (w.mu held).
+func (w *watcher) awake() {
+	for ; w.woken > 0; w.woken-- {
+		w.c.leave()
 	}
 }
 
@@ -194,6 +210,7 @@ func (w *watcher) run() {
 	defer cancel()
 	for {
 		w.mu.Lock()
+		w.awake()
 		if len(w.watches) == 0 {
 			w.running = false
 			w.mu.Unlock()
