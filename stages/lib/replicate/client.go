@@ -66,9 +66,9 @@ type Option func(*Client)
 
 // WithHTTPClient sets the HTTP client whose transport carries the requests (default: a client
 // with a clone of http.DefaultTransport, whose dial and TLS handshake have their own timeouts,
-// keeping 64 idle connections to the API). Retries and
-// the per-attempt timeouts (WithTimeouts) wrap its transport; keep its Timeout 0, or it also cuts
-// off large uploads.
+// keeping 64 idle connections to the API). Retries, the request budget and the per-attempt
+// timeouts (WithTimeouts) wrap its transport; keep its Timeout 0, or it also cuts off large
+// uploads.
 func WithHTTPClient(h *http.Client) Option {
 	return func(c *Client) {
 		if h != nil {

@@ -24,7 +24,7 @@ type RateLimits struct {
 	CreatesPerMinute float64
 	// OtherPerMinute bounds every other API request (training creates, polls, lists, uploads).
 	// Default 2,400, 80% of the API's 3,000: the app that shares the token needs room too, and
-	// a minute's peak stays under 2,500 with the start burst counted.
+	// the busiest minute of a batch's start stays under 2,500 with its burst (2,440).
 	OtherPerMinute float64
 	// Burst is how many requests of one kind may leave at once after a quiet spell (default:
 	// one second's worth of its rate), so a start of 1,000 callers is spread out, not sent at t=0.
@@ -51,8 +51,8 @@ func WithRateLimits(l RateLimits) Option {
 }
 
 // After a 429 the budget runs at half its rate (a quarter after another 429 once that pause
-// ended, at most 1/8) until slowFor has passed since the pause ended: the account was shared or the
-// limit was lower than published, and the same rate would only hit it again.
+// ended, at most 1/8) until slowFor has passed since the pause ended: the account is shared or
+// its limit is lower than published, and the same rate would only hit it again.
 const (
 	slowFor = 2 * time.Minute
 	maxSlow = 8
