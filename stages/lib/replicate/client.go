@@ -242,8 +242,13 @@ func FromEnv(env *pipeline.Env) (*Client, error) {
 	if token == "" {
 		return nil, &MissingTokenError{Simulated: env.Simulated}
 	}
-	// The client keeps trainer schemas in env.Cache (shared by every runner of a batch).
-	c, err := New(getenv("REPLICATE_BASE_URL"), token, WithCache(env.Cache))
+	// The client keeps trainer schemas in env.Cache (shared by every runner of a batch); not
+	// the simulator's, whose port changes every run: its entries would only pile up.
+	var opts []Option
+	if !env.Simulated {
+		opts = append(opts, WithCache(env.Cache))
+	}
+	c, err := New(getenv("REPLICATE_BASE_URL"), token, opts...)
 	if err != nil {
 		return nil, err
 	}
