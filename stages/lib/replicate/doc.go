@@ -78,6 +78,11 @@
 //	}
 //	// ... follow it with WatchTraining as above.
 //
+// Paid creates go through CreateOnce (once.go: intent recorded first, a create without a clear
+// answer reconciled by listing before it is repeated; WithCreateRetry). A subject's versions are
+// kept in its Ledger (ledger.go), shared by the kinds through the state; Settings (settings.go)
+// is the replicate block; SmoothLosses (loss.go) the gate's loss smoothing.
+//
 // Also: Install (put a client into an Env, for tests and the simulator), IsUnauthorized,
 // IsRateLimited, SecretMarker (the API shows secret inputs as "**********"; FindTraining and
 // FindPrediction let such keys match any value), ClockSkew (how much earlier than `after` a
