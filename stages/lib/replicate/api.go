@@ -33,17 +33,6 @@ func fileFrom(f *rg.File) *File {
 	}
 }
 
-// UploadFile uploads data as a file (POST /v1/files, multipart field "content"). Retried on 5xx:
-// a duplicate upload costs nothing. Each attempt may take the request timeout plus the size at the
-// slowest upload speed allowed for (WithTimeouts); after three timeouts it is given up.
-func (c *Client) UploadFile(ctx context.Context, name string, data []byte, contentType string) (*File, error) {
-	f, err := c.rc.CreateFileFromBytes(asUpload(retrySafe(ctx), len(data)), data, &rg.CreateFileOptions{Filename: name, ContentType: contentType})
-	if err != nil {
-		return nil, convertErr("upload file "+name, err)
-	}
-	return fileFrom(f), nil
-}
-
 // GetFile reads an uploaded file's metadata (404 once it expired or was deleted).
 func (c *Client) GetFile(ctx context.Context, id string) (*File, error) {
 	f, err := c.rc.GetFile(ctx, url.PathEscape(id))
@@ -174,29 +163,6 @@ func IsSchemaUnknown(err error) bool {
 	return errors.As(err, &s)
 }
 
-// TrainerInputs reads the training inputs of trainer ("owner/name:version") from the version's
-// openapi_schema: components.schemas.TrainingInput, or Input for trainers built before cog split
-// them (legacy), resolving allOf/$ref enums. A null or unreadable schema is a *SchemaUnknownError.
-func (c *Client) TrainerInputs(ctx context.Context, trainer string) (map[string]InputSpec, error) {
-	owner, name, version, err := SplitVersion(trainer)
-	if err != nil {
-		return nil, err
-	}
-	if owner == "" || version == "" {
-		return nil, fmt.Errorf("replicate: trainer %q must be \"owner/name:version\"", trainer)
-	}
-	op := "read input schema of " + trainer
-	// Read the schema raw: replicate-go would fail the whole call on a schema that is not an object.
-	var v struct {
-		OpenAPISchema json.RawMessage `json:"openapi_schema"`
-	}
-	err = c.do(ctx, http.MethodGet, c.api("/models/"+url.PathEscape(owner)+"/"+url.PathEscape(name)+"/versions/"+url.PathEscape(version)), nil, "", &v, op)
-	if err != nil {
-		return nil, err
-	}
-	return parseTrainingInput(v.OpenAPISchema, trainer)
-}
-
 type schemaProp struct {
 	Type        string                `json:"type"`
 	Format      string                `json:"format"`
@@ -294,6 +260,9 @@ type Training struct {
 	Output                  struct{ Version, Weights string } // Version = "owner/name:id"
 	CreatedAt               time.Time
 	StartedAt, CompletedAt  *time.Time
+	// PredictTime is metrics.predict_time: the seconds of run time Replicate bills (0 while it
+	// runs or when the API gives none).
+	PredictTime float64
 }
 
 // Terminal reports whether the training has finished (succeeded, failed, canceled or aborted).
@@ -319,6 +288,7 @@ func trainingFrom(t *rg.Training) *Training {
 	if t.Logs != nil {
 		out.Logs = *t.Logs
 	}
+	out.PredictTime = predictTime(t.Metrics)
 	if m, ok := t.Output.(map[string]any); ok {
 		out.Output.Version, _ = m["version"].(string)
 		out.Output.Weights, _ = m["weights"].(string)
@@ -434,6 +404,8 @@ type Prediction struct {
 	// DataRemoved is set once the API has removed the prediction's input, output and logs (it
 	// does so for API predictions an hour after they finish): the output can never be fetched.
 	DataRemoved bool
+	// PredictTime is metrics.predict_time in seconds (0 when absent), what Replicate bills.
+	PredictTime float64
 }
 
 // Gone reports whether a succeeded prediction's output can no longer be had: the API removed its
@@ -452,6 +424,7 @@ func predictionFrom(p *rg.Prediction) *Prediction {
 	if p.Logs != nil {
 		out.Logs = *p.Logs
 	}
+	out.PredictTime = predictTime(p.Metrics)
 	if raw := p.RawJSON(); len(raw) > 0 {
 		var extra struct {
 			DataRemoved bool `json:"data_removed"`
@@ -591,8 +564,9 @@ func redactURL(u *url.URL) string {
 
 // ---- helpers ----
 
-// paginate GETs a list and each `next` page, calling each for every result until it returns false.
-func (c *Client) paginate(ctx context.Context, first, op string, each func(json.RawMessage) (bool, error)) error {
+// paginate GETs a list and each `next` page, calling each for every result until it returns
+// false; onPage (optional) is called for every page read.
+func (c *Client) paginate(ctx context.Context, first, op string, each func(json.RawMessage) (bool, error), onPage ...func()) error {
 	next := first
 	seen := map[string]bool{}
 	for page := 1; next != ""; page++ {
@@ -606,6 +580,9 @@ func (c *Client) paginate(ctx context.Context, first, op string, each func(json.
 		}
 		if err := c.do(ctx, http.MethodGet, next, nil, "", &p, fmt.Sprintf("%s (page %d)", op, page)); err != nil {
 			return err
+		}
+		for _, f := range onPage {
+			f()
 		}
 		for _, r := range p.Results {
 			more, err := each(r)
@@ -699,6 +676,14 @@ func versionID(ref string) string {
 		return ""
 	}
 	return ref
+}
+
+// predictTime reads metrics.predict_time (seconds), 0 when absent or nonsense.
+func predictTime(m *rg.PredictionMetrics) float64 {
+	if m == nil || m.PredictTime == nil || *m.PredictTime < 0 || *m.PredictTime != *m.PredictTime {
+		return 0
+	}
+	return *m.PredictTime
 }
 
 func errString(e any) string {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,18 +46,29 @@ type Client struct {
 	// createAttempts and createBackoff are CreateOnce's retry policy (WithCreateRetry).
 	createAttempts int
 	createBackoff  time.Duration
+	// join and leave count the client's own goroutines (the watcher's) with a discrete-event
+	// clock (WithTime, discrete); no-ops otherwise.
+	join, leave func()
+	discrete    bool
 
-	mu         sync.Mutex
-	pauseUntil time.Time // set by a 429 Retry-After; every request waits for it
+	// limits and pacer: the request budget every stage of the process shares (pacer.go).
+	limits RateLimits
+	pacer  *pacer
+	// watcher follows trainings for many callers (watch.go); schemas memoizes trainer schemas
+	// and cache keeps them across processes (schema.go).
+	watcher *watcher
+	schemas schemaMemo
+	cache   pipeline.Cache
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
 // WithHTTPClient sets the HTTP client whose transport carries the requests (default: a client
-// with http.DefaultTransport, whose dial and TLS handshake have their own timeouts). Retries and
-// the per-attempt timeouts (WithTimeouts) wrap its transport; keep its Timeout 0, or it also cuts
-// off large uploads.
+// with a clone of http.DefaultTransport, whose dial and TLS handshake have their own timeouts,
+// keeping 64 idle connections to the API). Retries, the request budget and the per-attempt
+// timeouts (WithTimeouts) wrap its transport; keep its Timeout 0, or it also cuts off large
+// uploads.
 func WithHTTPClient(h *http.Client) Option {
 	return func(c *Client) {
 		if h != nil {
@@ -94,8 +106,9 @@ func WithTimeouts(request time.Duration, uploadRate int64) Option {
 	}
 }
 
-// WithSleep replaces how the client waits between retries (tests pass a fake that records the
-// delays and advances a fake clock instead of sleeping).
+// WithSleep replaces how the client waits: between retries, for the request budget and a
+// Retry-After pause, and between the watcher's looks at trainings. Tests and benchmarks pass a
+// fake, or the Sleep of a virtual clock shared with the test server (replicatetest.Clock).
 func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 	return func(c *Client) {
 		if sleep != nil {
@@ -104,11 +117,35 @@ func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
 	}
 }
 
-// WithClock replaces the clock the client uses for Retry-After pauses.
+// WithClock replaces the clock the client uses for Retry-After pauses, the request budget and
+// the watcher's schedule (pair it with WithSleep of the same clock).
 func WithClock(now func() time.Time) Option {
 	return func(c *Client) {
 		if now != nil {
 			c.now = now
+		}
+	}
+}
+
+// Time is a clock the client can run on instead of the wall clock, shared with a test server
+// (replicatetest.Clock). When it also has Join() and Leave(), the client counts its own
+// background goroutines (the watcher's loop and reads) with them, so a discrete-event clock
+// moves on only once those are asleep too.
+type Time interface {
+	Now() time.Time
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+// WithTime runs the client on t: WithClock(t.Now), WithSleep(t.Sleep), and Join/Leave if t has
+// them.
+func WithTime(t Time) Option {
+	return func(c *Client) {
+		c.now, c.sleep = t.Now, t.Sleep
+		if m, ok := t.(interface {
+			Join()
+			Leave()
+		}); ok {
+			c.join, c.leave, c.discrete = m.Join, m.Leave, true
 		}
 	}
 }
@@ -137,6 +174,9 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		backoff:    time.Second,
 		sleep:      Sleep,
 		now:        time.Now,
+		limits:     DefaultRateLimits,
+		join:       func() {},
+		leave:      func() {},
 
 		createAttempts: 3,
 		createBackoff:  2 * time.Second,
@@ -144,10 +184,12 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	c.pacer = newPacer(c.limits)
+	c.watcher = &watcher{c: c}
 	// Wrap the caller's transport with ours; keep the caller's client untouched.
 	base := c.http.Transport
 	if base == nil {
-		base = http.DefaultTransport
+		base = defaultTransport()
 	}
 	hc := *c.http
 	hc.Transport = &retryTransport{c: c, base: base}
@@ -181,7 +223,8 @@ type clientKey struct{}
 var envMu sync.Mutex
 
 // FromEnv returns the client shared by all stages of one command, created on first use from
-// REPLICATE_API_TOKEN and REPLICATE_BASE_URL and cached in env.Values.
+// REPLICATE_API_TOKEN and REPLICATE_BASE_URL (with env.Cache for trainer schemas) and cached in
+// env.Values: one request budget, one watcher and one schema memo per process.
 func FromEnv(env *pipeline.Env) (*Client, error) {
 	if env == nil {
 		return nil, &MissingTokenError{}
@@ -199,7 +242,13 @@ func FromEnv(env *pipeline.Env) (*Client, error) {
 	if token == "" {
 		return nil, &MissingTokenError{Simulated: env.Simulated}
 	}
-	c, err := New(getenv("REPLICATE_BASE_URL"), token)
+	// The client keeps trainer schemas in env.Cache (shared by every runner of a batch); not
+	// the simulator's, whose port changes every run: its entries would only pile up.
+	var opts []Option
+	if !env.Simulated {
+		opts = append(opts, WithCache(env.Cache))
+	}
+	c, err := New(getenv("REPLICATE_BASE_URL"), token, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +324,8 @@ func (e *APIError) Error() string {
 		b.WriteString("; hint: the API token was rejected: check REPLICATE_API_TOKEN (or use -simulate)")
 	case e.Status == http.StatusForbidden:
 		b.WriteString("; hint: the token's account may not own this model")
+	case e.Status == http.StatusRequestEntityTooLarge:
+		b.WriteString(fmt.Sprintf("; hint: the files API takes at most %d MiB per upload: send less, or host the file yourself and pass its URL", MaxUploadBytes>>20))
 	case e.Status == http.StatusTooManyRequests:
 		b.WriteString("; hint: rate limited even after retries honouring Retry-After; try again later or lower -parallelism")
 	case e.Status >= 500:
@@ -287,6 +338,13 @@ func (e *APIError) Error() string {
 func IsNotFound(err error) bool {
 	var a *APIError
 	return errors.As(err, &a) && a.Status == http.StatusNotFound
+}
+
+// IsRateLimited reports whether err is (or wraps) a 429 answer that outlasted the client's
+// retries. Nothing was processed: a poll that got it has not failed, it only comes later.
+func IsRateLimited(err error) bool {
+	var a *APIError
+	return errors.As(err, &a) && a.Status == http.StatusTooManyRequests
 }
 
 // IsUnauthorized reports whether err is (or wraps) a 401 answer.
@@ -367,8 +425,8 @@ const maxUploadTimeouts = 3
 
 // asUpload marks a request as an upload of size bytes: its attempts get a time allowance that
 // grows with the size, and it is tried at most maxUploadTimeouts times after timeouts.
-func asUpload(ctx context.Context, size int) context.Context {
-	return context.WithValue(ctx, uploadKey, int64(size))
+func asUpload(ctx context.Context, size int64) context.Context {
+	return context.WithValue(ctx, uploadKey, size)
 }
 
 // attemptTimeout is one attempt's deadline passing (not the caller's context).
@@ -440,21 +498,15 @@ func (c *Client) backoffDelay(attempt int) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
-// pause records a Retry-After: every request of this client waits until then.
+// pause records a 429's Retry-After: every request of this client waits until then, and the
+// budget runs slower for a while after it (pacer.throttle).
 func (c *Client) pause(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	until := c.now().Add(d)
-	if until.After(c.pauseUntil) {
-		c.pauseUntil = until
-	}
+	c.pacer.throttle(c.now(), d)
 }
 
 // waitPause sleeps until a recorded Retry-After has passed.
 func (c *Client) waitPause(ctx context.Context) error {
-	c.mu.Lock()
-	d := c.pauseUntil.Sub(c.now())
-	c.mu.Unlock()
+	d := c.pacer.pausedFor(c.now())
 	if d <= 0 {
 		return nil
 	}
@@ -591,12 +643,21 @@ func peekBody(resp *http.Response) []byte {
 }
 
 // bodyRetryAfter reads the wait from a 429 answer's JSON body ({"retry_after": 7} or a string in
-// any Retry-After form): the API may say it there and not in the header.
+// any Retry-After form, else the detail's "resets in ~30s" / "available in 7 seconds"): the API
+// may say it there and not in the header.
 func bodyRetryAfter(body []byte, now time.Time) (time.Duration, bool) {
 	var b struct {
 		RetryAfter json.RawMessage `json:"retry_after"`
+		Detail     any             `json:"detail"`
 	}
-	if json.Unmarshal(body, &b) != nil || len(b.RetryAfter) == 0 {
+	if json.Unmarshal(body, &b) != nil {
+		return 0, false
+	}
+	if len(b.RetryAfter) == 0 {
+		detail, _ := b.Detail.(string)
+		if m := detailWaitRe.FindStringSubmatch(detail); m != nil {
+			return parseRetryAfter(m[1], now)
+		}
 		return 0, false
 	}
 	var v any
@@ -612,6 +673,22 @@ func bodyRetryAfter(body []byte, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
+// detailWaitRe finds the wait in a throttling detail: "Your rate limit resets in ~30s." or
+// "Expected available in 7 seconds."
+var detailWaitRe = regexp.MustCompile(`(?i)\bin\s+~?(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)\b`)
+
+// defaultTransport is http.DefaultTransport keeping more idle connections to the API: a batch
+// has hundreds of callers, and the default two per host would dial again for nearly every request.
+func defaultTransport() http.RoundTripper {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
+	}
+	t = t.Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
 type retryTransport struct {
 	c    *Client
 	base http.RoundTripper
@@ -622,9 +699,13 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	safe := req.Method == http.MethodGet || req.Method == http.MethodHead || ctx.Value(retrySafeKey) != nil
 	_, upload := ctx.Value(uploadKey).(int64)
 	c := t.c
+	k := c.kindOf(req)
 	timeouts := 0
 	for attempt := 0; ; attempt++ {
-		if err := c.waitPause(ctx); err != nil {
+		if err := c.pace(ctx, k); err != nil {
+			if attempt == 0 && req.Body != nil {
+				_ = req.Body.Close() // a RoundTripper closes the body, sent or not
+			}
 			return nil, err
 		}
 		r := req
@@ -645,6 +726,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// timeout, which would cut off a large upload at a fixed time.
 		limit := c.attemptTimeoutFor(ctx)
 		actx, cancel := context.WithTimeout(ctx, limit)
+		c.pacer.count(k, req.Method, req.URL.Path)
 		resp, err := t.base.RoundTrip(r.WithContext(actx))
 		if err != nil {
 			timedOut := ctx.Err() == nil && actx.Err() != nil
@@ -719,32 +801,10 @@ func (c *Client) do(ctx context.Context, method, rawURL string, body io.Reader, 
 	if err != nil {
 		return fmt.Errorf("replicate: %s: %w", op, err)
 	}
-	if c.sameHost(req.URL) {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	req.Header.Set("User-Agent", "pipeline (replicate-go)")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return convertErr(op, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("replicate: %s: reading answer: %w", op, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return decodeAPIError(resp.StatusCode, data, op)
-	}
-	if out == nil || len(data) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("replicate: %s: decoding answer: %w", op, err)
-	}
-	return nil
+	return c.send(req, out, op)
 }
 
 func decodeAPIError(status int, data []byte, op string) error {

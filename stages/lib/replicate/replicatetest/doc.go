@@ -9,12 +9,14 @@
 // trainings (destination must exist, input validated against the schema with 422, secrets shown
 // as SecretMarker, starting → processing → succeeded|failed|canceled, ai-toolkit logs with tqdm
 // bars redrawn with \r, output {version: "owner/name:id", weights: URL}, cancel; the list has no
-// logs) and predictions (output: image URLs it serves), 429 with Retry-After and 5xx on demand,
-// and request counters.
+// logs; metrics.predict_time once it ended) and predictions (output: image URLs it serves), 429
+// with Retry-After and 5xx on demand, Replicate's rate limits (Options.RateLimits), 413 with an
+// HTML page (as the API's proxy answers) for a request over 100 MiB, request counters and load
+// accounting (Stats).
 //
 // Example:
 //
-//	srv := replicatetest.NewServer(replicatetest.Options{})
+//	srv := replicatetest.NewServer(replicatetest.Options{}) // PageSize 3; the API's is 100
 //	defer srv.Close()
 //	srv.AddModel("acme", "ana-lora", 4)          // four older versions
 //	srv.RateLimit("GET", "/v1/trainings", 1, 3)  // three 429s with Retry-After: 1
@@ -26,9 +28,24 @@
 // Time. With Options.Auto false (tests) a training advances one step per GET of it: GET 1
 // processing at step 0, GETs 2–6 at 20%..100% of its steps, GET 7 succeeded (the new version is
 // added to the destination then); a prediction is processing on GET 1 and done on GET 2. Nothing
-// sleeps. With Auto true (the simulator) they advance with wall time: a training takes ~2.5 s
-// (starting 0.3 s), a prediction 0.6 s, and finished trainings create their versions even when
-// nobody polls them.
+// sleeps, and a list (GET /v1/trainings) advances nothing: follow more than 20 trainings (the
+// client then lists) in Auto mode. With Auto true (the simulator) they advance with time: a
+// training takes ~2.1 s (starting 0.3 s), a prediction 0.6 s, or Options.TrainingTime and
+// PredictionTime (a tenth of a training is starting); finished trainings create their versions
+// even when nobody polls them, at the time they ended.
+//
+// Virtual time. Options.Clock sets the server's time. A *Clock shared with the client
+// (replicate.WithTime(clk)) puts the server's trainings, its rate limits and the client's pacer
+// and watcher in the same time: NewClock(start, N) runs N times faster than wall time (a batch
+// benchmark: wall time is T/N plus the local work), NewSteppedClock is a discrete-event clock
+// that moves on only when every member (Join, the client's watcher, requests sent through
+// clk.Transport) sleeps, so accounting is exact and tests take no wall time.
+//
+// Load. Options.RateLimits (off by default) enforces Replicate's limits over a sliding minute:
+// 600 prediction creates, 3,000 other requests; over them 429 with Retry-After and
+// {"detail": "Request was throttled. Your rate limit resets in ~Ns."}, not processed. Stats has
+// the peak requests per minute (all, creates, others), the 429s the limits sent and the most
+// trainings in flight at once; UploadContentLengths the Content-Length of each upload.
 //
 // Loss model. The logged loss (Loss) decays from ~0.85 with a time constant of 250 steps towards
 // a floor of 0.30, plus deterministic noise (±0.015) seeded by the input. Overfit(input) is 0 for

@@ -32,8 +32,19 @@ type Options struct {
 	// Auto: trainings and predictions advance with wall time (simulator). false: they advance one
 	// step per GET of that object (deterministic tests).
 	Auto bool
-	// PageSize of list endpoints (default 3, to force pagination in tests).
+	// PageSize of list endpoints (default 3, to force pagination in tests; the API's is 100).
 	PageSize int
+	// Clock is the server's time (created_at, Auto mode's progress, rate limits); nil: wall
+	// time. Share a *Clock with the client to run a batch in virtual time.
+	Clock interface{ Now() time.Time }
+	// TrainingTime is how long every training takes in Auto mode, from created to succeeded
+	// (a tenth of it starting); 0 keeps the default of about 2.1 s, < 0 ends each at once.
+	TrainingTime time.Duration
+	// PredictionTime likewise for predictions (0: 0.6 s; < 0: at once).
+	PredictionTime time.Duration
+	// RateLimits, when set, enforces Replicate's request rate limits (see Limits); off by
+	// default so tests that do not measure load are not throttled.
+	RateLimits *Limits
 }
 
 // Server is a Replicate API test server on 127.0.0.1.
@@ -63,6 +74,11 @@ type Server struct {
 	// name of a deleted model.
 	reserved map[string]bool
 	stalls   []*stall
+	// load and stats: rate accounting and limits (limits.go); uploads: the Content-Length of
+	// every file upload request (-1: not sized).
+	load    load
+	stats   Stats
+	uploads []int64
 }
 
 // stall holds matching requests for a while before they are processed.
@@ -111,6 +127,9 @@ func Start(opts Options) (*Server, error) {
 		opts.PageSize = 3
 	}
 	s := &Server{opts: opts, counts: map[string]int{}, images: map[string][]byte{}, now: time.Now}
+	if opts.Clock != nil {
+		s.now = opts.Clock.Now
+	}
 	s.start = s.now()
 	if opts.WorldFile != "" {
 		w, err := loadWorld(opts.WorldFile)
@@ -139,9 +158,10 @@ func (s *Server) URL() string { return s.base }
 // Token is the bearer token the server accepts.
 func (s *Server) Token() string { return s.opts.Token }
 
-// Close stops the server (the world file, if any, is already saved).
+// Close stops the server (the world file, if any, is already saved). Requests under way get a
+// moment to finish; connections a client opened and never used do not hold it up.
 func (s *Server) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	_ = s.srv.Shutdown(ctx)
 	_ = s.srv.Close()
@@ -151,7 +171,7 @@ func (s *Server) Close() {
 // "GET /v1/trainings/{id}", "POST /v1/models/{owner}/{name}/versions/{id}/trainings"), the
 // aliases "POST /v1/trainings" (create training), "GET version" and "DELETE version", the
 // outcomes "created training", "created prediction", "created model", "uploaded file",
-// "deleted version", "canceled training", and the answers "401", "429", "5xx".
+// "deleted version", "canceled training", and the answers "401", "413", "429", "5xx".
 func (s *Server) Count(key string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -421,11 +441,20 @@ func (j jsonErrors) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived := s.now() // the rate limits count from here, not from when the lock was free
+		if r.ContentLength > MaxRequestBytes {
+			s.tooLarge(w, r)
+			return
+		}
 		// Read the body before taking the lock, and answer from a recorder after releasing it, so
 		// a slow client never holds up the others.
-		body, err := io.ReadAll(io.LimitReader(r.Body, 256<<20))
+		body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestBytes+1))
 		if err != nil {
 			apiError(w, http.StatusBadRequest, "Invalid request", "reading the request body: "+err.Error())
+			return
+		}
+		if len(body) > MaxRequestBytes {
+			s.tooLarge(w, r)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -490,6 +519,16 @@ func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.
 			apiError(w, http.StatusUnauthorized, "Unauthenticated", "You did not pass a valid authentication token")
 			return
 		}
+		if auth {
+			s.arrive(r, arrived)
+			if f == nil && s.throttle(w, r, arrived) {
+				s.mu.Unlock()
+				return
+			}
+		}
+		if name == "POST /v1/files" {
+			s.uploads = append(s.uploads, r.ContentLength)
+		}
 		s.tickLocked()
 		rec := httptest.NewRecorder()
 		h(rec, r)
@@ -522,6 +561,32 @@ func (s *Server) wrap(name string, h handler, aliases []string, auth bool) http.
 			apiError(w, f.status, http.StatusText(f.status), "The server had an error while processing your request (simulated).")
 		}
 	})
+}
+
+// MaxRequestBytes is the most a request body may have: the files API's 100 MiB. Over it the
+// API's proxy answers 413 Request Entity Too Large with an HTML page (no JSON detail), before
+// the request reaches the API.
+const MaxRequestBytes = 100 << 20
+
+// tooLarge answers 413 as the API's proxy does. The rest of the body is read first (up to 1 GiB)
+// so the client hears the answer instead of a reset connection.
+func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<30))
+	s.mu.Lock()
+	s.counts["413"]++
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "text/html")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	_, _ = io.WriteString(w, "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n")
+}
+
+// UploadContentLengths lists the Content-Length of every file upload request so far, oldest
+// first (-1 for a body sent without one).
+func (s *Server) UploadContentLengths() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int64(nil), s.uploads...)
 }
 
 func (s *Server) countStatus(status int) {
@@ -961,6 +1026,7 @@ func (s *Server) createTraining(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.counts["created training"]++
+	s.stats.PeakTrainingsInFlight = max(s.stats.PeakTrainingsInFlight, s.inFlightLocked())
 	writeJSON(w, http.StatusCreated, s.trainingJSON(t, true))
 }
 
@@ -1044,14 +1110,38 @@ func (s *Server) trainingFrac(t *trainingRec) (frac float64, starting bool) {
 		return float64(t.Polls-1) / 5, false
 	}
 	e := s.now().Sub(t.CreatedAt)
-	startup, run := 300*time.Millisecond, 2200*time.Millisecond
-	if strings.EqualFold(str(t.Input["trigger_word"]), "SLOW") {
-		run *= 5
+	startup, run := s.trainingPhases(t)
+	if run <= 0 {
+		return 1.2, false // TrainingTime < 0: done at the first look
 	}
 	if e < startup {
 		return 0, true
 	}
 	return float64(e-startup) / float64(run) * 1.2, false // 1.0..1.2 is the final save
+}
+
+// trainingPhases are an Auto mode training's starting time and run time; it is done after
+// startup + run/1.2 (run 0: at once).
+func (s *Server) trainingPhases(t *trainingRec) (startup, run time.Duration) {
+	startup, run = 300*time.Millisecond, 2200*time.Millisecond
+	switch T := s.opts.TrainingTime; {
+	case T < 0:
+		return 0, 0
+	case T > 0:
+		startup = T / 10
+		run = time.Duration(float64(T-startup) * 1.2)
+	}
+	if strings.EqualFold(str(t.Input["trigger_word"]), "SLOW") {
+		run *= 5
+	}
+	return startup, run
+}
+
+// trainingEnd is when an Auto mode training finishes (its completed_at even when nobody looked
+// then, so predict_time is its length, not the polling's).
+func (s *Server) trainingEnd(t *trainingRec) time.Time {
+	startup, run := s.trainingPhases(t)
+	return t.CreatedAt.Add(startup + time.Duration(float64(run)/1.2))
 }
 
 func str(v any) string {
@@ -1072,7 +1162,8 @@ func (s *Server) advanceTraining(t *trainingRec) {
 	if t.StartedAt == nil {
 		st := now
 		if s.opts.Auto {
-			st = t.CreatedAt.Add(300 * time.Millisecond)
+			startup, _ := s.trainingPhases(t)
+			st = t.CreatedAt.Add(startup)
 		}
 		t.StartedAt = &st
 	}
@@ -1109,12 +1200,16 @@ func (s *Server) advanceTraining(t *trainingRec) {
 		fail("The destination model " + t.Destination + " no longer exists")
 		return
 	}
-	v := &versionRec{ID: s.w.newVersionID(), CreatedAt: now, TrainingID: t.ID}
+	end := now
+	if e := s.trainingEnd(t); s.opts.Auto && e.Before(now) {
+		end = e
+	}
+	v := &versionRec{ID: s.w.newVersionID(), CreatedAt: end, TrainingID: t.ID}
 	m.Versions = append(m.Versions, v)
 	t.Step = total
 	t.Status = "succeeded"
 	t.OutputVersion = t.Destination + ":" + v.ID
-	t.CompletedAt = &now
+	t.CompletedAt = &end
 }
 
 // fileIDFromURL returns the file id of one of this server's file URLs ("" otherwise).
@@ -1294,7 +1389,11 @@ func (s *Server) advancePrediction(p *predictionRec) {
 	var processing, done bool
 	if s.opts.Auto {
 		e := now.Sub(p.CreatedAt)
-		processing, done = e >= 100*time.Millisecond, e >= 600*time.Millisecond
+		start, length := 100*time.Millisecond, 600*time.Millisecond
+		if P := s.opts.PredictionTime; P != 0 {
+			start, length = max(P, 0)/6, max(P, 0)
+		}
+		processing, done = e >= start, e >= length
 	} else {
 		processing, done = p.Polls >= 1, p.Polls >= 2
 	}
