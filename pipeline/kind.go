@@ -102,6 +102,9 @@ type Attribute struct {
 	Duration     bool
 	MinDuration  time.Duration
 	Check        func(v, inputs cty.Value) error
+	// NoDigest keeps the attribute out of the input digest: changing it never re-runs a stage
+	// (money settings: prices, max_cost_usd, the hardware a job runs on).
+	NoDigest bool
 	// StageKind, when set, means the attribute names a whole stage of that kind (`training =
 	// train.lora`); validate rejects anything else.
 	StageKind string
@@ -310,6 +313,12 @@ type Recorder interface {
 	Progress(p Progress)
 	// Warn reports a warning about this stage instance.
 	Warn(msg string)
+	// Wait says the stage is only waiting on paid remote work from now on (a training or a batch of
+	// predictions running on Replicate): the engine hands its -parallelism slot to local work and
+	// counts the stage against -max-in-flight instead, blocking until a place is free. done ends
+	// the wait when the stage needs local work again (downloads, scoring, writing files): it takes
+	// a -parallelism slot back, blocking until one is free. err is ctx's when it ends first.
+	Wait(ctx context.Context) (done func(), err error)
 	// UpdateShared replaces the instance's shared record called name with what update returns
 	// for its current value (nil when there is none), atomically with respect to other stages of
 	// the instance, and writes state durably before it returns.
@@ -339,10 +348,26 @@ type Result struct {
 	// Digest adds named components to the input digest (e.g. the content of the images). A component
 	// that changes makes the stage re-run with the reason "NAME changed". Only Plan's value is used.
 	Digest map[string]string
+	// Cost is money the stage spends on Replicate: Plan's estimate of the paid work it would start
+	// (nil: none), Apply's actual cost of the jobs it followed. Money never enters a digest.
+	Cost *Cost
+	// CostLimit, when set, is the most the paid work this process would start may cost according
+	// to plan's estimates (the replicate block's max_cost_usd): the engine refuses the plan above it.
+	CostLimit *float64
 	// Effects are what the stage will do that downstream stages may need to know, as strings the
 	// package that defines them documents (e.g. a library's "adds a version to model X"): the
 	// engine hands them to downstream stages in Request.Upstream. Only Plan's value is used.
 	Effects []string
+}
+
+// Cost is an amount in US dollars and how it was reached.
+type Cost struct {
+	USD float64
+	// Estimate marks plan's figures (from earlier jobs' timings or documented defaults); false is a
+	// job's actual cost from its metrics.predict_time.
+	Estimate bool
+	// Basis says how: "1000 steps × 1.30 s/step + 90 s on gpu-h100 at $0.001525/s".
+	Basis string
 }
 
 // Env is the environment a command runs in, handed to every stage.
@@ -429,3 +454,10 @@ func (s MemState) Shared(name string) json.RawMessage {
 	}
 	return s.Memory.Shared(name)
 }
+
+// NoLimits is a Recorder's Wait with no -parallelism or -max-in-flight to respect: what a kind's
+// tests embed in their recorder.
+type NoLimits struct{}
+
+// Wait implements Recorder.Wait: it never blocks.
+func (NoLimits) Wait(ctx context.Context) (func(), error) { return func() {}, ctx.Err() }

@@ -63,7 +63,7 @@ func (o *Outcome) Counts() map[string]int {
 // cancelled no new stage starts, running stages record what they know, and Apply returns.
 func (e *Engine) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	out := &Outcome{Instances: make([]*InstanceOutcome, len(plan.Instances)), Locked: e.locked}
-	sem := make(chan struct{}, e.parallelism())
+	sem := &slots{local: make(chan struct{}, e.parallelism()), waiting: make(chan struct{}, e.maxInFlight())}
 	var wg sync.WaitGroup
 	for i, ip := range plan.Instances {
 		io := &InstanceOutcome{Key: ip.Key, Batch: ip.Batch}
@@ -136,7 +136,24 @@ type stageRun struct {
 	out  *StageOutcome
 }
 
-func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *InstanceOutcome, sem chan struct{}) {
+// slots are apply's two budgets: local work (-parallelism) and stages only waiting on paid remote
+// work (-max-in-flight). A stage holds one of local while it works and may trade it for one of
+// waiting (Recorder.Wait) while its job runs on Replicate.
+type slots struct {
+	local, waiting chan struct{}
+}
+
+// take acquires a place in ch, or gives up when ctx ends.
+func take(ctx context.Context, ch chan struct{}) error {
+	select {
+	case ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *InstanceOutcome, sem *slots) {
 	// An instance with a stage that cannot be planned is left out whole (SPEC): running its
 	// upstream stages would spend money on a pipeline that cannot finish.
 	for _, bad := range ip.Stages {
@@ -208,7 +225,7 @@ func (e *Engine) applyInstance(ctx context.Context, ip *InstancePlan, io *Instan
 	}
 }
 
-func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, runs map[string]*stageRun, sem chan struct{}, evalMu *sync.Mutex) *StageOutcome {
+func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, runs map[string]*stageRun, sem *slots, evalMu *sync.Mutex) *StageOutcome {
 	sp := r.sp
 	st := sp.Stage
 	so := &StageOutcome{Address: sp.Address, Kind: st.Kind, Name: st.Name}
@@ -256,13 +273,12 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		so.Status = StatusNotStarted
 		return so
 	}
-	select {
-	case sem <- struct{}{}:
-	case <-ctx.Done():
+	if take(ctx, sem.local) != nil {
 		so.Status = StatusNotStarted
 		return so
 	}
-	defer func() { <-sem }()
+	held := &slotHold{s: sem, local: true}
+	defer held.release()
 
 	if sp.ReadOnly && sp.ranInPlan {
 		return e.recordReadOnly(ctx, ip, sp, so, setOutputs)
@@ -317,7 +333,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	}
 	e.emit(pipeline.Event{Type: pipeline.EventStageStart, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote), Action: sp.Action})
 
-	recorder := &recorder{e: e, ip: ip, sp: sp, addr: st.Addr, ctx: ctx}
+	recorder := &recorder{e: e, ip: ip, sp: sp, addr: st.Addr, ctx: ctx, hold: held}
 	evalMu.Lock()
 	req := e.request(ip, sp, false, recorder)
 	evalMu.Unlock()
@@ -495,6 +511,68 @@ type recorder struct {
 	sp   *StagePlan
 	addr string
 	ctx  context.Context
+	hold *slotHold
+}
+
+// slotHold is the place a running stage holds: a local slot, or a waiting one after Wait.
+type slotHold struct {
+	mu    sync.Mutex
+	s     *slots
+	local bool // holds a local slot (else a waiting one, or none)
+	wait  bool
+}
+
+// release gives back whatever the stage holds when it returns.
+func (h *slotHold) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.local {
+		<-h.s.local
+	}
+	if h.wait {
+		<-h.s.waiting
+	}
+	h.local, h.wait = false, false
+}
+
+// Wait implements pipeline.Recorder: the local slot goes to other stages while this one waits,
+// within -max-in-flight.
+func (r *recorder) Wait(ctx context.Context) (func(), error) {
+	h := r.hold
+	h.mu.Lock()
+	if h.wait {
+		h.mu.Unlock()
+		return func() {}, nil // already waiting
+	}
+	if h.local {
+		<-h.s.local
+		h.local = false
+	}
+	h.mu.Unlock()
+	if err := take(ctx, h.s.waiting); err != nil {
+		return func() {}, err
+	}
+	h.mu.Lock()
+	h.wait = true
+	h.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { h.backToWork(ctx) }) }, nil
+}
+
+// backToWork trades the waiting place for a local slot again (none when ctx ended: the stage is
+// stopping and needs no slot to record what it knows).
+func (h *slotHold) backToWork(ctx context.Context) {
+	h.mu.Lock()
+	if h.wait {
+		<-h.s.waiting
+		h.wait = false
+	}
+	h.mu.Unlock()
+	if take(ctx, h.s.local) == nil {
+		h.mu.Lock()
+		h.local = true
+		h.mu.Unlock()
+	}
 }
 
 func (r *recorder) Save(data any) error {

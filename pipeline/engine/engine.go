@@ -38,8 +38,11 @@ type Engine struct {
 	Store state.Store
 	Sink  pipeline.Sink
 	Env   *pipeline.Env
-	// Parallelism bounds the stage instances running at once (default 4).
+	// Parallelism bounds the stage instances doing local work at once (default 4).
 	Parallelism int
+	// MaxInFlight bounds the stages only waiting on paid remote work (Recorder.Wait) at once
+	// (default 100). They hold no Parallelism slot.
+	MaxInFlight int
 	// Only restricts a batch to these keys.
 	Only []string
 	// Shard runs only the keys of shard Index of Count (1-based); zero value = all.
@@ -102,6 +105,13 @@ func (e *Engine) emit(ev pipeline.Event) {
 		ev.Time = e.clock()
 	}
 	e.Sink.Emit(ev)
+}
+
+func (e *Engine) maxInFlight() int {
+	if e.MaxInFlight < 1 {
+		return 100
+	}
+	return e.MaxInFlight
 }
 
 func (e *Engine) parallelism() int {

@@ -335,6 +335,7 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 	sp.Inputs, sp.Blocks, sp.Settings, sp.Sensitive = inputs, blocks, settings, sens
 	sp.Parts, sp.Display = digestParts(inputs, blocks, settings, sens)
 	dropNewDefaults(sp)
+	dropNoDigest(sp)
 	for k, v := range sp.Display {
 		// Display values go to state and into later reasons: no secret in them, whatever path it took.
 		sp.Display[k] = e.secrets.redactJSON(v)
@@ -369,6 +370,35 @@ func dropNewDefaults(sp *StagePlan) {
 		if d, known := digestOf(def); known && d == part {
 			delete(sp.Parts, name)
 			delete(sp.Display, name)
+		}
+	}
+}
+
+// dropNoDigest leaves out the inputs and settings the schema keeps out of digests (money). A run
+// recorded before such a setting was kept out digested it: its recorded part stands, so the
+// digest matches whatever the setting says now.
+func dropNoDigest(sp *StagePlan) {
+	drop := func(name string) {
+		if sp.prior != nil {
+			if old, had := sp.prior.DigestParts[name]; had {
+				sp.Parts[name] = old
+				sp.Display[name] = sp.prior.Inputs[name]
+				return
+			}
+		}
+		delete(sp.Parts, name)
+		delete(sp.Display, name)
+	}
+	for name, decl := range sp.Stage.Schema.Attributes {
+		if decl != nil && decl.NoDigest {
+			drop(name)
+		}
+	}
+	for set, attrs := range sp.Stage.Schema.SettingsAttributes {
+		for name, decl := range attrs {
+			if decl != nil && decl.NoDigest {
+				drop(set + "." + name)
+			}
 		}
 	}
 }
@@ -645,6 +675,9 @@ type nopRecorder struct{}
 func (nopRecorder) Save(any) error             { return nil }
 func (nopRecorder) Progress(pipeline.Progress) {}
 func (nopRecorder) Warn(string)                {}
+
+// Wait never blocks in plan: nothing paid runs.
+func (nopRecorder) Wait(ctx context.Context) (func(), error) { return func() {}, ctx.Err() }
 
 // UpdateShared does nothing: plan never changes state.
 func (nopRecorder) UpdateShared(string, func(json.RawMessage) (json.RawMessage, error)) error {

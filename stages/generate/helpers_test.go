@@ -32,6 +32,7 @@ var errKilled = errors.New("killed: state write failed")
 // runs on every progress report (a test cancels the context there: Ctrl-C mid-wait).
 type recorder struct {
 	pipeline.MemShared
+	pipeline.NoLimits
 	mu         sync.Mutex
 	data       json.RawMessage
 	saves      int

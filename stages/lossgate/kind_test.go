@@ -19,6 +19,7 @@ import (
 // recorder keeps what the gate records: its private data and the subject's shared ledger.
 type recorder struct {
 	pipeline.MemShared
+	pipeline.NoLimits
 	mu    sync.Mutex
 	data  json.RawMessage
 	saves int

@@ -23,6 +23,7 @@ import (
 // shared records (the version ledger) where every stage of the chain reads them.
 type memRecorder struct {
 	*pipeline.MemShared
+	pipeline.NoLimits
 	data json.RawMessage
 }
 

@@ -20,6 +20,7 @@ func init() { deleteBackoff = time.Millisecond }
 // recorder keeps what prune records: its data, and the shared ledger where the view reads it.
 type recorder struct {
 	*pipeline.MemShared
+	pipeline.NoLimits
 	data []byte
 }
 

@@ -32,6 +32,7 @@ var errKilled = errors.New("killed: state write failed")
 // cancels the context (Ctrl-C / kill right there).
 type recorder struct {
 	pipeline.MemShared
+	pipeline.NoLimits
 	mu                  sync.Mutex
 	data                json.RawMessage
 	saves, progresses   int

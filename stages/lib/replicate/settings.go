@@ -15,6 +15,12 @@ type Settings struct {
 	Trainer     string `cty:"trainer"`
 	Destination string `cty:"destination"`
 	Hardware    string `cty:"hardware"`
+	// Money: where the default trainer's trainings and the predictions run, price overrides
+	// (hardware → USD per second over BuiltinPrices) and the most a process may start.
+	TrainingHardware   string             `cty:"training_hardware"`
+	PredictionHardware string             `cty:"prediction_hardware"`
+	Prices             map[string]float64 `cty:"prices"`
+	MaxCostUSD         *float64           `cty:"max_cost_usd"`
 }
 
 // SettingsSchema declares the `replicate` block once, for every kind that reads it
@@ -22,7 +28,25 @@ type Settings struct {
 var SettingsSchema = map[string]*pipeline.Attribute{
 	"trainer":     {Type: cty.String, Check: CheckTrainer, Description: `trainer version "owner/name:version"`},
 	"destination": {Type: cty.String, Check: CheckModel("destination", "no version: trainings add versions to it"), Description: `model "owner/name" that receives new versions`},
-	"hardware":    {Type: cty.String, Description: `hardware a missing destination is created on ["gpu-t4"]`},
+	"hardware":    {Type: cty.String, NoDigest: true, Description: `hardware a missing destination is created on ["gpu-t4"]`},
+	"training_hardware": {Type: cty.String, NoDigest: true,
+		Description: `where the default trainer's trainings run, for cost figures ["gpu-h100"]`},
+	"prediction_hardware": {Type: cty.String, NoDigest: true,
+		Description: `where predictions run, for cost figures ["gpu-h100"]`},
+	"prices": {Type: cty.Map(cty.Number), NoDigest: true, Check: checkPrices,
+		Description: "USD per second by hardware, over the built-in table from Replicate's pricing page"},
+	"max_cost_usd": {Type: cty.Number, NoDigest: true, Min: pipeline.Bound(0),
+		Description: "plan refuses (exit 3) when the estimated cost of the paid work this process would start exceeds it"},
+}
+
+// checkPrices: a price is a rate in USD per second, never negative.
+func checkPrices(v, _ cty.Value) error {
+	for k, p := range v.AsValueMap() {
+		if f, _ := p.AsBigFloat().Float64(); f < 0 {
+			return fmt.Errorf("prices[%q] = %g is negative: a price is USD per second", k, f)
+		}
+	}
+	return nil
 }
 
 // CheckTrainer is an attribute check: a training runs on one exact trainer version.
