@@ -49,6 +49,10 @@ type Schema struct {
 	Blocks     map[string]*BlockSchema
 	// Outputs maps each output name to its type. The whole stage (KIND.NAME) is an object of these.
 	Outputs map[string]cty.Type
+	// Transient names outputs of a ReadOnly kind that are never written to state: figures it
+	// computes again on every plan from its cache (image_check's per-photo stats), which would
+	// make state grow with the photos. Other stages still see them while the run lasts.
+	Transient []string
 	// ReadOnly kinds (image checks, parameter selection) run for real during plan and never count as
 	// changes for -detailed-exitcode.
 	ReadOnly bool
@@ -177,6 +181,10 @@ type Request struct {
 	Env *Env
 	// Planning is true while the engine is planning (also for a ReadOnly kind's Apply during plan).
 	Planning bool
+	// Unchanged is true, during plan, when state recorded this instance as complete with the same
+	// inputs as far as the engine can tell (the kind's own Digest parts aside) and nothing upstream
+	// runs: unless its own parts changed it is up to date, so Plan need not read anything remote.
+	Unchanged bool
 }
 
 // Input returns one input attribute (cty.NilVal if the schema has no such attribute).
@@ -382,6 +390,9 @@ type Env struct {
 	Cache Cache
 	// Simulated is true under -simulate.
 	Simulated bool
+	// NoRefresh is -refresh=false: Plan reads nothing remote (it plans from state and caches);
+	// Apply still reconciles with the API before it creates anything.
+	NoRefresh bool
 	// Values carries process-wide services that stage packages share (keyed by their own types).
 	Values map[any]any
 	// Redact replaces every secret value the run knows (sensitive variables, secret-named inputs)

@@ -43,6 +43,8 @@ type common struct {
 	lockTimeout time.Duration
 	simulate    bool
 	details     bool
+	maxInFlight int
+	refresh     bool
 }
 
 func (c *common) register(fs *flag.FlagSet, withRun bool) {
@@ -59,6 +61,8 @@ func (c *common) register(fs *flag.FlagSet, withRun bool) {
 		fs.DurationVar(&c.lockTimeout, "lock-timeout", 0, "wait this long for a state lock (e.g. 30s)")
 		fs.BoolVar(&c.simulate, "simulate", false, "run against the built-in offline Replicate simulator (labelled [simulated])")
 		fs.BoolVar(&c.details, "details", false, "print every instance of a large batch, not per-stage summaries")
+		fs.IntVar(&c.maxInFlight, "max-in-flight", 100, "apply: paid remote jobs followed at once (they hold no -parallelism slot)")
+		fs.BoolVar(&c.refresh, "refresh", true, "read Replicate while planning; -refresh=false plans from state alone (apply still reconciles before creating anything)")
 	}
 }
 
@@ -221,14 +225,15 @@ func load(ctx context.Context, c *common, u *ui, files []string, savedVars map[s
 		}
 		location = url
 	}
-	store, err := state.Open(ctx, location, files[0])
+	store, err := state.OpenWith(ctx, location, files[0], state.OpenOptions{Batch: mod.HasBatch()})
 	if err != nil {
 		return nil, exitWith(exitError, fmt.Errorf("opening state: %w", err))
 	}
 	l.store = store
-	// The figures cache is local until remote state offers the shared one (issue 10).
+	// Figures go where the state is (every CI runner of a remote state shares them); photos and
+	// prepared copies stay in the local cache directory.
 	l.env = &pipeline.Env{Getenv: os.Getenv, CacheDir: cacheDir(location, files[0]),
-		Cache: pipeline.DirCache(cacheDir(location, files[0])), Values: map[any]any{}}
+		Cache: state.CacheOf(store), Values: map[any]any{}, NoRefresh: !c.refresh}
 	if c.simulate {
 		world := filepath.Join(filepath.Dir(cacheDir(location, files[0])), stem(files[0])+".simulator.json")
 		sim, err := replicatetest.Simulate(world)
@@ -253,6 +258,10 @@ func load(ctx context.Context, c *common, u *ui, files []string, savedVars map[s
 		l.close()
 		return nil, exitWith(exitError, fmt.Errorf("-parallelism %d: must be at least 1", c.parallelism))
 	}
+	if c.maxInFlight < 1 {
+		l.close()
+		return nil, exitWith(exitError, fmt.Errorf("-max-in-flight %d: must be at least 1", c.maxInFlight))
+	}
 	shard := engine.Shard{}
 	if c.shard != "" {
 		s, err := engine.ParseShard(c.shard)
@@ -264,7 +273,7 @@ func load(ctx context.Context, c *common, u *ui, files []string, savedVars map[s
 	}
 	l.engine = &engine.Engine{
 		Module: mod, Vars: vars, Store: store, Sink: u, Env: l.env,
-		Parallelism: c.parallelism, Only: c.only, Shard: shard, Replace: c.replace, LockTimeout: c.lockTimeout,
+		Parallelism: c.parallelism, MaxInFlight: c.maxInFlight, Only: c.only, Shard: shard, Replace: c.replace, LockTimeout: c.lockTimeout,
 	}
 	return l, nil
 }

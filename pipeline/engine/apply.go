@@ -366,7 +366,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusFailed, nil, oerr.Error(), durable)
 		return e.fail(ip, sp, so, oerr)
 	}
-	raw, _ := marshalValue(outputs)
+	raw, _ := marshalValue(recordable(st.Schema, outputs))
 	so.Outputs = outputs
 	setOutputs(outputs)
 	ev := pipeline.Event{Address: sp.Address, Kind: st.Kind, Key: ip.Key, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote),
@@ -396,7 +396,7 @@ func (e *Engine) simulated(remote bool) bool { return remote && e.Env != nil && 
 // recordReadOnly stores the result a read-only stage produced during plan.
 func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePlan, so *StageOutcome, setOutputs func(cty.Value)) *StageOutcome {
 	st := sp.Stage
-	raw, _ := marshalValue(sp.Outputs)
+	raw, _ := marshalValue(recordable(st.Schema, sp.Outputs))
 	status := pipeline.StatusComplete
 	if sp.Refused != "" {
 		status = pipeline.StatusRefused

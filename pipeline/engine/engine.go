@@ -107,6 +107,11 @@ func (e *Engine) emit(ev pipeline.Event) {
 	e.Sink.Emit(ev)
 }
 
+// planConcurrency is how many instances plan at once: plan's work is reading (state, the API
+// within the client's budget) and cached image checks, bounded on their own, so -parallelism —
+// which bounds apply's local work — does not hold a 1,000-subject plan back.
+func (e *Engine) planConcurrency() int { return max(e.parallelism(), 32) }
+
 func (e *Engine) maxInFlight() int {
 	if e.MaxInFlight < 1 {
 		return 100

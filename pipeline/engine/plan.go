@@ -152,7 +152,7 @@ func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
 		e.Env.Redact = e.secrets.redact
 	}
 	plan := &Plan{Batch: e.Module.HasBatch(), Instances: make([]*InstancePlan, len(specs))}
-	sem := make(chan struct{}, e.parallelism())
+	sem := make(chan struct{}, e.planConcurrency())
 	var wg sync.WaitGroup
 	for i, sp := range specs {
 		wg.Add(1)
@@ -334,6 +334,11 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 	}
 	sp.Inputs, sp.Blocks, sp.Settings, sp.Sensitive = inputs, blocks, settings, sens
 	sp.Parts, sp.Display = digestParts(inputs, blocks, settings, sens)
+	for name, decl := range st.Schema.Attributes {
+		if decl != nil && decl.StageKind != "" {
+			delete(sp.Display, name) // a whole stage's outputs: its digest says enough ("reference changed")
+		}
+	}
 	dropNewDefaults(sp)
 	dropNoDigest(sp)
 	for k, v := range sp.Display {
@@ -453,7 +458,7 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 	switch {
 	case sp.prior == nil:
 		sp.Action = pipeline.ActionRun
-	case sp.prior.Status == pipeline.StatusComplete && sp.prior.InputDigest == sp.Digest && sameOutputs(sp.prior.Outputs, out):
+	case sp.prior.Status == pipeline.StatusComplete && sp.prior.InputDigest == sp.Digest && sameOutputs(sp.prior.Outputs, recordable(st.Schema, out), st.Schema):
 		sp.Action = pipeline.ActionNoop
 	default:
 		sp.Action = pipeline.ActionRerun
@@ -615,7 +620,31 @@ func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pip
 	}
 	req.Consultants = e.consultants(ip, st)
 	req.Shared = e.shared()
+	req.Unchanged = planning && e.unchanged(ip, sp)
 	return req
+}
+
+// unchanged: state says the stage finished with these inputs (the engine's parts of the digest;
+// the kind's own, such as the photos' content, it checks itself) and nothing upstream of it runs.
+func (e *Engine) unchanged(ip *InstancePlan, sp *StagePlan) bool {
+	p := sp.prior
+	if p == nil || p.Status != pipeline.StatusComplete || e.replaced(sp.Address, sp.Stage.Addr) || upstreamChanging(ip, sp.Stage) != "" {
+		return false
+	}
+	for name, d := range sp.Parts {
+		if strings.HasPrefix(name, "+") && name != simulatedPart {
+			continue
+		}
+		if d == "" || p.DigestParts[name] != d {
+			return false
+		}
+	}
+	for name := range p.DigestParts {
+		if _, ok := sp.Parts[name]; !ok && (!strings.HasPrefix(name, "+") || name == simulatedPart) {
+			return false
+		}
+	}
+	return true
 }
 
 // consultants asks the kinds of st's dependent stages whether they watch it while it runs.
@@ -723,17 +752,18 @@ func digestParts(inputs cty.Value, blocks []pipeline.Block, settings map[string]
 	return parts, display
 }
 
-// displayJSON keeps display values small: long lists are stored as their length.
+// displayJSON keeps display values small: a list longer than 256 bytes is stored as its length,
+// a map longer than 1 KB keeps only its short entries.
 func displayJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil
 	}
-	if len(b) <= 1024 {
+	if l, ok := v.([]any); ok && len(b) > 256 {
+		b, _ = json.Marshal(map[string]int{"$len": len(l)})
 		return b
 	}
-	if l, ok := v.([]any); ok {
-		b, _ = json.Marshal(map[string]int{"$len": len(l)})
+	if len(b) <= 1024 {
 		return b
 	}
 	if m, ok := v.(map[string]any); ok {
@@ -881,12 +911,22 @@ func outputChanges(types map[string]cty.Type, oldRaw json.RawMessage, cur cty.Va
 	return out
 }
 
-func sameOutputs(raw json.RawMessage, cur cty.Value) bool {
+// sameOutputs reports whether a read-only stage's recorded outputs are what it computed now (an
+// older release may have recorded the Transient ones too: they are not compared).
+func sameOutputs(raw json.RawMessage, cur cty.Value, schema *pipeline.Schema) bool {
 	b, err := marshalValue(cur)
 	if err != nil {
 		return false
 	}
-	return bytes.Equal(bytes.TrimSpace(raw), bytes.TrimSpace(b))
+	if bytes.Equal(bytes.TrimSpace(raw), bytes.TrimSpace(b)) {
+		return true
+	}
+	old, err := unmarshalValue(raw)
+	if err != nil || len(schema.Transient) == 0 {
+		return false
+	}
+	ob, err := marshalValue(recordable(schema, old))
+	return err == nil && bytes.Equal(ob, b)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -11,6 +11,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
 )
 
 // Unknown is how a value not known until apply is shown.
@@ -237,4 +239,19 @@ func restoreOutputs(types map[string]cty.Type, raw json.RawMessage) (cty.Value, 
 		return cty.NilVal, false
 	}
 	return out, true
+}
+
+// recordable is what state keeps of a stage's outputs: all but the schema's Transient ones.
+func recordable(schema *pipeline.Schema, outputs cty.Value) cty.Value {
+	if len(schema.Transient) == 0 || outputs == cty.NilVal || !outputs.IsKnown() || outputs.IsNull() || !outputs.Type().IsObjectType() {
+		return outputs
+	}
+	attrs := outputs.AsValueMap()
+	for _, name := range schema.Transient {
+		delete(attrs, name)
+	}
+	if len(attrs) == 0 {
+		return cty.EmptyObjectVal
+	}
+	return cty.ObjectVal(attrs)
 }

@@ -94,8 +94,9 @@ func TestDirPutGetBackupLineage(t *testing.T) {
 	if in.Serial != 2 || !bytes.Equal(backup, first) {
 		t.Fatalf("serial %d; backup is the previous file: %v", in.Serial, bytes.Equal(backup, first))
 	}
-	if !isGzip(first) {
-		t.Fatalf("instance file is not compressed: %q", first[:20])
+	var plain Instance
+	if err := json.Unmarshal(first, &plain); err != nil || plain.Key != "ana" {
+		t.Fatalf("the instance file is not plain JSON a person can read: %q: %v", first[:min(len(first), 20)], err)
 	}
 	var meta dirMeta
 	raw, _ := os.ReadFile(filepath.Join(dir, ".meta.json"))

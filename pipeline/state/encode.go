@@ -20,30 +20,18 @@ func compactInstance(in *Instance) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// encodeInstanceFile is what a per-instance state file holds: the compact JSON, gzip-compressed.
-// Records repeat long ids and digests (trainer versions, file URLs, input digests), so this is
-// about a quarter of the JSON: a 50-photo subject fits in a few KB. gzip -dc shows the JSON.
+// encodeInstanceFile is what a per-instance state file holds: the compact JSON, one line, that
+// people can read with any JSON tool (a 50-photo subject is well under 16 KB: image_check's
+// per-photo figures stay in the cache, not in state).
 func encodeInstanceFile(in *Instance) ([]byte, error) {
-	js, err := compactInstance(in)
-	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b) // no name, no mtime: the same instance gives the same bytes
-	if _, err := zw.Write(js); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return compactInstance(in)
 }
 
 // isGzip reports whether data starts with the gzip magic number.
 func isGzip(data []byte) bool { return len(data) >= 2 && data[0] == 0x1f && data[1] == 0x8b }
 
-// decodeInstanceFile reads a per-instance file: gzip-compressed or plain JSON (a file restored or
-// edited by hand), so either works.
+// decodeInstanceFile reads a per-instance file: plain JSON, or gzip-compressed JSON (what the
+// first per-instance release wrote for a while).
 func decodeInstanceFile(data []byte) (*Instance, error) {
 	if isGzip(data) {
 		zr, err := gzip.NewReader(bytes.NewReader(data))

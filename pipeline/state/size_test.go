@@ -11,8 +11,6 @@ import (
 	"testing"
 )
 
-// maxBytesPerSubject is SPEC's bound: at most 16 KB of state per subject of 50 photos.
-const maxBytesPerSubject = 16 << 10
 
 var fixturePhoto = regexp.MustCompile(`^data/ana/ana-\d\d\.jpg$`)
 
@@ -99,7 +97,9 @@ func growPhotos(v any, photo func(int) string) any {
 }
 
 // TestStateBytesPerSubject: what one subject of 50 photos costs in state, as each backend writes
-// it; the per-instance file (a batch's local state) stays under SPEC's 16 KB.
+// it: the per-instance file is the compact JSON, well under what the single v1 file spent on it.
+// (The 16 KB bound itself is held end to end, on the records the engine writes for a real
+// 50-photo subject: cmd/pipeline's TestStateOfA50PhotoSubjectStaysSmall.)
 func TestStateBytesPerSubject(t *testing.T) {
 	ctx := context.Background()
 	names := map[string]func(int) string{
@@ -128,8 +128,8 @@ func TestStateBytesPerSubject(t *testing.T) {
 				indented, _ := json.MarshalIndent(in, "    ", "  ")
 				t.Logf("stats %-5v: per-instance file %5d B; compact JSON (remote object, single file) %5d B; v1 indented %5d B",
 					stats, fi.Size(), len(js), len(indented))
-				if !stats && fi.Size() > maxBytesPerSubject {
-					t.Errorf("a subject of 50 photos costs %d bytes of state, over %d", fi.Size(), maxBytesPerSubject)
+				if fi.Size() != int64(len(js)) || fi.Size() > int64(len(indented))*65/100 {
+					t.Errorf("the per-instance file is %d bytes: want the compact JSON (%d), under 65%% of the indented v1 form (%d)", fi.Size(), len(js), len(indented))
 				}
 			}
 		})

@@ -97,6 +97,9 @@ var schema = &pipeline.Schema{
 		"on_warning": {Type: cty.String, Default: cty.StringVal("continue"), OneOf: []string{"continue", "fail"}, Description: `"continue" or "fail"`},
 	},
 	Summary: []pipeline.SummaryColumn{{Title: "photos", Path: "count", Order: 10}},
+	// The per-photo outputs are served from the cache on every plan; state keeps the figures
+	// that say whether anything changed (count, diversity and the content digest).
+	Transient: []string{"stats", "accepted", "rejected", "warnings", "duplicates"},
 	Outputs: map[string]cty.Type{
 		"count":          cty.Number,
 		"accepted":       cty.List(cty.String),

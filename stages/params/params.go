@@ -416,7 +416,7 @@ func trainerInputs(ctx context.Context, req *pipeline.Request) (trainer string, 
 		c, err := replicate.FromEnv(req.Env)
 		if err == nil {
 			var specs map[string]replicate.InputSpec
-			specs, err = c.TrainerInputs(ctx, ref)
+			specs, err = c.PlanTrainerInputs(ctx, req.Env, ref)
 			if err == nil {
 				m := map[string]bool{}
 				names := make([]string, 0, len(specs))

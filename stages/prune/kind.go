@@ -217,9 +217,15 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if s.Shared > 1 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%s is shared by %d subjects of this batch: only this subject's own versions are counted and deleted", s.Model, s.Shared))
 	}
-	if !replicate.HasToken(req.Env) {
+	switch {
+	case !replicate.HasToken(req.Env):
 		res.Notes = append(res.Notes, "no REPLICATE_API_TOKEN: which versions it deletes is known after apply")
 		return res, nil
+	case req.Env.NoRefresh:
+		res.Notes = append(res.Notes, "-refresh=false: which versions it deletes is known after apply")
+		return res, nil
+	case req.Unchanged:
+		return res, nil // nothing ran since it last pruned: it has nothing to do, and reads nothing
 	}
 	c, err := replicate.FromEnv(req.Env)
 	if err != nil {

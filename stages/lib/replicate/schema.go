@@ -173,3 +173,16 @@ func (c *Client) cachedSchema(ctx context.Context, version string) (json.RawMess
 	}
 	return b, true
 }
+
+// PlanTrainerInputs is TrainerInputs for a stage's Plan: with -refresh=false (env.NoRefresh) it
+// reads only the memo and the cache, and a schema found in neither is a *SchemaUnknownError.
+func (c *Client) PlanTrainerInputs(ctx context.Context, env *pipeline.Env, trainer string) (map[string]InputSpec, error) {
+	if env == nil || !env.NoRefresh {
+		return c.TrainerInputs(ctx, trainer)
+	}
+	specs, found, err := c.CachedTrainerInputs(ctx, trainer)
+	if err != nil || found {
+		return specs, err
+	}
+	return nil, &SchemaUnknownError{Trainer: trainer, Reason: "-refresh=false and no cached copy; it is read at apply"}
+}
