@@ -11,7 +11,6 @@ import (
 	"testing"
 )
 
-
 var fixturePhoto = regexp.MustCompile(`^data/ana/ana-\d\d\.jpg$`)
 
 // subject50 is a realistic instance of one subject with 50 photos: the fixture's "ana" (every
