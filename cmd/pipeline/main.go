@@ -26,18 +26,20 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
-// kinds registers every stage kind: adding a kind is one line here.
+// registered lists every stage kind: adding a kind is one line here.
+var registered = []pipeline.Kind{
+	imagecheck.Kind{},
+	params.Kind{},
+	train.Kind{},
+	lossgate.Kind{},
+	generate.Kind{},
+	prune.Kind{},
+}
+
+// kinds is the registry by kind name.
 func kinds() map[string]pipeline.Kind {
-	all := []pipeline.Kind{
-		imagecheck.Kind{},
-		params.Kind{},
-		train.Kind{},
-		lossgate.Kind{},
-		generate.Kind{},
-		prune.Kind{},
-	}
-	m := make(map[string]pipeline.Kind, len(all))
-	for _, k := range all {
+	m := make(map[string]pipeline.Kind, len(registered))
+	for _, k := range registered {
 		m[k.Name()] = k
 	}
 	return m
