@@ -63,6 +63,7 @@ var checkedBad = map[string]string{
 	"prune.keep":            `["acme/bob:x"]`,
 	"replicate.trainer":     `"ostris/flux-dev-lora-trainer"`,
 	"replicate.destination": `"acme/ana-lora:1"`,
+	"replicate.prices":      `{ "gpu-h100" = -1 }`,
 }
 
 // badValues lists, for one attribute, the values its schema refuses.
