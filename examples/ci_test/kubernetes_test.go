@@ -373,6 +373,7 @@ func TestKubernetesJobPromises(t *testing.T) {
 type imageLayout struct {
 	goVersion string     // the golang image's tag
 	buildOut  string     // where the build stage writes the binary
+	buildCmd  string     // the build stage's `go build` command line, as RUN runs it
 	copies    [][]string // the last stage's COPY lines: [from, src, dst]
 	workdir   string
 	user      string
@@ -412,8 +413,8 @@ func readDockerfile(t *testing.T) imageLayout {
 			img.copies, img.workdir, img.user, unknown = nil, "", "", nil
 		case "RUN":
 			// Run-stage RUN lines (adding the user) change no file the Job uses.
-			if m := regexp.MustCompile(`go build .*-o (\S+) \./cmd/pipeline$`).FindStringSubmatch(line); m != nil {
-				img.buildOut = m[1]
+			if m := regexp.MustCompile(`^RUN (.*go build .*-o (\S+) \./cmd/pipeline)$`).FindStringSubmatch(line); m != nil {
+				img.buildCmd, img.buildOut = m[1], m[2]
 			}
 		case "COPY":
 			from, args := "", f[1:]
@@ -619,10 +620,29 @@ func newCluster(t *testing.T) *cluster {
 	for _, cp := range img.copies {
 		dst := filepath.Join(k.root, cp[2])
 		if cp[0] == "build" {
-			build := exec.Command("go", "build", "-o", dst, "./cmd/pipeline")
+			// Built as the Dockerfile builds it: the run stage (alpine, musl) has no glibc loader,
+			// so the binary must need none (the photo package's WebAssembly decoders link purego
+			// unless -tags nodynamic).
+			// The build's tags decide what is linked; its other flags only strip and trim, and
+			// would cost a rebuild of everything here.
+			tags := regexp.MustCompile(`-tags[= ](\S+)`).FindStringSubmatch(img.buildCmd)
+			if !strings.Contains(img.buildCmd, "CGO_ENABLED=0") || tags == nil || !strings.Contains(tags[1], "nodynamic") {
+				t.Fatalf("Dockerfile: build with CGO_ENABLED=0 and -tags nodynamic, so the binary needs no loader: %s", img.buildCmd)
+			}
+			args := []string{"build", "-tags", tags[1], "-o", dst, "./cmd/pipeline"}
+			build := exec.Command("go", args...)
 			build.Dir = repo
 			if out, err := build.CombinedOutput(); err != nil {
-				t.Fatalf("go build ./cmd/pipeline: %v\n%s", err, out)
+				t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			list := exec.Command("go", "list", "-deps", "-tags", tags[1], "./cmd/pipeline")
+			list.Dir = repo
+			deps, err := list.Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(deps), "github.com/ebitengine/purego") {
+				t.Fatal("with the Dockerfile's tags the binary still links purego, which needs a C loader the run stage does not have")
 			}
 			continue
 		}
