@@ -2,7 +2,6 @@ package generate
 
 import (
 	"image"
-	"image/color"
 	"strings"
 	"testing"
 
@@ -89,11 +88,15 @@ func TestSheetShowsVerdictsAndMissingImages(t *testing.T) {
 		t.Errorf("width %d", img.Bounds().Dx())
 	}
 	// The new image is framed in the plastic colour; the missing one is a grey box.
-	x0, y0 := sheetPad, headerH+captionH
-	if got := img.NRGBAAt(x0-2, y0+thumbSide/2); got != colPlastic {
+	cells := layoutSheet(o).cells
+	if len(cells) != 2 || cells[0].img == nil || cells[1].img != nil || cells[0].rect.Min.X != sheetPad {
+		t.Fatalf("cells %+v", cells)
+	}
+	newCell, missing := cells[0].rect, cells[1].rect
+	if got := img.NRGBAAt(newCell.Min.X-2, newCell.Min.Y+thumbSide/2); got != colPlastic {
 		t.Errorf("frame colour %v, want plastic red", got)
 	}
-	if got := img.NRGBAAt(x0+thumbSide+sheetPad+5, y0+5); got != colEmpty {
+	if got := img.NRGBAAt(missing.Min.X+5, missing.Min.Y+5); got != colEmpty {
 		t.Errorf("missing image cell %v, want grey", got)
 	}
 	if !hasColor(img, colNatural) || hasColor(img, colSim) {
@@ -102,7 +105,4 @@ func TestSheetShowsVerdictsAndMissingImages(t *testing.T) {
 	if s := asciiOnly("TOK × 2 – “x”\n"); s != `TOK x 2 - "x" ` {
 		t.Errorf("asciiOnly: %q", s)
 	}
-	dst := image.NewNRGBA(image.Rect(0, 0, 100, 20))
-	text(dst, 0, 12, strings.Repeat("w", 100), color.Black, 100) // cut, no panic
-	text(dst, 90, 12, "abc", color.Black, 100)                   // no room: nothing drawn
 }
