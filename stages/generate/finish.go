@@ -48,6 +48,10 @@ type outcome struct {
 	HasPrev                  bool
 	Images                   []*scoredImage
 	Losses                   []lossPoint
+	// Cost is this apply's cost of predictions (nil: unknown price); Reused counts the runs whose
+	// cost an earlier apply reported.
+	Cost   *pipeline.Cost
+	Reused int
 	// Gate is what the guard did: "" (nothing), "refused", "refused, version deleted", ...
 	Gate     string
 	Warnings []string
@@ -98,6 +102,12 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 	}
 
 	res := &pipeline.Result{Warnings: g.warnings}
+	var costWarning string
+	o.Cost, o.Reused, costWarning = g.cost()
+	res.Cost = o.Cost
+	if costWarning != "" {
+		res.Warnings = append(res.Warnings, costWarning)
+	}
 	if cfg.Guidance > PortraitGuidance {
 		res.Warnings = append(res.Warnings, guidanceWarning(cfg.Guidance))
 	}
@@ -137,6 +147,12 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 	reportRel := filepath.Join(cfg.OutDir, "report.html")
 	if err := writeReport(g.abs(reportRel), o); err != nil {
 		return nil, fmt.Errorf("writing the report %s: %w; hint: check out_dir and its permissions", g.abs(reportRel), err)
+	}
+
+	// The cost is in this result: the next apply counts only predictions it runs itself.
+	g.rec.reported()
+	if err := g.save(); err != nil {
+		return nil, err
 	}
 
 	var paths []cty.Value
@@ -225,6 +241,26 @@ func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) 
 		return g.stop(ctx)
 	}
 	return fmt.Errorf("%s; deleting the refused version %s failed: %w; hint: run apply again to retry the delete", res.Refused, g.cfg.Version, err)
+}
+
+// cost is the actual cost of the predictions no earlier apply reported (their predict_time × the
+// price) and how many runs were reused at no new cost.
+func (g *generator) cost() (*pipeline.Cost, int, string) {
+	reused := 0
+	for _, r := range g.rec.Runs {
+		if !r.CostUnreported {
+			reused++
+		}
+	}
+	n, secs := g.rec.unreported()
+	cost, ok := g.cfg.money.actual(n, secs)
+	if !ok {
+		return nil, reused, g.cfg.money.unknownPrice()
+	}
+	if reused > 0 {
+		cost.Basis += fmt.Sprintf("; %d reused from an earlier run at no new cost", reused)
+	}
+	return cost, reused, ""
 }
 
 // judge is the verdict of one side against the reference photos.

@@ -183,8 +183,14 @@ func newHarness(t *testing.T, older int) *harness {
 
 func newHarnessFor(t *testing.T, who string, older int) *harness {
 	t.Helper()
+	return newHarnessWith(t, who, older, replicatetest.Options{})
+}
+
+// newHarnessWith starts the test server with opts (a clock, say).
+func newHarnessWith(t *testing.T, who string, older int, opts replicatetest.Options) *harness {
+	t.Helper()
 	sub := loadSubject(t, who)
-	srv := replicatetest.NewServer(replicatetest.Options{})
+	srv := replicatetest.NewServer(opts)
 	t.Cleanup(srv.Close)
 	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(6, time.Millisecond),
 		replicate.WithSleep(func(ctx context.Context, d time.Duration) error { return ctx.Err() }))

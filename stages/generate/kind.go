@@ -125,6 +125,8 @@ type config struct {
 	PollInterval    time.Duration `cty:"poll_interval"`
 	Reference       cty.Value     `cty:"reference"`
 	Gate            cty.Value     `cty:"gate"`
+	// money is the replicate block's money settings (never part of a digest).
+	money money
 
 	versionKnown, promptsKnown, seedsKnown bool
 }
@@ -132,9 +134,13 @@ type config struct {
 // parseConfig decodes the inputs; unknown values are allowed only while planning.
 func parseConfig(req *pipeline.Request, planning bool) (*config, error) {
 	c := &config{}
-	if err := pipeline.Err(schema.Decode(req, c)); err != nil {
+	var set replicate.Settings
+	diags := schema.Decode(req, c)
+	diags = append(diags, schema.DecodeSettings(req, "replicate", &set)...)
+	if err := pipeline.Err(diags); err != nil {
 		return nil, err
 	}
+	c.money = moneyOf(set)
 	c.Version = strings.TrimSpace(c.Version)
 	c.versionKnown, c.promptsKnown, c.seedsKnown = req.Known("version"), req.Known("prompts"), req.Known("seeds")
 	if c.Reference == cty.NilVal {
@@ -239,10 +245,17 @@ func (c *config) input(prompt string, seed int64) map[string]any {
 	}
 }
 
+// prevLookup is what plan knows of the version apply will compare with.
+type prevLookup struct {
+	note    string
+	version string // "" when there is none
+	known   bool   // false: it could not be looked up now (apply will)
+}
+
 // previousNote says which version plan expects to compare with: read from the API when the new
 // version is known and a token (or the simulator) is available, a general sentence otherwise.
-func previousNote(ctx context.Context, req *pipeline.Request, c *config) string {
-	general := "and the same on the model's previous version, to compare (skipped with a note if there is none)"
+func previousNote(ctx context.Context, req *pipeline.Request, c *config) prevLookup {
+	general := prevLookup{note: "and the same on the model's previous version, to compare (skipped with a note if there is none)"}
 	if !c.versionKnown || !replicate.HasToken(req.Env) {
 		return general
 	}
@@ -253,11 +266,12 @@ func previousNote(ctx context.Context, req *pipeline.Request, c *config) string 
 	prev, note, err := previousFor(ctx, req, cl, c.Version)
 	switch {
 	case err != nil:
-		return general + "; the versions could not be listed now: " + err.Error()
+		general.note += "; the versions could not be listed now: " + err.Error()
+		return general
 	case prev != "":
-		return "and the same on the previous version " + prev + ", to compare"
+		return prevLookup{note: "and the same on the previous version " + prev + ", to compare", version: prev, known: true}
 	}
-	return note
+	return prevLookup{note: note, known: true}
 }
 
 // guidanceWarning is the plan warning for guidance above the research's advice.
@@ -290,8 +304,16 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	head := fmt.Sprintf("would run %s on %s at guidance %g, %d steps, lora_scale %g, PNG output",
 		runs, version, c.Guidance, c.Steps, c.LoraScale)
 	notes := []string{head}
+	var prev prevLookup
 	if c.ComparePrevious {
-		notes = append(notes, previousNote(ctx, req, c))
+		prev = previousNote(ctx, req, c)
+		notes = append(notes, prev.note)
+	}
+	res.CostLimit = c.money.limit
+	if cost, warn := planCost(req, c, prev); warn != "" {
+		res.Warnings = append(res.Warnings, warn)
+	} else {
+		res.Cost = cost
 	}
 	ref := referenceOf(c.Reference)
 	switch {
