@@ -48,6 +48,10 @@ type outcome struct {
 	HasPrev                  bool
 	Images                   []*scoredImage
 	Losses                   []lossPoint
+	// LossGate is the loss gate's verdict and thresholds (from `gate`).
+	LossGate gateInfo
+	// Training is the training's parameters and cost (from `params` and `training`).
+	Training trainingInfo
 	// Cost is this apply's cost of predictions (nil: unknown price); Reused counts the runs whose
 	// cost an earlier apply reported.
 	Cost   *pipeline.Cost
@@ -80,8 +84,13 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 		Prompts: redactAll(g.req.Env, cfg.Prompts), Seeds: cfg.Seeds, Guidance: cfg.Guidance, Steps: cfg.Steps,
 		LoraScale: cfg.LoraScale, MinRatio: cfg.MinRatio, OnPlastic: cfg.OnPlastic,
 		Ref: referenceOf(cfg.Reference), HasPrev: g.rec.Previous != "",
-		Losses: lossesOf(cfg.Gate),
+		Losses: lossesOf(cfg.Gate), LossGate: gateOf(cfg.Gate), Training: trainingOf(cfg.Params, cfg.Training),
 	}
+	o.Training.redact(g.req.Env)
+	for p, why := range o.Ref.rejected {
+		o.Ref.rejected[p] = g.req.Env.RedactText(why)
+	}
+	o.LossGate.reason = g.req.Env.RedactText(o.LossGate.reason)
 	o.RefTexture, o.RefSharpness = skin.Median(o.Ref.texture), skin.Median(o.Ref.sharpness)
 	for _, im := range imgs {
 		fig := skin.Measure(im.img)
@@ -138,7 +147,7 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 	case skin.Unscored:
 		res.Warnings = append(res.Warnings, "the plastic-skin guard could not judge "+cfg.Version+": "+o.New.Reason)
 	}
-	o.Warnings = res.Warnings
+	o.Warnings = redactAll(g.req.Env, res.Warnings)
 
 	sheetRel := filepath.Join(cfg.OutDir, "contact_sheet.png")
 	if err := writeSheet(g.abs(sheetRel), o); err != nil {

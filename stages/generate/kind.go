@@ -10,7 +10,26 @@
 //	  guidance_scale    = 3.5                       # portraits: 3.5 or below avoids waxy skin
 //	  reference         = image_check.photos        # the photos' texture figures
 //	  on_plastic        = "fail"                    # exit 3 and delete the version when plastic
+//	  gate              = loss_gate.fit             # report: the loss curve and its thresholds
+//	  params            = params.tuned              # report: the chosen parameters and why
+//	  training          = train.lora                # report: the input the training was sent
 //	}
+//
+// The report (report.html) shows the verdicts, the training's parameters with params' reasons
+// (a value the training was sent other than params' choice is marked), the photo count and the
+// rejections (reference: count, rejected), the loss curve with min_loss and max_loss drawn in its
+// scale (gate: losses, min_loss, max_loss, passed, reason), and the run's cost: this stage's
+// predictions and, when the train stage reports one, the training's cost_usd. All of it comes from
+// the stages the config hands over, never from other kinds' records in state, so the report shows
+// what the pipeline passed along. Leaving gate, params or training out leaves that part out.
+//
+// Money: plan's Result.Cost estimates the predictions apply would start (each prompt × seed on
+// each version, less those the prior record supplies) × this subject's mean predict_time from
+// earlier runs (kept in the record), else SPEC's 8 s, × the replicate block's
+// prediction_hardware price (PriceTable with its prices); max_cost_usd is Result.CostLimit.
+// Apply's Result.Cost is each prediction's metrics.predict_time × that price, counted once: a
+// reused prediction costs nothing new, an interrupted apply's are reported by the one that
+// re-attaches to them.
 //
 // Outputs: images (paths under out_dir, relative to the config's directory like out_dir itself),
 // report, contact_sheet, texture (image path → texture index; -1 when the image has no face large
@@ -21,7 +40,8 @@
 //
 // Predictions are paid for: each one's intent and id are recorded through the Recorder before it is
 // waited on, and a later apply re-attaches to it (or finds it by version + input) instead of
-// running it twice.
+// running it twice. While the batch runs on Replicate the stage holds Recorder.Wait (no
+// -parallelism slot), and takes a slot back before it downloads and scores.
 package generate
 
 import (
@@ -76,6 +96,10 @@ var schema = &pipeline.Schema{
 			Description: "where images, contact sheet and report are written (relative to the config file); in a batch, a subdirectory per key unless out_dir already names the key"},
 		"gate": {Type: cty.DynamicPseudoType, StageKind: "loss_gate",
 			Description: "a loss_gate stage (e.g. loss_gate.fit): the report draws the training's loss curve and the gate's threshold"},
+		"params": {Type: cty.DynamicPseudoType, StageKind: "params",
+			Description: "a params stage (e.g. params.tuned): the report lists the chosen training parameters and why"},
+		"training": {Type: cty.DynamicPseudoType, StageKind: "train",
+			Description: "a train stage (e.g. train.lora): the report lists the input the training was sent (and its cost, when the stage reports one)"},
 		"reference": {Type: cty.DynamicPseudoType, StageKind: "image_check",
 			Description: "an image_check stage (e.g. image_check.photos): the subject's photos and their texture figures"},
 		"min_texture_ratio": {Type: cty.Number, Default: cty.NumberFloatVal(skin.DefaultMinTextureRatio), Min: pipeline.Bound(0.01), Max: pipeline.Bound(2),
@@ -125,6 +149,8 @@ type config struct {
 	PollInterval    time.Duration `cty:"poll_interval"`
 	Reference       cty.Value     `cty:"reference"`
 	Gate            cty.Value     `cty:"gate"`
+	Params          cty.Value     `cty:"params"`
+	Training        cty.Value     `cty:"training"`
 	// money is the replicate block's money settings (never part of a digest).
 	money money
 
