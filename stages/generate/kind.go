@@ -282,7 +282,11 @@ type prevLookup struct {
 // version is known and a token (or the simulator) is available, a general sentence otherwise.
 func previousNote(ctx context.Context, req *pipeline.Request, c *config) prevLookup {
 	general := prevLookup{note: "and the same on the model's previous version, to compare (skipped with a note if there is none)"}
-	if !c.versionKnown || !replicate.HasToken(req.Env) {
+	if prev, ok := recordedPrevious(req, c); ok {
+		return prev
+	}
+	// -refresh=false reads nothing remote; an unchanged stage has nothing to look up.
+	if !c.versionKnown || !replicate.HasToken(req.Env) || req.Env.NoRefresh || req.Unchanged {
 		return general
 	}
 	cl, err := replicate.FromEnv(req.Env)
@@ -298,6 +302,23 @@ func previousNote(ctx context.Context, req *pipeline.Request, c *config) prevLoo
 		return prevLookup{note: "and the same on the previous version " + prev + ", to compare", version: prev, known: true}
 	}
 	return prevLookup{note: note, known: true}
+}
+
+// recordedPrevious is the comparison an earlier apply of this version resolved: apply keeps it,
+// so plan reads it from the record instead of listing the model's versions.
+func recordedPrevious(req *pipeline.Request, c *config) (prevLookup, bool) {
+	var prior record
+	if ok, err := req.Prior.Decode(&prior); !ok || err != nil || !c.versionKnown || prior.Version != c.Version || !prior.PreviousResolved {
+		return prevLookup{}, false
+	}
+	if prior.Previous == "" {
+		note := prior.PreviousNote
+		if note == "" {
+			note = "compare_previous: skipped, no earlier version (as recorded)"
+		}
+		return prevLookup{note: note, known: true}, true
+	}
+	return prevLookup{note: "and the same on the previous version " + prior.Previous + ", to compare", version: prior.Previous, known: true}, true
 }
 
 // guidanceWarning is the plan warning for guidance above the research's advice.

@@ -140,13 +140,9 @@ func planCost(req *pipeline.Request, c *config, prev prevLookup) (*pipeline.Cost
 	_, _ = req.Prior.Decode(&prior) // unreadable: nothing to reuse, Apply warns
 	previous, assumed := "", false
 	if c.ComparePrevious {
-		switch {
-		case c.versionKnown && prior.Version == c.Version && prior.PreviousResolved:
-			previous = prior.Previous // apply compares with what it recorded
-		case prev.known:
-			previous = prev.version
-		default:
-			previous, assumed = "(the previous version)", true
+		previous, assumed = prev.version, !prev.known
+		if assumed {
+			previous = "(the previous version)" // matches no recorded run
 		}
 	}
 	if !c.versionKnown {

@@ -242,3 +242,35 @@ func TestPlanCountsExpiredPredictions(t *testing.T) {
 		t.Errorf("plan: cost %+v, %v; want 1 to run again and 1 reused", p.Cost, err)
 	}
 }
+
+// Plan names the comparison and prices the runs from the record when this version ran before,
+// and reads nothing remote under -refresh=false (SPEC: such a plan makes no request).
+func TestPlanReadsNothingRemoteWhenItNeedNot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	version := h.train(natural)
+	set := func() map[string]cty.Value {
+		return map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"), "seeds": numList(1, 2), "reference": h.ref}
+	}
+	rec := &recorder{}
+	res, err := h.apply(h.request(set(), nil, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := str(res.Outputs["previous_version"])
+	before := h.srv.Stats().Requests
+	p, err := Kind{}.Plan(context.Background(), h.request(set(), rec.prior(pipeline.StatusComplete), &recorder{}))
+	if err != nil || p.Cost != nil || !strings.Contains(strings.Join(p.Notes, "\n"), "previous version "+prev) {
+		t.Errorf("plan after apply: cost %+v notes %q, %v", p.Cost, p.Notes, err)
+	}
+	h.env.NoRefresh = true
+	s := set()
+	s["seeds"] = numList(1, 2, 3)
+	p, err = Kind{}.Plan(context.Background(), h.request(s, nil, &recorder{}))
+	if err != nil || p.Cost == nil || !strings.Contains(p.Cost.Basis, "counting the previous version's runs") {
+		t.Errorf("-refresh=false without a record: cost %+v, %v; want both sides counted", p.Cost, err)
+	}
+	if n := h.srv.Stats().Requests - before; n != 0 {
+		t.Errorf("plans made %d API requests, want 0", n)
+	}
+}
