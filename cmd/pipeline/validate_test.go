@@ -59,6 +59,8 @@ var checkedBad = map[string]string{
 	"generate.out_dir":      `""`,
 	"generate.reference":    `image_check.photos.stats`,
 	"generate.gate":         `train.lora`,
+	"generate.params":       `train.lora`,
+	"generate.training":     `params.tuned`,
 	"prune.model":           `"acme/ana:1"`,
 	"prune.keep":            `["acme/bob:x"]`,
 	"replicate.trainer":     `"ostris/flux-dev-lora-trainer"`,

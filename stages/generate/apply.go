@@ -42,6 +42,14 @@ type record struct {
 	// Deleted is the version deleted by the plastic-skin gate (a resumed run does not try again;
 	// the subject's version ledger tells the other stages).
 	Deleted string `json:"deleted,omitempty"`
+	// SecondsPerPrediction is the mean predict_time of this subject's last measured predictions
+	// (PredictionsMeasured of them): plan's estimate multiplies by it.
+	SecondsPerPrediction float64 `json:"seconds_per_prediction,omitempty"`
+	PredictionsMeasured  int     `json:"predictions_measured,omitempty"`
+	// Carried* are predictions no longer in Runs (run again, or of a changed config) whose cost no
+	// apply reported yet: the next reported cost includes them.
+	CarriedPredictions int     `json:"carried_predictions,omitempty"`
+	CarriedSeconds     float64 `json:"carried_seconds,omitempty"`
 }
 
 // run is one prompt × seed on one version.
@@ -60,6 +68,10 @@ type run struct {
 	SHA256 string `json:"sha256,omitempty"`
 	// Format is what the bytes are ("png", "jpeg", "webp").
 	Format string `json:"format,omitempty"`
+	// PredictTime is the prediction's metrics.predict_time (what Replicate bills); CostUnreported
+	// says no apply's Result.Cost included it yet (set when this stage creates or adopts it).
+	PredictTime    float64 `json:"predict_time,omitempty"`
+	CostUnreported bool    `json:"cost_unreported,omitempty"`
 }
 
 // key identifies a prediction: the same version and input give the same image, so a recorded run
@@ -104,6 +116,7 @@ type generator struct {
 }
 
 func (g *generator) save() error {
+	g.rec.remeasure()
 	if err := g.req.Recorder.Save(g.rec); err != nil {
 		return fmt.Errorf("recording predictions in state: %w", err)
 	}
@@ -147,6 +160,8 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if prior.Version == cfg.Version {
 		g.rec.Deleted = prior.Deleted // a gate that already deleted this version does not try again
 	}
+	g.rec.SecondsPerPrediction, g.rec.PredictionsMeasured = prior.SecondsPerPrediction, prior.PredictionsMeasured
+	g.rec.CarriedPredictions, g.rec.CarriedSeconds = prior.CarriedPredictions, prior.CarriedSeconds
 	if cfg.ComparePrevious {
 		if prior.Version == cfg.Version && prior.PreviousResolved {
 			g.rec.Previous, g.rec.PreviousResolved, g.rec.PreviousNote = prior.Previous, true, prior.PreviousNote
@@ -166,7 +181,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		if err := g.startAll(ctx); err != nil {
 			return nil, err
 		}
-		if err := g.waitAll(ctx); err != nil {
+		if err := g.waitRemote(ctx); err != nil {
 			return nil, err
 		}
 		var expired []*run
@@ -184,7 +199,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		// those again (nothing else can bring the image back).
 		for _, r := range expired {
 			g.warnings = append(g.warnings, fmt.Sprintf("the output of prediction %s (%s) has expired: running it again", r.PredictionID, r.label(cfg.Prompts)))
-			r.IntentAt, r.PredictionID, r.Status, r.Error = time.Time{}, "", "", ""
+			g.rec.forget(r)
 		}
 	}
 	if failed := g.failed(sideNew); len(failed) > 0 {
@@ -261,34 +276,53 @@ func previousOf(ctx context.Context, c *replicate.Client, version string, delete
 	return "", fmt.Sprintf("compare_previous: skipped, version %s is not among the %d versions of %s/%s", shortID(vid), len(versions), owner, name), nil
 }
 
+// wantedRuns lists every prompt × seed on the new version and, when previous is set, on it.
+func (c *config) wantedRuns(previous string) []*run {
+	sides := []struct{ side, version string }{{sideNew, c.Version}}
+	if previous != "" {
+		sides = append(sides, struct{ side, version string }{sidePrevious, previous})
+	}
+	var out []*run
+	for _, s := range sides {
+		for pi, p := range c.Prompts {
+			for _, seed := range c.Seeds {
+				out = append(out, &run{Side: s.side, Version: s.version, Prompt: pi, Seed: seed, Input: canonicalInput(c.input(p, seed))})
+			}
+		}
+	}
+	return out
+}
+
+// byKey indexes recorded runs by version + input.
+func byKey(runs []*run) map[string]*run {
+	out := map[string]*run{}
+	for _, r := range runs {
+		if r != nil && r.Input != nil {
+			out[r.key()] = r
+		}
+	}
+	return out
+}
+
 // planRuns lists every prompt × seed for both sides, reusing the prior record's runs with the same
 // version and input (their predictions exist and were paid for).
 func (g *generator) planRuns(prior *record) {
-	old := map[string]*run{}
-	for _, r := range prior.Runs {
-		if r != nil && r.Input != nil {
-			old[r.key()] = r
-		}
-	}
-	sides := []struct{ side, version string }{{sideNew, g.cfg.Version}}
-	if g.rec.Previous != "" {
-		sides = append(sides, struct{ side, version string }{sidePrevious, g.rec.Previous})
-	}
-	for _, s := range sides {
-		for pi, p := range g.cfg.Prompts {
-			for _, seed := range g.cfg.Seeds {
-				r := &run{Side: s.side, Version: s.version, Prompt: pi, Seed: seed, Input: canonicalInput(g.cfg.input(p, seed))}
-				if o := old[r.key()]; o != nil {
-					r.IntentAt, r.PredictionID, r.Status, r.Error = o.IntentAt, o.PredictionID, o.Status, o.Error
-					r.File, r.SHA256, r.Format = o.File, o.SHA256, o.Format
-					if replicate.Unsuccessful(r.Status) {
-						// A failed prediction is tried again: that is what re-running apply asks for.
-						r.IntentAt, r.PredictionID, r.Status, r.Error = time.Time{}, "", "", ""
-					}
-				}
-				g.rec.Runs = append(g.rec.Runs, r)
+	old := byKey(prior.Runs)
+	for _, r := range g.cfg.wantedRuns(g.rec.Previous) {
+		if o := old[r.key()]; o != nil {
+			delete(old, r.key())
+			r.IntentAt, r.PredictionID, r.Status, r.Error = o.IntentAt, o.PredictionID, o.Status, o.Error
+			r.File, r.SHA256, r.Format = o.File, o.SHA256, o.Format
+			r.PredictTime, r.CostUnreported = o.PredictTime, o.CostUnreported
+			if replicate.Unsuccessful(r.Status) {
+				// A failed prediction is tried again: that is what re-running apply asks for.
+				g.rec.forget(r)
 			}
 		}
+		g.rec.Runs = append(g.rec.Runs, r)
+	}
+	for _, o := range old { // no longer wanted: their cost still counts once
+		g.rec.forget(o)
 	}
 }
 
@@ -337,6 +371,8 @@ func (g *generator) skipPrevious(reason string) error {
 	for _, r := range g.rec.Runs {
 		if r.Side != sidePrevious {
 			runs = append(runs, r)
+		} else {
+			g.rec.forget(r) // a comparison run that did start still counts once
 		}
 	}
 	g.rec.Runs = runs
@@ -372,26 +408,35 @@ func (g *generator) create(ctx context.Context, r *run) error {
 		}
 		return fmt.Errorf("starting a prediction (%s): %w; hint: run apply again (a prediction that did start is found by its input)", r.label(g.cfg.Prompts), err)
 	}
-	r.Status = p.Status
+	r.Status, r.CostUnreported = p.Status, true
+	if p.Terminal() {
+		r.PredictTime = p.PredictTime
+	}
 	if found {
 		g.req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("re-attached to prediction %s (%s) started by an earlier run", p.ID, p.Status)})
 	}
 	return nil
 }
 
-func (g *generator) haveFile(r *run) bool {
+func (g *generator) haveFile(r *run) bool { return fileIntact(g.req.BaseDir, r) }
+
+// fileIntact reports whether r's downloaded image is on disk with the bytes recorded.
+func fileIntact(base string, r *run) bool {
 	if r.File == "" || r.SHA256 == "" {
 		return false
 	}
-	b, err := os.ReadFile(g.abs(r.File))
+	b, err := os.ReadFile(absUnder(base, r.File))
 	return err == nil && sum(b) == r.SHA256
 }
 
-func (g *generator) abs(p string) string {
+func (g *generator) abs(p string) string { return absUnder(g.req.BaseDir, p) }
+
+// absUnder resolves p against the config's directory.
+func absUnder(base, p string) string {
 	if filepath.IsAbs(p) {
 		return p
 	}
-	return filepath.Join(g.req.BaseDir, p)
+	return filepath.Join(base, p)
 }
 
 func sum(b []byte) string {
@@ -423,6 +468,9 @@ func (g *generator) waitAll(ctx context.Context) error {
 			}
 			if p.Status != r.Status {
 				r.Status, r.Error, changed = p.Status, p.Error, true
+				if p.Terminal() {
+					r.PredictTime = p.PredictTime
+				}
 			}
 			if !terminalStatus(p.Status) {
 				pending++
@@ -443,6 +491,37 @@ func (g *generator) waitAll(ctx context.Context) error {
 			return g.stop(ctx)
 		}
 	}
+}
+
+// waitRemote follows the running predictions while holding no -parallelism slot (they run on
+// Replicate, this process only polls); done takes one back before downloads and scoring. On an
+// error the engine releases whatever the stage holds.
+func (g *generator) waitRemote(ctx context.Context) error {
+	if !g.running() {
+		return nil
+	}
+	done, err := g.req.Recorder.Wait(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return g.stop(ctx)
+		}
+		return err
+	}
+	if err := g.waitAll(ctx); err != nil {
+		return err
+	}
+	done()
+	return nil
+}
+
+// running reports whether a prediction is still to be followed.
+func (g *generator) running() bool {
+	for _, r := range g.rec.Runs {
+		if r.PredictionID != "" && !terminalStatus(r.Status) {
+			return true
+		}
+	}
+	return false
 }
 
 // failed lists the failed runs of one side.
@@ -522,6 +601,9 @@ func (g *generator) downloadAll(ctx context.Context) ([]outImage, []*run, error)
 // API no longer serves (expired).
 func (g *generator) fetch(ctx context.Context, r *run) (data []byte, gone bool, err error) {
 	p, err := g.c.GetPrediction(ctx, r.PredictionID)
+	if err == nil && r.PredictTime == 0 {
+		r.PredictTime = p.PredictTime
+	}
 	if err == nil && p.Gone() {
 		// The API removed its input, output and logs (an hour after it finished): data_removed
 		// or a succeeded prediction with a null output.

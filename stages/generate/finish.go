@@ -48,6 +48,14 @@ type outcome struct {
 	HasPrev                  bool
 	Images                   []*scoredImage
 	Losses                   []lossPoint
+	// LossGate is the loss gate's verdict and thresholds (from `gate`).
+	LossGate gateInfo
+	// Training is the training's parameters and cost (from `params` and `training`).
+	Training trainingInfo
+	// Cost is this apply's cost of predictions (nil: unknown price); Reused counts the runs whose
+	// cost an earlier apply reported.
+	Cost   *pipeline.Cost
+	Reused int
 	// Gate is what the guard did: "" (nothing), "refused", "refused, version deleted", ...
 	Gate     string
 	Warnings []string
@@ -76,8 +84,13 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 		Prompts: redactAll(g.req.Env, cfg.Prompts), Seeds: cfg.Seeds, Guidance: cfg.Guidance, Steps: cfg.Steps,
 		LoraScale: cfg.LoraScale, MinRatio: cfg.MinRatio, OnPlastic: cfg.OnPlastic,
 		Ref: referenceOf(cfg.Reference), HasPrev: g.rec.Previous != "",
-		Losses: lossesOf(cfg.Gate),
+		Losses: lossesOf(cfg.Gate), LossGate: gateOf(cfg.Gate), Training: trainingOf(cfg.Params, cfg.Training),
 	}
+	o.Training.redact(g.req.Env)
+	for p, why := range o.Ref.rejected {
+		o.Ref.rejected[p] = g.req.Env.RedactText(why)
+	}
+	o.LossGate.reason = g.req.Env.RedactText(o.LossGate.reason)
 	o.RefTexture, o.RefSharpness = skin.Median(o.Ref.texture), skin.Median(o.Ref.sharpness)
 	for _, im := range imgs {
 		fig := skin.Measure(im.img)
@@ -98,6 +111,12 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 	}
 
 	res := &pipeline.Result{Warnings: g.warnings}
+	var costWarning string
+	o.Cost, o.Reused, costWarning = g.cost()
+	res.Cost = o.Cost
+	if costWarning != "" {
+		res.Warnings = append(res.Warnings, costWarning)
+	}
 	if cfg.Guidance > PortraitGuidance {
 		res.Warnings = append(res.Warnings, guidanceWarning(cfg.Guidance))
 	}
@@ -128,7 +147,7 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 	case skin.Unscored:
 		res.Warnings = append(res.Warnings, "the plastic-skin guard could not judge "+cfg.Version+": "+o.New.Reason)
 	}
-	o.Warnings = res.Warnings
+	o.Warnings = redactAll(g.req.Env, res.Warnings)
 
 	sheetRel := filepath.Join(cfg.OutDir, "contact_sheet.png")
 	if err := writeSheet(g.abs(sheetRel), o); err != nil {
@@ -137,6 +156,12 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 	reportRel := filepath.Join(cfg.OutDir, "report.html")
 	if err := writeReport(g.abs(reportRel), o); err != nil {
 		return nil, fmt.Errorf("writing the report %s: %w; hint: check out_dir and its permissions", g.abs(reportRel), err)
+	}
+
+	// The cost is in this result: the next apply counts only predictions it runs itself.
+	g.rec.reported()
+	if err := g.save(); err != nil {
+		return nil, err
 	}
 
 	var paths []cty.Value
@@ -225,6 +250,26 @@ func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) 
 		return g.stop(ctx)
 	}
 	return fmt.Errorf("%s; deleting the refused version %s failed: %w; hint: run apply again to retry the delete", res.Refused, g.cfg.Version, err)
+}
+
+// cost is the actual cost of the predictions no earlier apply reported (their predict_time × the
+// price) and how many runs were reused at no new cost.
+func (g *generator) cost() (*pipeline.Cost, int, string) {
+	reused := 0
+	for _, r := range g.rec.Runs {
+		if !r.CostUnreported {
+			reused++
+		}
+	}
+	n, secs := g.rec.unreported()
+	cost, ok := g.cfg.money.actual(n, secs)
+	if !ok {
+		return nil, reused, g.cfg.money.unknownPrice()
+	}
+	if reused > 0 {
+		cost.Basis += fmt.Sprintf("; %d reused from an earlier run at no new cost", reused)
+	}
+	return cost, reused, ""
 }
 
 // judge is the verdict of one side against the reference photos.

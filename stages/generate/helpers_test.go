@@ -183,8 +183,14 @@ func newHarness(t *testing.T, older int) *harness {
 
 func newHarnessFor(t *testing.T, who string, older int) *harness {
 	t.Helper()
+	return newHarnessWith(t, who, older, replicatetest.Options{})
+}
+
+// newHarnessWith starts the test server with opts (a clock, say).
+func newHarnessWith(t *testing.T, who string, older int, opts replicatetest.Options) *harness {
+	t.Helper()
 	sub := loadSubject(t, who)
-	srv := replicatetest.NewServer(replicatetest.Options{})
+	srv := replicatetest.NewServer(opts)
 	t.Cleanup(srv.Close)
 	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(6, time.Millisecond),
 		replicate.WithSleep(func(ctx context.Context, d time.Duration) error { return ctx.Err() }))
@@ -339,4 +345,46 @@ func fileExists(t *testing.T, path string) []byte {
 		t.Fatalf("expected file: %v", err)
 	}
 	return b
+}
+
+// paramsVal is a params stage's output object (`params = params.tuned`): values and reasons as
+// that kind words them.
+func paramsVal() cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{
+		"values": cty.ObjectVal(map[string]cty.Value{"lora_rank": cty.NumberIntVal(16), "steps": cty.NumberIntVal(1200), "learning_rate": cty.NumberFloatVal(0.0004)}),
+		"reasons": strList(
+			"learning_rate = 0.0004: built-in: 4e-4 for a small set",
+			"lora_rank = 16: built-in: rank 16, the research's default for 10 photos or more",
+			"num_repeats = 8: built-in: 5–10 repeats; not passed: ostris/flux-dev-lora-trainer has no num_repeats input",
+			"steps = 1200: built-in: 1000–1200 steps for a diverse set",
+			"passes per photo = 1200 steps × batch 1 ÷ 4 photos = 300.0"),
+		"passes_per_image":     cty.NumberFloatVal(300),
+		"previous_image_count": cty.NullVal(cty.Number),
+	})
+}
+
+// trainingVal is a train stage's output object (`training = train.lora`): what was sent, with a
+// merge that overrode params' steps, a credential that must never show, and the training's cost
+// when cost is set.
+func trainingVal(version string, cost cty.Value) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{
+		"version": cty.StringVal(version), "training_id": cty.StringVal("t123"),
+		"input": cty.ObjectVal(map[string]cty.Value{"lora_rank": cty.NumberIntVal(16), "steps": cty.NumberIntVal(1000),
+			"learning_rate": cty.NumberFloatVal(0.0004), "trigger_word": cty.StringVal("TOK"), "hf_token": cty.StringVal("hf_abc123secret")}),
+		"cost_usd": cost,
+	})
+}
+
+// withRejections adds what image_check says of the photos it refused to a reference object.
+func withRejections(ref cty.Value) cty.Value {
+	m := ref.AsValueMap()
+	m["rejected"] = cty.MapVal(map[string]cty.Value{"photos/05-blurry.jpg": cty.StringVal("blurred: sharpness 12 < 40% of the set's median 88")})
+	return cty.ObjectVal(m)
+}
+
+// gateWithMax is gateVal with a max_loss above the curve (both thresholds drawn).
+func gateWithMax(max float64) cty.Value {
+	m := gateVal().AsValueMap()
+	m["max_loss"] = cty.NumberFloatVal(max)
+	return cty.ObjectVal(m)
 }

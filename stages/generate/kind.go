@@ -10,7 +10,26 @@
 //	  guidance_scale    = 3.5                       # portraits: 3.5 or below avoids waxy skin
 //	  reference         = image_check.photos        # the photos' texture figures
 //	  on_plastic        = "fail"                    # exit 3 and delete the version when plastic
+//	  gate              = loss_gate.fit             # report: the loss curve and its thresholds
+//	  params            = params.tuned              # report: the chosen parameters and why
+//	  training          = train.lora                # report: the input the training was sent
 //	}
+//
+// The report (report.html) shows the verdicts, the training's parameters with params' reasons
+// (a value the training was sent other than params' choice is marked), the photo count and the
+// rejections (reference: count, rejected), the loss curve with min_loss and max_loss drawn in its
+// scale (gate: losses, min_loss, max_loss, passed, reason), and the run's cost: this stage's
+// predictions and, when the train stage reports one, the training's cost_usd. All of it comes from
+// the stages the config hands over, never from other kinds' records in state, so the report shows
+// what the pipeline passed along. Leaving gate, params or training out leaves that part out.
+//
+// Money: plan's Result.Cost estimates the predictions apply would start (each prompt × seed on
+// each version, less those the prior record supplies) × this subject's mean predict_time from
+// earlier runs (kept in the record), else SPEC's 8 s, × the replicate block's
+// prediction_hardware price (PriceTable with its prices); max_cost_usd is Result.CostLimit.
+// Apply's Result.Cost is each prediction's metrics.predict_time × that price, counted once: a
+// reused prediction costs nothing new, an interrupted apply's are reported by the one that
+// re-attaches to them.
 //
 // Outputs: images (paths under out_dir, relative to the config's directory like out_dir itself),
 // report, contact_sheet, texture (image path → texture index; -1 when the image has no face large
@@ -21,7 +40,8 @@
 //
 // Predictions are paid for: each one's intent and id are recorded through the Recorder before it is
 // waited on, and a later apply re-attaches to it (or finds it by version + input) instead of
-// running it twice.
+// running it twice. While the batch runs on Replicate the stage holds Recorder.Wait (no
+// -parallelism slot), and takes a slot back before it downloads and scores.
 package generate
 
 import (
@@ -76,6 +96,10 @@ var schema = &pipeline.Schema{
 			Description: "where images, contact sheet and report are written (relative to the config file); in a batch, a subdirectory per key unless out_dir already names the key"},
 		"gate": {Type: cty.DynamicPseudoType, StageKind: "loss_gate",
 			Description: "a loss_gate stage (e.g. loss_gate.fit): the report draws the training's loss curve and the gate's threshold"},
+		"params": {Type: cty.DynamicPseudoType, StageKind: "params",
+			Description: "a params stage (e.g. params.tuned): the report lists the chosen training parameters and why"},
+		"training": {Type: cty.DynamicPseudoType, StageKind: "train",
+			Description: "a train stage (e.g. train.lora): the report lists the input the training was sent (and its cost, when the stage reports one)"},
 		"reference": {Type: cty.DynamicPseudoType, StageKind: "image_check",
 			Description: "an image_check stage (e.g. image_check.photos): the subject's photos and their texture figures"},
 		"min_texture_ratio": {Type: cty.Number, Default: cty.NumberFloatVal(skin.DefaultMinTextureRatio), Min: pipeline.Bound(0.01), Max: pipeline.Bound(2),
@@ -125,6 +149,10 @@ type config struct {
 	PollInterval    time.Duration `cty:"poll_interval"`
 	Reference       cty.Value     `cty:"reference"`
 	Gate            cty.Value     `cty:"gate"`
+	Params          cty.Value     `cty:"params"`
+	Training        cty.Value     `cty:"training"`
+	// money is the replicate block's money settings (never part of a digest).
+	money money
 
 	versionKnown, promptsKnown, seedsKnown bool
 }
@@ -132,9 +160,13 @@ type config struct {
 // parseConfig decodes the inputs; unknown values are allowed only while planning.
 func parseConfig(req *pipeline.Request, planning bool) (*config, error) {
 	c := &config{}
-	if err := pipeline.Err(schema.Decode(req, c)); err != nil {
+	var set replicate.Settings
+	diags := schema.Decode(req, c)
+	diags = append(diags, schema.DecodeSettings(req, "replicate", &set)...)
+	if err := pipeline.Err(diags); err != nil {
 		return nil, err
 	}
+	c.money = moneyOf(set)
 	c.Version = strings.TrimSpace(c.Version)
 	c.versionKnown, c.promptsKnown, c.seedsKnown = req.Known("version"), req.Known("prompts"), req.Known("seeds")
 	if c.Reference == cty.NilVal {
@@ -239,11 +271,22 @@ func (c *config) input(prompt string, seed int64) map[string]any {
 	}
 }
 
+// prevLookup is what plan knows of the version apply will compare with.
+type prevLookup struct {
+	note    string
+	version string // "" when there is none
+	known   bool   // false: it could not be looked up now (apply will)
+}
+
 // previousNote says which version plan expects to compare with: read from the API when the new
 // version is known and a token (or the simulator) is available, a general sentence otherwise.
-func previousNote(ctx context.Context, req *pipeline.Request, c *config) string {
-	general := "and the same on the model's previous version, to compare (skipped with a note if there is none)"
-	if !c.versionKnown || !replicate.HasToken(req.Env) {
+func previousNote(ctx context.Context, req *pipeline.Request, c *config) prevLookup {
+	general := prevLookup{note: "and the same on the model's previous version, to compare (skipped with a note if there is none)"}
+	if prev, ok := recordedPrevious(req, c); ok {
+		return prev
+	}
+	// -refresh=false reads nothing remote; an unchanged stage has nothing to look up.
+	if !c.versionKnown || !replicate.HasToken(req.Env) || req.Env.NoRefresh || req.Unchanged {
 		return general
 	}
 	cl, err := replicate.FromEnv(req.Env)
@@ -253,11 +296,29 @@ func previousNote(ctx context.Context, req *pipeline.Request, c *config) string 
 	prev, note, err := previousFor(ctx, req, cl, c.Version)
 	switch {
 	case err != nil:
-		return general + "; the versions could not be listed now: " + err.Error()
+		general.note += "; the versions could not be listed now: " + err.Error()
+		return general
 	case prev != "":
-		return "and the same on the previous version " + prev + ", to compare"
+		return prevLookup{note: "and the same on the previous version " + prev + ", to compare", version: prev, known: true}
 	}
-	return note
+	return prevLookup{note: note, known: true}
+}
+
+// recordedPrevious is the comparison an earlier apply of this version resolved: apply keeps it,
+// so plan reads it from the record instead of listing the model's versions.
+func recordedPrevious(req *pipeline.Request, c *config) (prevLookup, bool) {
+	var prior record
+	if ok, err := req.Prior.Decode(&prior); !ok || err != nil || !c.versionKnown || prior.Version != c.Version || !prior.PreviousResolved {
+		return prevLookup{}, false
+	}
+	if prior.Previous == "" {
+		note := prior.PreviousNote
+		if note == "" {
+			note = "compare_previous: skipped, no earlier version (as recorded)"
+		}
+		return prevLookup{note: note, known: true}, true
+	}
+	return prevLookup{note: "and the same on the previous version " + prior.Previous + ", to compare", version: prior.Previous, known: true}, true
 }
 
 // guidanceWarning is the plan warning for guidance above the research's advice.
@@ -290,8 +351,16 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	head := fmt.Sprintf("would run %s on %s at guidance %g, %d steps, lora_scale %g, PNG output",
 		runs, version, c.Guidance, c.Steps, c.LoraScale)
 	notes := []string{head}
+	var prev prevLookup
 	if c.ComparePrevious {
-		notes = append(notes, previousNote(ctx, req, c))
+		prev = previousNote(ctx, req, c)
+		notes = append(notes, prev.note)
+	}
+	res.CostLimit = c.money.limit
+	if cost, warn := planCost(req, c, prev); warn != "" {
+		res.Warnings = append(res.Warnings, warn)
+	} else {
+		res.Cost = cost
 	}
 	ref := referenceOf(c.Reference)
 	switch {

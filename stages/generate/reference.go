@@ -19,6 +19,9 @@ type reference struct {
 	// path order.
 	photos             int
 	texture, sharpness []float64
+	// count is the stage's `count` output (-1 when absent); rejected its `rejected` (path → reason).
+	count    int
+	rejected map[string]string
 }
 
 // referenceOf reads an image_check stage's whole output object (fields `accepted` and `stats`,
@@ -34,16 +37,6 @@ func referenceOf(v cty.Value) reference {
 	if !(ty.IsObjectType() || ty.IsMapType()) {
 		return reference{known: true, invalid: "reference is a " + ty.FriendlyName() + ", not an image_check stage; hint: reference = image_check.photos (the whole stage)"}
 	}
-	attr := func(obj cty.Value, name string) cty.Value {
-		t := obj.Type()
-		switch {
-		case t.IsObjectType() && t.HasAttribute(name):
-			return obj.GetAttr(name)
-		case t.IsMapType() && obj.HasIndex(cty.StringVal(name)).True():
-			return obj.Index(cty.StringVal(name))
-		}
-		return cty.NilVal
-	}
 	stats := attr(v, "stats")
 	if stats == cty.NilVal || stats.IsNull() || !(stats.Type().IsMapType() || stats.Type().IsObjectType()) {
 		return reference{known: true, invalid: "reference has no per-photo stats; hint: reference = image_check.photos (the whole stage, not one of its outputs)"}
@@ -57,10 +50,18 @@ func referenceOf(v cty.Value) reference {
 			}
 		}
 	}
-	ref := reference{known: true}
-	entries := stats.AsValueMap()
-	paths := make([]string, 0, len(entries))
-	for p := range entries {
+	ref := reference{known: true, count: -1, rejected: map[string]string{}}
+	if n, ok := numberAttr(v, "count"); ok {
+		ref.count = int(n)
+	}
+	for p, why := range entries(attr(v, "rejected")) {
+		if why.Type() == cty.String && !why.IsNull() {
+			ref.rejected[p] = why.AsString()
+		}
+	}
+	stat := stats.AsValueMap()
+	paths := make([]string, 0, len(stat))
+	for p := range stat {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
@@ -73,7 +74,7 @@ func referenceOf(v cty.Value) reference {
 		return f
 	}
 	for _, p := range paths {
-		st := entries[p]
+		st := stat[p]
 		if st.IsNull() || !(st.Type().IsObjectType() || st.Type().IsMapType()) {
 			continue
 		}

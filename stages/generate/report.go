@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"math"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/pipeline-dev/pipeline/stages/lib/skin"
@@ -38,6 +39,10 @@ figure.natural img { border-color: #1b7f3a; } figure.plastic img { border-color:
 figcaption { font-size: 13px; margin-top: 4px; max-width: 262px; }
 .missing { width: 256px; height: 256px; background: #e4e4e4; display: flex; align-items: center; justify-content: center; color: #666; }
 svg text { font: 11px system-ui, sans-serif; fill: #555; }
+svg text.threshold { fill: #c62828; }
+table.params th, table.rejected th { text-align: left; padding: 2px 14px 2px 0; }
+table.params td, table.rejected td { padding: 2px 14px 2px 0; vertical-align: top; }
+.override { color: #c62828; font-weight: 600; }
 </style>
 </head>
 <body>
@@ -60,20 +65,46 @@ brightness). It differs a lot between people, so only the ratio to the same pers
 below {{.MinRatio}}× the photos' median reads as smoothed, plastic skin; when the edges are soft too, as blur.
 It is a heuristic: lighting, make-up and angle move it.</p>
 
+<h2>Training</h2>
+{{if .Training.Params}}<p class="muted">Parameters: {{.Training.Source}}.</p>
+<table class="params" id="params">
+<tr><th>parameter</th><th>value</th><th>why</th></tr>
+{{range .Training.Params}}<tr data-param="{{.Name}}"><td><code>{{.Name}}</code></td><td class="value">{{.Value}}{{if .Chosen}} <span class="override">(params chose {{.Chosen}})</span>{{end}}</td><td>{{.Reason}}</td></tr>
+{{end}}</table>
+{{range .Training.Other}}<div class="muted">{{.}}</div>
+{{end}}{{else}}<p class="muted" id="no-params">No training parameters: set params = params.NAME or training = train.NAME in this generate stage to list them here.</p>
+{{end}}
+<p id="photos">{{.Photos}}</p>
+{{if .Rejected}}<table class="rejected" id="rejected">
+<tr><th>rejected photo</th><th>why</th></tr>
+{{range .Rejected}}<tr><td><code>{{.Path}}</code></td><td>{{.Reason}}</td></tr>
+{{end}}</table>{{end}}
+
 <h2>Training loss</h2>
 {{if .Loss.Points}}
 <svg id="loss" width="{{.Loss.W}}" height="{{.Loss.H}}" viewBox="0 0 {{.Loss.W}} {{.Loss.H}}" role="img" aria-label="training loss by step">
 <rect x="{{.Loss.Left}}" y="{{.Loss.Top}}" width="{{.Loss.PlotW}}" height="{{.Loss.PlotH}}" fill="#fafafa" stroke="#ccc"/>
 <path id="loss-curve" d="{{.Loss.Path}}" fill="none" stroke="#1565c0" stroke-width="1.6"/>
+{{range .Loss.Thresholds}}<line class="threshold" id="threshold-{{.Name}}" data-loss="{{.Value}}" x1="{{$.Loss.Left}}" x2="{{$.Loss.Right}}" y1="{{.Y}}" y2="{{.Y}}" stroke="#c62828" stroke-width="1.2" stroke-dasharray="6 4"/>
+<text class="threshold" x="{{$.Loss.Right}}" y="{{.Y}}" dx="-4" dy="-4" text-anchor="end">{{.Label}}</text>
+{{end}}
 <text x="{{.Loss.Left}}" y="{{.Loss.Bottom}}" dy="16">step {{.Loss.MinStep}}</text>
 <text x="{{.Loss.Right}}" y="{{.Loss.Bottom}}" dy="16" text-anchor="end">step {{.Loss.MaxStep}}</text>
 <text x="{{.Loss.Left}}" y="{{.Loss.Top}}" dx="-4" dy="4" text-anchor="end">{{.Loss.MaxLoss}}</text>
 <text x="{{.Loss.Left}}" y="{{.Loss.Bottom}}" dx="-4" text-anchor="end">{{.Loss.MinLoss}}</text>
 </svg>
-<p class="muted">{{.Loss.Points}} logged steps; last loss {{.Loss.Final}}.</p>
+<p class="muted">{{.Loss.Points}} logged steps; last loss {{.Loss.Final}}.{{range .Loss.Thresholds}} Dashed red: {{.Label}}.{{end}}</p>
 {{else}}
-<p class="muted" id="no-loss">No loss series: the training that produced this version is not in this pipeline's state.</p>
+<p class="muted" id="no-loss">No loss series: set gate = loss_gate.NAME in this generate stage to draw the training's loss curve and the gate's threshold.</p>
 {{end}}
+{{if .LossGate}}<p id="loss-gate">Loss gate: {{.LossGate}}</p>{{end}}
+
+<h2>Cost</h2>
+<table class="summary" id="cost">
+<tr><td>test predictions, this run</td><td id="cost-predictions">{{.Cost.Predictions}}</td><td class="muted">{{.Cost.PredictionsBasis}}</td></tr>
+<tr><td>training</td><td id="cost-training">{{.Cost.Training}}</td><td class="muted">{{.Cost.TrainingNote}}</td></tr>
+{{if .Cost.Total}}<tr><td><strong>total</strong></td><td id="cost-total"><strong>{{.Cost.Total}}</strong></td><td></td></tr>{{end}}
+</table>
 
 <h2>Test images</h2>
 <p class="muted">guidance_scale {{.Guidance}}, {{.Steps}} steps, lora_scale {{.LoraScale}}, PNG output; the same prompt and seed on each version. Contact sheet: <a href="{{.Sheet}}">{{.Sheet}}</a>.</p>
@@ -107,7 +138,20 @@ type lossView struct {
 	Path                     string
 	MinStep, MaxStep         int
 	MinLoss, MaxLoss, Final  string
+	Thresholds               []thresholdView
 }
+
+// thresholdView is one of the gate's bounds drawn across the chart at height Y.
+type thresholdView struct {
+	Name, Label, Value string
+	Y                  string
+}
+
+type costView struct {
+	Predictions, PredictionsBasis, Training, TrainingNote, Total string
+}
+
+type rejectedView struct{ Path, Reason string }
 
 type cellView struct {
 	Src, Alt, Figure, Verdict, Class, Reason string
@@ -128,11 +172,17 @@ type reportView struct {
 	MinRatio, Guidance, LoraScale                                  string
 	Steps                                                          int64
 	Loss                                                           lossView
+	LossGate, Photos                                               string
+	Training                                                       trainingInfo
+	Rejected                                                       []rejectedView
+	Cost                                                           costView
 	Columns                                                        []string
 	Rows                                                           []rowView
 }
 
-func lossCurve(pts []lossPoint) lossView {
+// lossCurve lays out the loss series and the gate's thresholds in one vertical scale, so that a
+// threshold outside the curve's range is still drawn at its true height.
+func lossCurve(pts []lossPoint, g gateInfo) lossView {
 	v := lossView{W: 640, H: 220, Left: 48, Top: 12, Right: 628, Bottom: 190}
 	v.PlotW, v.PlotH = v.Right-v.Left, v.Bottom-v.Top
 	if len(pts) == 0 {
@@ -144,6 +194,9 @@ func lossCurve(pts []lossPoint) lossView {
 	for _, p := range pts {
 		minL, maxL = math.Min(minL, p.Loss), math.Max(maxL, p.Loss)
 	}
+	for _, t := range g.thresholds() {
+		minL, maxL = math.Min(minL, t.value), math.Max(maxL, t.value)
+	}
 	spanS, spanL := float64(maxS-minS), maxL-minL
 	if spanS == 0 {
 		spanS = 1
@@ -151,10 +204,10 @@ func lossCurve(pts []lossPoint) lossView {
 	if spanL == 0 {
 		spanL = 1
 	}
+	y := func(loss float64) float64 { return v.Bottom - (loss-minL)/spanL*v.PlotH }
 	var b strings.Builder
 	for i, p := range pts {
 		x := v.Left + float64(p.Step-minS)/spanS*v.PlotW
-		y := v.Bottom - (p.Loss-minL)/spanL*v.PlotH
 		if len(pts) == 1 {
 			x = v.Left + v.PlotW/2
 		}
@@ -162,7 +215,7 @@ func lossCurve(pts []lossPoint) lossView {
 		if i == 0 {
 			cmd = "M"
 		}
-		fmt.Fprintf(&b, "%s%.1f,%.1f ", cmd, x, y)
+		fmt.Fprintf(&b, "%s%.1f,%.1f ", cmd, x, y(p.Loss))
 	}
 	if len(pts) == 1 { // a single point still shows as a short tick
 		fmt.Fprintf(&b, "l4,0")
@@ -171,7 +224,83 @@ func lossCurve(pts []lossPoint) lossView {
 	v.MinStep, v.MaxStep = minS, maxS
 	v.MinLoss, v.MaxLoss = fmt.Sprintf("%.3f", minL), fmt.Sprintf("%.3f", maxL)
 	v.Final = fmt.Sprintf("%.3f", pts[len(pts)-1].Loss)
+	for _, t := range g.thresholds() {
+		v.Thresholds = append(v.Thresholds, thresholdView{Name: t.name, Label: t.label, Value: fmt.Sprintf("%g", t.value), Y: fmt.Sprintf("%.1f", y(t.value))})
+	}
 	return v
+}
+
+type threshold struct {
+	name, label string
+	value       float64
+}
+
+// thresholds are the gate's bounds on the smoothed loss.
+func (g gateInfo) thresholds() []threshold {
+	var out []threshold
+	if g.minLoss != nil {
+		out = append(out, threshold{"min_loss", fmt.Sprintf("min_loss %g: below it the model is overfit", *g.minLoss), *g.minLoss})
+	}
+	if g.maxLoss != nil {
+		out = append(out, threshold{"max_loss", fmt.Sprintf("max_loss %g: above it the model has not learned the subject", *g.maxLoss), *g.maxLoss})
+	}
+	return out
+}
+
+// verdict words the loss gate's result ("" when no gate was handed).
+func (g gateInfo) verdict() string {
+	switch {
+	case !g.handed || g.passed == nil:
+		return ""
+	case *g.passed:
+		return "passed: " + g.reason
+	}
+	return "refused: " + g.reason
+}
+
+// photosLine says how many photos trained the version and how many the check rejected.
+func (o *outcome) photosLine() string {
+	switch {
+	case o.Ref.missing:
+		return "Photos: no image check handed (set reference = image_check.NAME)."
+	case !o.Ref.known || o.Ref.invalid != "":
+		return "Photos: " + o.refReason() + "."
+	}
+	n := o.Ref.count
+	if n < 0 {
+		n = o.Ref.photos
+	}
+	return fmt.Sprintf("Photos: %d accepted (%d with a face large enough to score the skin), %d rejected.", n, len(o.Ref.texture), len(o.Ref.rejected))
+}
+
+// rejectedRows lists the rejected photos in path order.
+func (o *outcome) rejectedRows() []rejectedView {
+	out := make([]rejectedView, 0, len(o.Ref.rejected))
+	for p, why := range o.Ref.rejected {
+		out = append(out, rejectedView{p, why})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// costLines shows this run's cost of predictions and the training's, when handed.
+func (o *outcome) costLines() costView {
+	c := costView{Predictions: "not known", PredictionsBasis: "no price for the prediction hardware (replicate { prices })"}
+	if o.Cost != nil {
+		c.Predictions, c.PredictionsBasis = usd(o.Cost.USD), "actual: "+o.Cost.Basis
+	}
+	switch t := o.Training; {
+	case t.HasCost:
+		c.Training, c.TrainingNote = usd(t.CostUSD), "as the train stage reported it (cost_usd)"
+	case t.Handed:
+		c.Training, c.TrainingNote = "not known", "the train stage reports no cost_usd"
+	default:
+		c.Training, c.TrainingNote = "not known", "set training = train.NAME in this generate stage to show it"
+	}
+	if o.Cost != nil && o.Training.HasCost {
+		c.Total = usd(o.Cost.USD + o.Training.CostUSD)
+	}
+	return c
 }
 
 func renderReport(o *outcome) ([]byte, error) {
@@ -190,7 +319,12 @@ func renderReport(o *outcome) ([]byte, error) {
 		Guidance:     fmt.Sprintf("%g", o.Guidance),
 		LoraScale:    fmt.Sprintf("%g", o.LoraScale),
 		Steps:        o.Steps,
-		Loss:         lossCurve(o.Losses),
+		Loss:         lossCurve(o.Losses, o.LossGate),
+		LossGate:     o.LossGate.verdict(),
+		Photos:       o.photosLine(),
+		Training:     o.Training,
+		Rejected:     o.rejectedRows(),
+		Cost:         o.costLines(),
 	}
 	switch {
 	case o.RefTexture > 0:

@@ -17,17 +17,17 @@ import (
 	"github.com/pipeline-dev/pipeline/stages/lib/skin"
 )
 
-// Contact sheet geometry (pixels).
+// Contact sheet geometry (pixels). Heights of text follow from wrapping it (layoutSheet).
 const (
 	thumbSide  = 320
 	sheetPad   = 12
 	lineHeight = 15
-	captionH   = 18
-	labelH     = 2*lineHeight + 6
-	headerH    = 3*lineHeight + sheetPad
-	footerH    = 3*lineHeight + sheetPad
-	charWidth  = 7 // basicfont.Face7x13
+	minSheetW  = 560
+	segmentGap = 4 * 7 // between the footer's verdicts: four characters of the face
 )
+
+// sheetFace is the face every text of the sheet is measured and drawn with (ASCII only).
+var sheetFace font.Face = basicfont.Face7x13
 
 var (
 	colText    = color.NRGBA{0x22, 0x22, 0x22, 0xff}
@@ -95,67 +95,178 @@ func figureLabel(s *scoredImage) string {
 	return fmt.Sprintf("texture %.2f", s.fig.Texture)
 }
 
-// renderSheet draws the grid: one row per prompt × seed, the new version left of the previous one,
-// each image labelled with its texture figure and verdict; header and footer carry the versions,
-// the photos' median and both verdicts.
-func renderSheet(o *outcome) *image.NRGBA {
-	sides, rows := o.sides(), o.rows()
-	w := max(sheetPad+len(sides)*(thumbSide+sheetPad), 560)
-	h := headerH + len(rows)*(captionH+thumbSide+labelH+sheetPad) + footerH
-	img := image.NewNRGBA(image.Rect(0, 0, w, h))
-	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
+// placedText is one line of text: baseline at (x, y), its width kept left of maxX.
+type placedText struct {
+	s       string
+	x, y    int
+	maxX    int
+	c       color.NRGBA
+	section string // "header", "row", "label", "footer": for tests and nothing else
+}
 
-	y := sheetPad + 11
-	title := "skin texture check: " + o.Address
-	text(img, sheetPad, y, title, colText, w)
-	if o.Simulated {
-		text(img, sheetPad+charWidth*(len(title)+2), y, "SIMULATED (offline simulator)", colSim, w)
+// placedCell is one image cell; img nil draws the grey "no image" box.
+type placedCell struct {
+	rect image.Rectangle
+	img  *scoredImage
+}
+
+// sheetLayout is where everything goes; the sheet is as tall as its wrapped text needs.
+type sheetLayout struct {
+	w, h  int
+	texts []placedText
+	cells []placedCell
+}
+
+// textWidth is s's advance in the face the sheet draws with.
+func textWidth(s string) int { return font.MeasureString(sheetFace, s).Ceil() }
+
+// wrap breaks s into lines at most width pixels wide in sheetFace: at spaces, and inside a word
+// only when the word alone is wider than a line. Nothing is dropped.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(asciiOnly(s)) {
+		if cand := strings.TrimPrefix(line+" "+word, " "); textWidth(cand) <= width {
+			line = cand
+			continue
+		}
+		if line != "" {
+			lines = append(lines, line)
+		}
+		for textWidth(word) > width && len(word) > 1 {
+			n := fitChars(word, width)
+			lines = append(lines, word[:n])
+			word = word[n:]
+		}
+		line = word
 	}
-	y += lineHeight
-	for i, side := range sides {
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+// fitChars is how many leading bytes of s (ASCII) fit in width; at least one, so wrapping ends.
+func fitChars(s string, width int) int {
+	n := 1
+	for n < len(s) && textWidth(s[:n+1]) <= width {
+		n++
+	}
+	return n
+}
+
+// para places s wrapped to [x, maxX), its first line's top at top; it returns the top below it.
+func (l *sheetLayout) para(section string, x, top, maxX int, s string, c color.NRGBA) int {
+	ascent := sheetFace.Metrics().Ascent.Ceil()
+	for _, line := range wrap(s, maxX-x) {
+		l.texts = append(l.texts, placedText{s: line, x: x, y: top + ascent, maxX: maxX, c: c, section: section})
+		top += lineHeight
+	}
+	return top
+}
+
+// segment is a piece of text in its own colour.
+type segment struct {
+	s string
+	c color.NRGBA
+}
+
+// flow places segments side by side, going on to a new line when the next does not fit.
+func (l *sheetLayout) flow(section string, x0, top, maxX int, segs []segment) int {
+	x, bottom := x0, top
+	for _, sg := range segs {
+		if x > x0 && x+textWidth(asciiOnly(sg.s)) > maxX { // no room beside the last one
+			x, top = x0, bottom
+		}
+		before := len(l.texts)
+		bottom = l.para(section, x, top, maxX, sg.s, sg.c)
+		if len(l.texts) == before+1 { // one line: the next segment goes beside it
+			x += textWidth(l.texts[before].s) + segmentGap
+			continue
+		}
+		x, top = x0, bottom
+	}
+	return bottom
+}
+
+// layoutSheet places the grid: one row per prompt × seed, the new version left of the previous
+// one, each image labelled with its texture figure and verdict; header and footer carry the
+// versions, the photos' median and both verdicts.
+func layoutSheet(o *outcome) *sheetLayout {
+	sides, rows := o.sides(), o.rows()
+	w := max(sheetPad+len(sides)*(thumbSide+sheetPad), minSheetW)
+	right := w - sheetPad
+	l := &sheetLayout{w: w}
+	col := func(i int) int { return sheetPad + i*(thumbSide+sheetPad) }
+
+	head := []segment{{"skin texture check: " + o.Address, colText}}
+	if o.Simulated {
+		head = append(head, segment{"SIMULATED (offline simulator)", colSim})
+	}
+	top := l.flow("header", sheetPad, sheetPad, right, head) + lineHeight/2
+	top = l.columns("header", top, len(sides), func(i, top int) int {
 		v := o.Version
-		if side == sidePrevious {
+		if sides[i] == sidePrevious {
 			v = o.Previous
 		}
-		text(img, sheetPad+i*(thumbSide+sheetPad), y+lineHeight, side+": "+shortRef(v), colText, sheetPad+(i+1)*(thumbSide+sheetPad))
-	}
-	y = headerH
+		return l.para("header", col(i), top, col(i)+thumbSide, sides[i]+": "+shortRef(v), colText)
+	}) + 6
 	for _, r := range rows {
-		prompt := ""
-		if r.prompt < len(o.Prompts) {
-			prompt = o.Prompts[r.prompt]
-		}
-		text(img, sheetPad, y+12, fmt.Sprintf("prompt %d, seed %d: %s", r.prompt+1, r.seed, prompt), colMuted, w)
-		y += captionH
-		for i, side := range sides {
-			x := sheetPad + i*(thumbSide+sheetPad)
-			cell := image.Rect(x, y, x+thumbSide, y+thumbSide)
-			s := o.image(side, r)
-			if s == nil {
-				draw.Draw(img, cell, image.NewUniform(colEmpty), image.Point{}, draw.Src)
-				text(img, x+10, y+thumbSide/2, "no image (prediction failed)", colMuted, x+thumbSide)
-				continue
-			}
-			th := imaging.Fit(s.img, thumbSide, thumbSide, imaging.Lanczos)
-			off := image.Pt(x+(thumbSide-th.Bounds().Dx())/2, y+(thumbSide-th.Bounds().Dy())/2)
-			draw.Draw(img, th.Bounds().Add(off), th, th.Bounds().Min, draw.Src)
-			frame(img, cell.Inset(-3), 3, verdictColor(s.j.Verdict))
-			text(img, x, y+thumbSide+lineHeight, figureLabel(s), colText, x+thumbSide)
-			detail := s.j.Verdict
-			if s.j.Verdict == skin.Unscored && s.j.Reason != "" {
-				detail += ": " + s.j.Reason
-			}
-			text(img, x, y+thumbSide+2*lineHeight, detail, verdictColor(s.j.Verdict), x+thumbSide)
-		}
-		y += thumbSide + labelH + sheetPad
+		top = l.row(o, r, sides, top, right, col)
 	}
+	top = l.footer(o, sides, top, right)
+	l.h = top + sheetPad
+	return l
+}
+
+// columns lays out one block per column from the same top; it returns the top below the tallest.
+func (l *sheetLayout) columns(section string, top, n int, block func(i, top int) int) int {
+	bottom := top
+	for i := 0; i < n; i++ {
+		bottom = max(bottom, block(i, top))
+	}
+	return bottom
+}
+
+// row places one prompt × seed: its caption, the images and their labels.
+func (l *sheetLayout) row(o *outcome, r sheetRow, sides []string, top, right int, col func(int) int) int {
+	prompt := ""
+	if r.prompt < len(o.Prompts) {
+		prompt = o.Prompts[r.prompt]
+	}
+	top = l.para("row", sheetPad, top, right, fmt.Sprintf("prompt %d, seed %d: %s", r.prompt+1, r.seed, prompt), colMuted) + 6
+	for i, side := range sides {
+		cell := image.Rect(col(i), top, col(i)+thumbSide, top+thumbSide)
+		s := o.image(side, r)
+		l.cells = append(l.cells, placedCell{rect: cell, img: s})
+		if s == nil {
+			l.para("label", cell.Min.X+10, cell.Min.Y+thumbSide/2-lineHeight, cell.Max.X-10, "no image (prediction failed)", colMuted)
+		}
+	}
+	top += thumbSide + 6 // the frame is drawn 3 px around the cell
+	return l.columns("label", top, len(sides), func(i, top int) int {
+		s := o.image(sides[i], r)
+		if s == nil {
+			return top
+		}
+		top = l.para("label", col(i), top, col(i)+thumbSide, figureLabel(s), colText)
+		detail := s.j.Verdict
+		if s.j.Verdict == skin.Unscored && s.j.Reason != "" {
+			detail += ": " + s.j.Reason
+		}
+		return l.para("label", col(i), top, col(i)+thumbSide, detail, verdictColor(s.j.Verdict))
+	}) + sheetPad
+}
+
+// footer places the photos' median, both verdicts and what the gate did.
+func (l *sheetLayout) footer(o *outcome, sides []string, top, right int) int {
 	ref := "training photos' median texture: none (no reference)"
 	if o.RefTexture > 0 {
 		ref = fmt.Sprintf("training photos' median texture: %.2f (%d of %d photos scored); plastic below %.2fx",
 			o.RefTexture, len(o.Ref.texture), o.Ref.photos, o.MinRatio)
 	}
-	text(img, sheetPad, y+11, ref, colText, w)
-	x := sheetPad
+	top = l.para("footer", sheetPad, top, right, ref, colText)
+	var verdicts []segment
 	for _, side := range sides {
 		j := o.New
 		if side == sidePrevious {
@@ -165,11 +276,33 @@ func renderSheet(o *outcome) *image.NRGBA {
 		if j.Ratio > 0 {
 			s += fmt.Sprintf(" %.2fx", j.Ratio)
 		}
-		text(img, x, y+11+lineHeight, s, verdictColor(j.Verdict), w)
-		x += charWidth * (len(s) + 4)
+		verdicts = append(verdicts, segment{s, verdictColor(j.Verdict)})
 	}
+	top = l.flow("footer", sheetPad, top, right, verdicts)
 	if o.Gate != "" {
-		text(img, sheetPad, y+11+2*lineHeight, "gate: "+o.Gate, colPlastic, w)
+		top = l.para("footer", sheetPad, top, right, "gate: "+o.Gate, colPlastic)
+	}
+	return top
+}
+
+// renderSheet draws the layout: images, frames, then every line of text.
+func renderSheet(o *outcome) *image.NRGBA {
+	l := layoutSheet(o)
+	img := image.NewNRGBA(image.Rect(0, 0, l.w, l.h))
+	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
+	for _, c := range l.cells {
+		if c.img == nil {
+			draw.Draw(img, c.rect, image.NewUniform(colEmpty), image.Point{}, draw.Src)
+			continue
+		}
+		th := imaging.Fit(c.img.img, thumbSide, thumbSide, imaging.Lanczos)
+		off := image.Pt(c.rect.Min.X+(thumbSide-th.Bounds().Dx())/2, c.rect.Min.Y+(thumbSide-th.Bounds().Dy())/2)
+		draw.Draw(img, th.Bounds().Add(off), th, th.Bounds().Min, draw.Src)
+		frame(img, c.rect.Inset(-3), 3, verdictColor(c.img.j.Verdict))
+	}
+	for _, t := range l.texts {
+		d := font.Drawer{Dst: img, Src: image.NewUniform(t.c), Face: sheetFace, Dot: fixed.P(t.x, t.y)}
+		d.DrawString(t.s)
 	}
 	return img
 }
@@ -180,19 +313,6 @@ func writeSheet(path string, o *outcome) error {
 		return err
 	}
 	return writeAtomic(path, buf.Bytes())
-}
-
-// text draws s (ASCII: the bitmap font has no other glyphs) at baseline (x, y), cut at maxX.
-func text(dst *image.NRGBA, x, y int, s string, c color.Color, maxX int) {
-	s = asciiOnly(s)
-	if n := (maxX - x) / charWidth; n < len(s) {
-		if n <= 3 {
-			return
-		}
-		s = s[:n-3] + "..."
-	}
-	d := font.Drawer{Dst: dst, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
-	d.DrawString(s)
 }
 
 func asciiOnly(s string) string {

@@ -2,7 +2,6 @@ package generate
 
 import (
 	"image"
-	"image/color"
 	"strings"
 	"testing"
 
@@ -61,11 +60,11 @@ func TestLossesOf(t *testing.T) {
 	if pts := lossesOf(cty.NullVal(cty.DynamicPseudoType)); pts != nil {
 		t.Errorf("no gate: %v", pts)
 	}
-	v := lossCurve(nil)
+	v := lossCurve(nil, gateInfo{})
 	if v.Points != 0 || v.Path != "" {
 		t.Errorf("empty curve %+v", v)
 	}
-	v = lossCurve([]lossPoint{{0, 0.8}, {500, 0.4}, {1000, 0.3}})
+	v = lossCurve([]lossPoint{{0, 0.8}, {500, 0.4}, {1000, 0.3}}, gateInfo{})
 	if !strings.HasPrefix(v.Path, "M48.0,12.0 ") || !strings.HasSuffix(v.Path, "L628.0,190.0") || v.Final != "0.300" {
 		t.Errorf("curve %+v", v)
 	}
@@ -89,11 +88,15 @@ func TestSheetShowsVerdictsAndMissingImages(t *testing.T) {
 		t.Errorf("width %d", img.Bounds().Dx())
 	}
 	// The new image is framed in the plastic colour; the missing one is a grey box.
-	x0, y0 := sheetPad, headerH+captionH
-	if got := img.NRGBAAt(x0-2, y0+thumbSide/2); got != colPlastic {
+	cells := layoutSheet(o).cells
+	if len(cells) != 2 || cells[0].img == nil || cells[1].img != nil || cells[0].rect.Min.X != sheetPad {
+		t.Fatalf("cells %+v", cells)
+	}
+	newCell, missing := cells[0].rect, cells[1].rect
+	if got := img.NRGBAAt(newCell.Min.X-2, newCell.Min.Y+thumbSide/2); got != colPlastic {
 		t.Errorf("frame colour %v, want plastic red", got)
 	}
-	if got := img.NRGBAAt(x0+thumbSide+sheetPad+5, y0+5); got != colEmpty {
+	if got := img.NRGBAAt(missing.Min.X+5, missing.Min.Y+5); got != colEmpty {
 		t.Errorf("missing image cell %v, want grey", got)
 	}
 	if !hasColor(img, colNatural) || hasColor(img, colSim) {
@@ -102,7 +105,52 @@ func TestSheetShowsVerdictsAndMissingImages(t *testing.T) {
 	if s := asciiOnly("TOK × 2 – “x”\n"); s != `TOK x 2 - "x" ` {
 		t.Errorf("asciiOnly: %q", s)
 	}
-	dst := image.NewNRGBA(image.Rect(0, 0, 100, 20))
-	text(dst, 0, 12, strings.Repeat("w", 100), color.Black, 100) // cut, no panic
-	text(dst, 90, 12, "abc", color.Black, 100)                   // no room: nothing drawn
+}
+
+// Thresholds share the curve's scale: one outside the curve's range widens the axis to hold it.
+func TestLossCurveThresholds(t *testing.T) {
+	min, max := 0.2, 0.9
+	v := lossCurve([]lossPoint{{0, 0.8}, {500, 0.4}, {1000, 0.3}}, gateInfo{minLoss: &min, maxLoss: &max})
+	if len(v.Thresholds) != 2 || v.MinLoss != "0.200" || v.MaxLoss != "0.900" {
+		t.Fatalf("thresholds %+v, axis %s–%s", v.Thresholds, v.MinLoss, v.MaxLoss)
+	}
+	// Axis 0.2–0.9 over y 190–12: min_loss at the bottom, max_loss at the top, the last point
+	// (0.3) a seventh of the way up.
+	if v.Thresholds[0].Name != "min_loss" || v.Thresholds[0].Y != "190.0" || v.Thresholds[1].Y != "12.0" ||
+		!strings.HasSuffix(v.Path, "L628.0,164.6") {
+		t.Errorf("thresholds %+v, path %s", v.Thresholds, v.Path)
+	}
+}
+
+// The parameters come from the stages handed to generate: what the training was sent, params'
+// reasons beside them, params' own values when no training is handed; credentials never show.
+func TestTrainingOf(t *testing.T) {
+	tr := trainingOf(paramsVal(), trainingVal("acme/m:v", cty.NullVal(cty.Number)))
+	got := map[string]param{}
+	for _, p := range tr.Params {
+		got[p.Name] = p
+	}
+	if len(tr.Params) != 5 || got["steps"].Value != "1000" || got["steps"].Chosen != "1200" || got["lora_rank"].Chosen != "" ||
+		got["hf_token"].Value != "(sensitive)" || !strings.HasPrefix(got["lora_rank"].Reason, "built-in: rank 16") || !tr.Handed || tr.HasCost {
+		t.Errorf("sent with reasons: %+v", tr)
+	}
+	if len(tr.Other) != 2 || !strings.HasPrefix(tr.Other[0], "num_repeats: ") || !strings.HasPrefix(tr.Other[1], "passes per photo") {
+		t.Errorf("other reasons %q", tr.Other)
+	}
+	o := &outcome{Training: tr}
+	if c := o.costLines(); c.Training != "not known" || !strings.Contains(c.TrainingNote, "no cost_usd") || c.Total != "" {
+		t.Errorf("training without a cost: %+v", c)
+	}
+	only := trainingOf(paramsVal(), cty.NullVal(cty.DynamicPseudoType))
+	if len(only.Params) != 3 || only.Params[2].Name != "steps" || only.Params[2].Value != "1200" || only.Handed || !strings.Contains(only.Source, "params stage's values") {
+		t.Errorf("params only: %+v", only)
+	}
+	if none := trainingOf(cty.NullVal(cty.DynamicPseudoType), cty.NullVal(cty.DynamicPseudoType)); len(none.Params) != 0 || none.Source != "" {
+		t.Errorf("nothing handed: %+v", none)
+	}
+	html, err := renderReport(&outcome{Training: trainingOf(cty.NullVal(cty.DynamicPseudoType), cty.NullVal(cty.DynamicPseudoType)), Ref: reference{known: true, missing: true}})
+	if err != nil || !strings.Contains(string(html), `id="no-params"`) || !strings.Contains(string(html), "set training = train.NAME") ||
+		!strings.Contains(string(html), "no image check handed") {
+		t.Errorf("report with nothing handed: %v", err)
+	}
 }
