@@ -63,10 +63,11 @@ stage "generate" "check" {
   version   = train.lora.version
   prompts   = ["a close-up portrait photo of TOK, natural window light"]
   seeds     = [1, 2, 3]
-  reference = image_check.photos
+  reference = image_check.photos # the subject's own skin texture, for the plastic-skin guard
+  gate      = loss_gate.fit      # runs after the gate passed; the report draws its threshold
+  params    = params.tuned       # the report lists the chosen parameters and why
+  training  = train.lora         # and what the training was actually sent
   out_dir   = "generated/${each.key}"
-
-  depends_on = [loss_gate.fit]
 }
 
 stage "prune" "old" {
