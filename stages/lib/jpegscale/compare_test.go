@@ -2,6 +2,7 @@ package jpegscale
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -283,5 +284,48 @@ func checkScales(t *testing.T, data, ref []byte) {
 			t.Errorf("1/%d: PSNR %.1f dB < %d dB", s, p, minPSNR)
 		}
 		t.Logf("1/%d: PSNR %.1f dB", s, p)
+	}
+}
+
+// TestDamagedFilesDecodeAsImageJPEG: where garbled entropy data still decodes (runs past a
+// block's end, odd codes), the picture is what image/jpeg makes of the same bits; a decoder that
+// lost its bit position on such a block would garble everything after it. The fuzz test holds the
+// verdicts; this holds the pixels. At full scale, where the transforms agree up to rounding (a
+// reduced one clamps a garbled block's overshoots once, not per pixel); damage this decoder leaves
+// to image/jpeg on purpose (a restart marker out of place) is skipped.
+func TestDamagedFilesDecodeAsImageJPEG(t *testing.T) {
+	compared := 0
+	for seed := uint64(0); seed < 12; seed++ {
+		data := encodeStd(t, testPicture(160, 120, seed), 85)
+		if seed%2 == 1 {
+			data = encode(testPicture(160, 120, seed), encOptions{sampling: corpusSamplings["420"], quality: 85, restart: 4})
+		}
+		rng := rand.New(rand.NewPCG(seed, 5))
+		for try := 0; try < 20; try++ {
+			bad := append([]byte(nil), data...)
+			at := len(bad)/3 + rng.IntN(len(bad)/2)
+			for i := at; i < min(len(bad)-2, at+1+rng.IntN(8)); i++ {
+				bad[i] ^= byte(1 + rng.IntN(255))
+			}
+			if _, err := jpeg.Decode(bytes.NewReader(bad)); err != nil {
+				continue // image/jpeg refuses it: the fuzz test's business
+			}
+			got, err := Decode(bad, Options{})
+			var unsupported UnsupportedError
+			switch {
+			case errors.As(err, &unsupported):
+				continue
+			case err != nil:
+				t.Errorf("seed %d try %d: %v where image/jpeg decodes", seed, try, err)
+				continue
+			}
+			if p := psnr(t, planesOf(t, got), reference(t, bad, Full)); p < minPSNR {
+				t.Errorf("seed %d try %d: PSNR %.1f dB < %d dB against image/jpeg", seed, try, p, minPSNR)
+			}
+			compared++
+		}
+	}
+	if compared < 40 {
+		t.Errorf("only %d damaged files decoded at all: the test proves little", compared)
 	}
 }

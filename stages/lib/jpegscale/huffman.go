@@ -1,8 +1,13 @@
 package jpegscale
 
 // lookBits is how many bits the Huffman lookahead tables index: nearly every code of a photo's
-// tables is at most 9 bits long, so one table read decodes it.
-const lookBits = 9
+// tables is at most 9 bits long, so one table read decodes it, and at 11 most AC codes of a
+// detailed photo fit with their extra bits (acFast); 12 gains nothing more.
+const lookBits = 11
+
+// endOfBlock is the run acFast gives an EOB: past any block, so a decoder that does not look for
+// it sees a run past the end.
+const endOfBlock = 64
 
 // huffTable is one Huffman table (T.81 C, F.2.2.3) with lookahead tables for fast decoding.
 type huffTable struct {
@@ -11,7 +16,8 @@ type huffTable struct {
 	// 0 when the code is longer (or invalid).
 	fast [1 << lookBits]uint16
 	// acFast maps the next lookBits bits to a whole AC coefficient when its code and extra bits both
-	// fit: value<<16 | run<<8 | total length; 0 otherwise (an EOB or ZRL is in fast).
+	// fit: value<<16 | run<<8 | total length; 0 otherwise. A ZRL is a zero after a run of 15; an
+	// EOB has run endOfBlock.
 	acFast    [1 << lookBits]int32
 	maxCode   [18]int32 // largest code of each length (-1: none); maxCode[17] stops the search
 	valOffset [17]int32 // symbol index of the code c of length l: c + valOffset[l]
@@ -56,7 +62,18 @@ func (t *huffTable) fillFast(c int32, l uint, sym uint8, isAC bool) {
 		return
 	}
 	run, size := uint(sym>>4), uint(sym&15)
-	if size == 0 || l+size > lookBits {
+	switch {
+	case sym == 0x00: // EOB
+		for i := 0; i < 1<<spare; i++ {
+			t.acFast[first+i] = endOfBlock<<8 | int32(l)
+		}
+		return
+	case sym == 0xF0: // ZRL: sixteen zeros, as a run of 15 and a coefficient of 0
+		for i := 0; i < 1<<spare; i++ {
+			t.acFast[first+i] = 15<<8 | int32(l)
+		}
+		return
+	case size == 0 || l+size > lookBits:
 		return
 	}
 	for i := 0; i < 1<<spare; i++ {

@@ -1,5 +1,7 @@
 package jpegscale
 
+import "encoding/binary"
+
 // scanHeader is what SOS says (T.81 B.2.3).
 type scanHeader struct {
 	comps          []int // indices into frame.comps, in scan order
@@ -205,6 +207,10 @@ func (d *decoder) restartInterval(sc *scanHeader, n int) error {
 
 // sequentialBlock decodes one block of a sequential scan (T.81 F.2.2) and writes its scaled
 // inverse DCT to the component's plane: coefficients go straight into the folded grid.
+//
+// The AC loop is the decoder's hottest: it keeps the bit accumulator in locals (a field of d
+// would go through memory at every code, on the loop's critical path) and refills it in line
+// when the next eight bytes hold no 0xFF; anything rarer goes through br, synced around it.
 func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 	br := &d.br
 	if br.n < 32 {
@@ -228,31 +234,57 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 		clear(g[:n*n+1])
 	}
 	g[0] = c.pred * f.weight[0]
-	for k := 1; k < 64; {
-		if br.n < 32 {
-			br.fill()
+	acFast := &c.ac.acFast
+	acc, nbits := br.acc, br.n
+	for k := uint(1); k < 64; {
+		if nbits < 32 {
+			var w uint64
+			quick := br.pos+8 <= len(br.data) && !br.atMarker
+			if quick {
+				w = binary.BigEndian.Uint64(br.data[br.pos:])
+				quick = !ffBytes(w)
+			}
+			if quick { // fill's common case: as many whole bytes as fit
+				whole := (64 - nbits) >> 3
+				keep := 64 - nbits - 8*whole
+				acc |= (w >> nbits) &^ (1<<keep - 1)
+				br.pos += int(whole)
+				nbits += 8 * whole
+			} else {
+				br.acc, br.n = acc, nbits
+				br.fill()
+				acc, nbits = br.acc, br.n
+			}
 		}
-		if e := c.ac.acFast[br.acc>>(64-lookBits)]; e != 0 {
-			if nk := k + int(e>>8)&0xFF; nk <= 63 {
+		if e := acFast[acc>>(64-lookBits)]; e != 0 {
+			if nk := k + uint(e>>8)&0xFF; nk <= 63 {
 				l := uint(e & 0xFF)
-				br.acc <<= l
-				br.n -= l
+				acc <<= l
+				nbits -= l
 				g[f.slot[nk]] += (e >> 16) * f.weight[nk]
 				k = nk + 1
 				continue
 			}
+			if e>>8 == endOfBlock {
+				l := uint(e & 0xFF)
+				acc <<= l
+				nbits -= l
+				break
+			}
 		}
+		br.acc, br.n = acc, nbits
 		rs, err := br.decode(c.ac)
 		if err != nil {
 			return err
 		}
-		r, s := int(rs>>4), uint(rs&15)
+		r, s := uint(rs>>4), uint(rs&15)
 		if s == 0 {
 			switch r {
 			case 0:
 				return d.finishBlock(c, g, bx, by, n, edge)
 			case 15:
 				k += 16
+				acc, nbits = br.acc, br.n
 				continue
 			}
 			// An end-of-band run belongs to progressive scans; image/jpeg reads it here too, so it judges.
@@ -262,11 +294,13 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 		if k > 63 {
 			// A run past the block's end: image/jpeg (the reference for which damaged files fail) ends
 			// the block there without reading the value, and so does this decoder.
-			break
+			return d.finishBlock(c, g, bx, by, n, edge)
 		}
 		g[f.slot[k]] += extend(br.bits(s), s) * f.weight[k]
 		k++
+		acc, nbits = br.acc, br.n
 	}
+	br.acc, br.n = acc, nbits // every way out of the loop to here leaves the locals current
 	return d.finishBlock(c, g, bx, by, n, edge)
 }
 
