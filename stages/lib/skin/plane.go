@@ -135,10 +135,37 @@ func axisTaps(srcLen int, start, length float64, n int) [][]tap {
 	return out
 }
 
+// axis is one axis's taps laid flat: output j reads idx[start[j]:start[j+1]] with the weights
+// beside them, in axisTaps' order (so sums come out to the same bits).
+type axis struct {
+	start []int32
+	idx   []int32
+	w     []float32
+	even  int // how many taps every output has, if they all have as many; else 0
+}
+
+func flatTaps(all [][]tap) axis {
+	a := axis{start: make([]int32, 1, len(all)+1)}
+	if len(all) > 0 {
+		a.even = len(all[0])
+	}
+	for _, taps := range all {
+		if len(taps) != a.even {
+			a.even = 0
+		}
+		for _, t := range taps {
+			a.idx = append(a.idx, int32(t.i))
+			a.w = append(a.w, t.w)
+		}
+		a.start = append(a.start, int32(len(a.idx)))
+	}
+	return a
+}
+
 // resample maps the source span (x0, y0, sw, sh), in source pixels and possibly
 // reaching outside the image (edges are repeated), onto a dw×dh plane.
 func resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
-	xt := axisTaps(src.w, x0, sw, dw)
+	xt := flatTaps(axisTaps(src.w, x0, sw, dw))
 	yt := axisTaps(src.h, y0, sh, dh)
 	// Source rows the vertical taps need, converted horizontally once each.
 	lo, hi := src.h, -1
@@ -150,13 +177,27 @@ func resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
 	}
 	rowBuf := make([]float32, src.w)
 	mid := make([]float32, (hi-lo+1)*dw)
+	four := xt.even == 4 // a halving, as for the detection copy
 	for y := lo; y <= hi; y++ {
 		src.row(y, rowBuf)
 		out := mid[(y-lo)*dw : (y-lo+1)*dw]
-		for j, taps := range xt {
+		if four {
+			for j := range out {
+				i, w := xt.idx[4*j:4*j+4:4*j+4], xt.w[4*j:4*j+4:4*j+4]
+				var s float32
+				s += rowBuf[i[0]] * w[0]
+				s += rowBuf[i[1]] * w[1]
+				s += rowBuf[i[2]] * w[2]
+				s += rowBuf[i[3]] * w[3]
+				out[j] = s
+			}
+			continue
+		}
+		for j := range out {
+			a, b := xt.start[j], xt.start[j+1]
 			var s float32
-			for _, t := range taps {
-				s += rowBuf[t.i] * t.w
+			for k, i := range xt.idx[a:b] {
+				s += rowBuf[i] * xt.w[int(a)+k]
 			}
 			out[j] = s
 		}
@@ -166,6 +207,7 @@ func resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
 		row := dst.pix[j*dw : (j+1)*dw]
 		for _, t := range taps {
 			m := mid[(t.i-lo)*dw : (t.i-lo+1)*dw]
+			m = m[:len(row)]
 			for x := range row {
 				row[x] += m[x] * t.w
 			}
@@ -174,8 +216,8 @@ func resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
 	return dst
 }
 
-// gaussian blurs p with standard deviation sigma (separable, edges repeated).
-func gaussian(p *plane, sigma float64) *plane {
+// gaussianKernel is the normalised kernel of standard deviation sigma, radius ⌈3σ⌉.
+func gaussianKernel(sigma float64) []float32 {
 	r := int(math.Ceil(3 * sigma))
 	k := make([]float32, 2*r+1)
 	var sum float32
@@ -187,24 +229,49 @@ func gaussian(p *plane, sigma float64) *plane {
 	for i := range k {
 		k[i] /= sum
 	}
-	tmp := newPlane(p.w, p.h)
-	for y := 0; y < p.h; y++ {
-		for x := 0; x < p.w; x++ {
+	return k
+}
+
+// gaussian blurs p with standard deviation sigma (separable, edges repeated) and returns the
+// blurred samples of area only (a plane of its size): texture reads two cheeks, a tenth of the face.
+func gaussian(p *plane, sigma float64, area image.Rectangle) *plane {
+	k := gaussianKernel(sigma)
+	r := len(k) / 2
+	area = area.Intersect(image.Rect(0, 0, p.w, p.h))
+	w, h := area.Dx(), area.Dy()
+	// The horizontal pass over the rows the vertical one reads (edge rows repeated).
+	y0, y1 := area.Min.Y-r, area.Max.Y+r
+	tmp := make([]float32, (y1-y0)*w)
+	for y := y0; y < y1; y++ {
+		src := p.pix[min(max(y, 0), p.h-1)*p.w:][:p.w]
+		dst := tmp[(y-y0)*w : (y-y0+1)*w]
+		for j := range dst {
+			x := area.Min.X + j
 			var s float32
-			for i := -r; i <= r; i++ {
-				s += p.at(x+i, y) * k[i+r]
+			if x >= r && x+r < p.w {
+				// Away from the edges: the same sum in the same order, without clamping.
+				for i, kv := range k {
+					s += src[x-r+i] * kv
+				}
+			} else {
+				for i := -r; i <= r; i++ {
+					s += p.at(x+i, y) * k[i+r]
+				}
 			}
-			tmp.pix[y*p.w+x] = s
+			dst[j] = s
 		}
 	}
-	out := newPlane(p.w, p.h)
-	for y := 0; y < p.h; y++ {
-		for x := 0; x < p.w; x++ {
-			var s float32
-			for i := -r; i <= r; i++ {
-				s += tmp.at(x, y+i) * k[i+r]
+	out := newPlane(w, h)
+	for y := 0; y < h; y++ {
+		dst := out.pix[y*w : (y+1)*w]
+		for i, kv := range k {
+			// Row y+i of tmp is source row area.Min.Y+y-r+i; sums build up tap by tap per pixel,
+			// in the kernel's order, as the pixel-by-pixel loop did.
+			src := tmp[(y+i)*w : (y+i+1)*w]
+			src = src[:len(dst)]
+			for x := range dst {
+				dst[x] += src[x] * kv
 			}
-			out.pix[y*p.w+x] = s
 		}
 	}
 	return out

@@ -2,7 +2,8 @@
 // pipeline can notice "plastic skin" in generated portraits by comparing them with the subject's own
 // photos.
 //
-// It finds faces with pigo (a pure-Go port of the pico detector, cascade embedded), takes the
+// It finds faces with pico's frontal-face cascade as pigo (a pure-Go port of the pico detector)
+// ships it, embedded and evaluated here as pigo evaluates it, only faster (cascade.go); takes the
 // luminance of both cheeks of the largest face scaled to 256 px wide, and reports a texture index:
 // the median magnitude of a band-pass (Gaussian σ=1 minus σ=2) divided by the cheeks' mean
 // brightness. The index varies a lot between people, so it only means something as a ratio against
@@ -35,17 +36,19 @@ var facefinder []byte
 
 var (
 	cascadeOnce sync.Once
-	cascade     *pigo.Pigo
+	faceCascade *cascade
 	cascadeErr  error
+	// clusters merges overlapping detections (pigo's ClusterDetections reads no cascade).
+	clusters = pigo.NewPigo()
 )
 
-// classifier unpacks the embedded cascade once; the unpacked trees are read-only, so one value
-// serves concurrent callers.
-func classifier() (*pigo.Pigo, error) {
+// classifier unpacks the embedded cascade once; it is read-only, so one value serves concurrent
+// callers.
+func classifier() (*cascade, error) {
 	cascadeOnce.Do(func() {
-		cascade, cascadeErr = pigo.NewPigo().Unpack(facefinder)
+		faceCascade, cascadeErr = parseCascade(facefinder)
 	})
-	return cascade, cascadeErr
+	return faceCascade, cascadeErr
 }
 
 const (
@@ -196,7 +199,8 @@ func detectFrom(src *lumaSource, pad float64, minFace int) ([]face, error) {
 	img := pigo.ImageParams{Pixels: pix, Rows: rows, Cols: cols, Dim: cols}
 	var faces []face
 	smallest := windowAtLeast(int(math.Floor(float64(minFace) * scale)))
-	for _, d := range refine(cl, img, scan(cl, img, smallest, min(cols, rows), coarseShift, 0)) {
+	var t windowTable
+	for _, d := range refine(cl, &t, img, scan(cl, &t, img, smallest, min(cols, rows), coarseShift, 0)) {
 		faces = append(faces, face{
 			cx:   (float64(d.Col-border) + 0.5) / scale,
 			cy:   (float64(d.Row-border) + 0.5) / scale,
@@ -226,8 +230,8 @@ const coarseShift = 0.1
 const scanScaleFactor = 1.1
 
 // scan runs the cascade over the whole of img with windows from minSize to maxSize px, moving them
-// by shift × their size, and returns the clustered detections scoring above minQ.
-func scan(cl *pigo.Pigo, img pigo.ImageParams, minSize, maxSize int, shift float64, minQ float32) []pigo.Detection {
+// by shift × their size, and returns the clustered detections scoring above minQ; t is scratch.
+func scan(cl *cascade, t *windowTable, img pigo.ImageParams, minSize, maxSize int, shift float64, minQ float32) []pigo.Detection {
 	if maxSize < minSize {
 		return nil
 	}
@@ -239,7 +243,7 @@ func scan(cl *pigo.Pigo, img pigo.ImageParams, minSize, maxSize int, shift float
 		ImageParams: img,
 	}
 	var out []pigo.Detection
-	for _, d := range cl.ClusterDetections(cl.RunCascade(params, 0), 0.2) {
+	for _, d := range clusters.ClusterDetections(cl.run(params, t), 0.2) {
 		if d.Q > minQ {
 			out = append(out, d)
 		}
@@ -250,7 +254,7 @@ func scan(cl *pigo.Pigo, img pigo.ImageParams, minSize, maxSize int, shift float
 // refine rescans the neighbourhood of each coarse candidate densely (half the window step, sizes
 // within ×1.4), where the cascade's score becomes reliable, and keeps the candidates it confirms.
 // A dense scan of the whole copy finds the same faces at four times the cost.
-func refine(cl *pigo.Pigo, img pigo.ImageParams, coarse []pigo.Detection) []pigo.Detection {
+func refine(cl *cascade, t *windowTable, img pigo.ImageParams, coarse []pigo.Detection) []pigo.Detection {
 	var found []pigo.Detection
 	for _, c := range coarse {
 		r := c.Scale // the neighbourhood reaches a window's size beyond the candidate's centre
@@ -264,7 +268,7 @@ func refine(cl *pigo.Pigo, img pigo.ImageParams, coarse []pigo.Detection) []pigo
 		lo := max(minDetect, int(float64(c.Scale)/1.4))
 		hi := min(int(float64(c.Scale)*1.4), y1-y0, x1-x0)
 		var best *pigo.Detection
-		for _, d := range scan(cl, subImg, lo, hi, 0.05, minQuality) {
+		for _, d := range scan(cl, t, subImg, lo, hi, 0.05, minQuality) {
 			if best == nil || d.Q > best.Q {
 				d := d
 				best = &d
@@ -319,18 +323,18 @@ var cheeks = [2][4]float64{
 
 // texture returns the texture index (×1000) and the cheeks' mean luma of a face plane.
 func texture(p *plane) (index, brightness float64) {
-	b1 := gaussian(p, 1)
-	b2 := gaussian(p, 2)
 	var mags []float64
 	var sum float64
 	for _, c := range cheeks {
 		x0, y0 := int(c[0]*float64(p.w)), int(c[1]*float64(p.h))
 		x1, y1 := int(c[2]*float64(p.w)), int(c[3]*float64(p.h))
+		area := image.Rect(x0, y0, x1, y1)
+		b1, b2 := gaussian(p, 1, area), gaussian(p, 2, area)
 		for y := y0; y < y1; y++ {
 			for x := x0; x < x1; x++ {
-				i := y*p.w + x
+				i := (y-y0)*b1.w + x - x0
 				mags = append(mags, math.Abs(float64(b1.pix[i]-b2.pix[i])))
-				sum += float64(p.pix[i])
+				sum += float64(p.pix[y*p.w+x])
 			}
 		}
 	}
@@ -338,7 +342,7 @@ func texture(p *plane) (index, brightness float64) {
 	if brightness <= 0 {
 		return 0, 0
 	}
-	return 1000 * median(mags) / brightness, brightness
+	return 1000 * medianInPlace(mags) / brightness, brightness
 }
 
 // sharpness is the mean of the strongest edgeShare of Sobel gradient magnitudes inside the face box
@@ -346,27 +350,35 @@ func texture(p *plane) (index, brightness float64) {
 func sharpness(p *plane) float64 {
 	x0, y0 := p.w*2/10, p.h*2/10
 	x1, y1 := p.w-x0, p.h-y0
-	var mags []float64
+	if x0 < 1 || y0 < 1 {
+		return 0 // no interior (faceSize is 256: never)
+	}
+	mags := make([]float64, 0, (x1-x0)*(y1-y0))
 	var sum float64
+	w := p.w
 	for y := y0; y < y1; y++ {
+		up, row, down := p.pix[(y-1)*w:(y)*w], p.pix[y*w:(y+1)*w], p.pix[(y+1)*w:(y+2)*w]
 		for x := x0; x < x1; x++ {
-			gx := (p.at(x+1, y-1) + 2*p.at(x+1, y) + p.at(x+1, y+1)) - (p.at(x-1, y-1) + 2*p.at(x-1, y) + p.at(x-1, y+1))
-			gy := (p.at(x-1, y+1) + 2*p.at(x, y+1) + p.at(x+1, y+1)) - (p.at(x-1, y-1) + 2*p.at(x, y-1) + p.at(x+1, y-1))
+			// Inside the box no neighbour is clamped: these are p.at's samples.
+			gx := (up[x+1] + 2*row[x+1] + down[x+1]) - (up[x-1] + 2*row[x-1] + down[x-1])
+			gy := (down[x-1] + 2*down[x] + down[x+1]) - (up[x-1] + 2*up[x] + up[x+1])
 			mags = append(mags, math.Hypot(float64(gx), float64(gy)))
-			sum += float64(p.at(x, y))
+			sum += float64(row[x])
 		}
 	}
 	mean := sum / float64(len(mags))
 	if mean <= 0 {
 		return 0
 	}
-	slices.Sort(mags)
 	n := max(1, int(float64(len(mags))*edgeShare))
-	var top float64
-	for _, m := range mags[len(mags)-n:] {
-		top += m
+	// The n largest, summed smallest first as over the sorted list: only those need sorting.
+	top := mags[selectLargest(mags, n):]
+	slices.Sort(top)
+	var total float64
+	for _, m := range top {
+		total += m
 	}
-	return top / float64(n) / mean
+	return total / float64(n) / mean
 }
 
 // median of xs (not modified); 0 for none.
@@ -381,4 +393,70 @@ func median(xs []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// medianInPlace is median of finite values, reordering s: a selection, not a sort.
+func medianInPlace(s []float64) float64 {
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	hi := nth(s, n/2)
+	if n%2 == 1 {
+		return hi
+	}
+	// The lower middle is the largest of what nth left below the upper one.
+	return (slices.Max(s[:n/2]) + hi) / 2
+}
+
+// selectLargest reorders s so that its n largest values come last and returns where they start.
+func selectLargest(s []float64, n int) int {
+	k := len(s) - n
+	if k > 0 {
+		nth(s, k)
+	}
+	return k
+}
+
+// nth reorders s so that s[k] is the value a sort would put there, nothing above it before it
+// and nothing below it after it (quickselect), and returns s[k]. s holds no NaN (magnitudes).
+func nth(s []float64, k int) float64 {
+	lo, hi := 0, len(s)-1
+	for lo < hi {
+		// Median of three as the pivot, then a Hoare partition.
+		m := lo + (hi-lo)/2
+		if s[m] < s[lo] {
+			s[m], s[lo] = s[lo], s[m]
+		}
+		if s[hi] < s[lo] {
+			s[hi], s[lo] = s[lo], s[hi]
+		}
+		if s[hi] < s[m] {
+			s[hi], s[m] = s[m], s[hi]
+		}
+		pivot := s[m]
+		i, j := lo, hi
+		for i <= j {
+			for s[i] < pivot {
+				i++
+			}
+			for s[j] > pivot {
+				j--
+			}
+			if i <= j {
+				s[i], s[j] = s[j], s[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return s[k] // between the halves: equal to the pivot
+		}
+	}
+	return s[k]
 }
