@@ -41,6 +41,22 @@ func (br *bitReader) fill() {
 	}
 }
 
+// refill is fill for a caller that holds the accumulator in locals (acc, n): it returns them
+// topped up, taking the common case (no 0xFF in the next eight bytes) itself.
+func (br *bitReader) refill(acc uint64, n uint) (uint64, uint) {
+	if br.pos+8 <= len(br.data) && !br.atMarker {
+		if w := binary.BigEndian.Uint64(br.data[br.pos:]); !ffBytes(w) {
+			whole := (64 - n) >> 3 // as many whole bytes as fit
+			acc |= (w >> n) &^ (1<<(64-n-8*whole) - 1)
+			br.pos += int(whole)
+			return acc, n + 8*whole
+		}
+	}
+	br.acc, br.n = acc, n
+	br.fill()
+	return br.acc, br.n
+}
+
 // fillByte loads one byte, unstuffing FF 00; at a marker or the end it loads a zero byte.
 func (br *bitReader) fillByte() {
 	var b byte

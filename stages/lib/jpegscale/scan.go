@@ -1,7 +1,5 @@
 package jpegscale
 
-import "encoding/binary"
-
 // scanHeader is what SOS says (T.81 B.2.3).
 type scanHeader struct {
 	comps          []int // indices into frame.comps, in scan order
@@ -209,8 +207,8 @@ func (d *decoder) restartInterval(sc *scanHeader, n int) error {
 // inverse DCT to the component's plane: coefficients go straight into the folded grid.
 //
 // The AC loop is the decoder's hottest: it keeps the bit accumulator in locals (a field of d
-// would go through memory at every code, on the loop's critical path) and refills it in line
-// when the next eight bytes hold no 0xFF; anything rarer goes through br, synced around it.
+// would go through memory at every code, on the loop's critical path) and refills them with
+// refill; anything rarer goes through br, synced around it.
 func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 	br := &d.br
 	if br.n < 32 {
@@ -238,23 +236,7 @@ func (d *decoder) sequentialBlock(c *component, bx, by, n int) error {
 	acc, nbits := br.acc, br.n
 	for k := uint(1); k < 64; {
 		if nbits < 32 {
-			var w uint64
-			quick := br.pos+8 <= len(br.data) && !br.atMarker
-			if quick {
-				w = binary.BigEndian.Uint64(br.data[br.pos:])
-				quick = !ffBytes(w)
-			}
-			if quick { // fill's common case: as many whole bytes as fit
-				whole := (64 - nbits) >> 3
-				keep := 64 - nbits - 8*whole
-				acc |= (w >> nbits) &^ (1<<keep - 1)
-				br.pos += int(whole)
-				nbits += 8 * whole
-			} else {
-				br.acc, br.n = acc, nbits
-				br.fill()
-				acc, nbits = br.acc, br.n
-			}
+			acc, nbits = br.refill(acc, nbits)
 		}
 		if e := acFast[acc>>(64-lookBits)]; e != 0 {
 			if nk := k + uint(e>>8)&0xFF; nk <= 63 {
