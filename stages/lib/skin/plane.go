@@ -4,6 +4,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"sync"
 )
 
 // plane is a single-channel float image (luma, 0–255), row-major with no padding.
@@ -162,9 +163,33 @@ func flatTaps(all [][]tap) axis {
 	return a
 }
 
+// workspace holds one measurement's large buffers, reused from image to image through workspaces:
+// fresh memory for each (a few MB for a photo) costs page faults and clearing that reused
+// buffers do not.
+type workspace struct {
+	row, mid, out []float32 // resample's; a resampled plane lives in out until the next resample
+	pad           []uint8   // the padded detection copy
+	table         windowTable
+}
+
+var workspaces = sync.Pool{New: func() any { return new(workspace) }}
+
+// grow returns b with length n, reallocated only when too small (the contents are left as they are).
+func grow[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
+}
+
 // resample maps the source span (x0, y0, sw, sh), in source pixels and possibly
 // reaching outside the image (edges are repeated), onto a dw×dh plane.
 func resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
+	return new(workspace).resample(src, x0, y0, sw, sh, dw, dh)
+}
+
+// resample is resample with ws's buffers: the plane it returns is overwritten by the next call.
+func (ws *workspace) resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
 	xt := flatTaps(axisTaps(src.w, x0, sw, dw))
 	yt := axisTaps(src.h, y0, sh, dh)
 	// Source rows the vertical taps need, converted horizontally once each.
@@ -175,8 +200,8 @@ func resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
 			hi = max(hi, t.i)
 		}
 	}
-	rowBuf := make([]float32, src.w)
-	mid := make([]float32, (hi-lo+1)*dw)
+	ws.row, ws.mid = grow(ws.row, src.w), grow(ws.mid, (hi-lo+1)*dw) // every sample is written
+	rowBuf, mid := ws.row, ws.mid
 	four := xt.even == 4 // a halving, as for the detection copy
 	for y := lo; y <= hi; y++ {
 		src.row(y, rowBuf)
@@ -202,7 +227,9 @@ func resample(src *lumaSource, x0, y0, sw, sh float64, dw, dh int) *plane {
 			out[j] = s
 		}
 	}
-	dst := newPlane(dw, dh)
+	ws.out = grow(ws.out, dw*dh)
+	clear(ws.out) // the vertical pass adds into it
+	dst := &plane{w: dw, h: dh, pix: ws.out}
 	for j, taps := range yt {
 		row := dst.pix[j*dw : (j+1)*dw]
 		for _, t := range taps {

@@ -124,14 +124,16 @@ func MeasureWith(img image.Image, opt MeasureOptions) Figures {
 	if src.w < minDetect || src.h < minDetect {
 		return Figures{Reason: fmt.Sprintf("image %dx%d px is too small to search for faces", src.w, src.h)}
 	}
-	faces, err := detectFrom(src, padFraction, opt.MinFace)
+	ws := workspaces.Get().(*workspace)
+	defer workspaces.Put(ws)
+	faces, err := detectFrom(src, padFraction, opt.MinFace, ws)
 	if err != nil {
 		return Figures{Reason: err.Error()}
 	}
-	return measureFaces(src, faces)
+	return measureFaces(src, faces, ws)
 }
 
-func measureFaces(src *lumaSource, faces []face) Figures {
+func measureFaces(src *lumaSource, faces []face, ws *workspace) Figures {
 	fig := Figures{Faces: len(faces)}
 	if len(faces) == 0 {
 		fig.Reason = "no face found"
@@ -151,7 +153,7 @@ func measureFaces(src *lumaSource, faces []face) Figures {
 		fig.Reason = fmt.Sprintf("face %d px wide < %d px: too small to score", fig.FaceWidth, MinFaceWidth)
 		return fig
 	}
-	p := resample(src, f.cx-half, f.cy-half, f.side, f.side, faceSize, faceSize)
+	p := ws.resample(src, f.cx-half, f.cy-half, f.side, f.side, faceSize, faceSize)
 	tex, bright := texture(p)
 	if bright < 8 {
 		fig.Reason = fmt.Sprintf("cheeks too dark to score (mean luma %.1f)", bright)
@@ -166,10 +168,13 @@ func measureFaces(src *lumaSource, faces []face) Figures {
 
 // detect runs the cascade on a grey copy whose long side is at most detectSide, padded by pad × that
 // side with the image's mean luma, and returns the faces in src's coordinates.
-func detect(src *lumaSource, pad float64) ([]face, error) { return detectFrom(src, pad, 0) }
+func detect(src *lumaSource, pad float64) ([]face, error) {
+	return detectFrom(src, pad, 0, new(workspace))
+}
 
-// detectFrom is detect searching only for faces at least minFace px wide in src (0: any size).
-func detectFrom(src *lumaSource, pad float64, minFace int) ([]face, error) {
+// detectFrom is detect searching only for faces at least minFace px wide in src (0: any size),
+// with ws's buffers.
+func detectFrom(src *lumaSource, pad float64, minFace int, ws *workspace) ([]face, error) {
 	cl, err := classifier()
 	if err != nil {
 		return nil, fmt.Errorf("face detector: unpacking the embedded cascade: %v", err)
@@ -177,7 +182,7 @@ func detectFrom(src *lumaSource, pad float64, minFace int) ([]face, error) {
 	scale := math.Min(1, float64(detectSide)/float64(max(src.w, src.h)))
 	dw := max(1, int(math.Round(float64(src.w)*scale)))
 	dh := max(1, int(math.Round(float64(src.h)*scale)))
-	small := resample(src, 0, 0, float64(src.w), float64(src.h), dw, dh)
+	small := ws.resample(src, 0, 0, float64(src.w), float64(src.h), dw, dh) // dead once pix is made
 	var mean float64
 	for _, v := range small.pix {
 		mean += float64(v)
@@ -185,7 +190,8 @@ func detectFrom(src *lumaSource, pad float64, minFace int) ([]face, error) {
 	mean /= float64(len(small.pix))
 	border := int(math.Round(pad * float64(max(dw, dh))))
 	cols, rows := dw+2*border, dh+2*border
-	pix := make([]uint8, cols*rows)
+	ws.pad = grow(ws.pad, cols*rows)
+	pix := ws.pad
 	fill := uint8(math.Round(mean))
 	for i := range pix {
 		pix[i] = fill
@@ -199,8 +205,8 @@ func detectFrom(src *lumaSource, pad float64, minFace int) ([]face, error) {
 	img := pigo.ImageParams{Pixels: pix, Rows: rows, Cols: cols, Dim: cols}
 	var faces []face
 	smallest := windowAtLeast(int(math.Floor(float64(minFace) * scale)))
-	var t windowTable
-	for _, d := range refine(cl, &t, img, scan(cl, &t, img, smallest, min(cols, rows), coarseShift, 0)) {
+	t := &ws.table
+	for _, d := range refine(cl, t, img, scan(cl, t, img, smallest, min(cols, rows), coarseShift, 0)) {
 		faces = append(faces, face{
 			cx:   (float64(d.Col-border) + 0.5) / scale,
 			cy:   (float64(d.Row-border) + 0.5) / scale,
