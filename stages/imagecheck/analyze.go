@@ -164,8 +164,23 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64,
 	photo.ToSRGB(small, meta.Colour)
 	measure(&a, small)
 	a.Face = faceMeasure(small)
+	workImages.Put(small) // the figures keep nothing of it
 	a.Decoded = true
 	return a, false, nil
+}
+
+// workImages holds working copies already measured (*image.NRGBA), for the next photo's: 3 MB of
+// fresh memory a photo, like a read buffer, costs more than reusing one.
+var workImages sync.Pool
+
+// newWorkImage is an ow×oh NRGBA image whose every pixel the caller sets (it may hold an older
+// photo's pixels).
+func newWorkImage(ow, oh int) *image.NRGBA {
+	r := image.Rect(0, 0, ow, oh)
+	if m, ok := workImages.Get().(*image.NRGBA); ok && cap(m.Pix) >= 4*ow*oh {
+		return &image.NRGBA{Pix: m.Pix[:4*ow*oh], Stride: 4 * ow, Rect: r}
+	}
+	return image.NewNRGBA(r)
 }
 
 // fileBufs holds the read buffers of files already analyzed ([]byte of length 0): a fresh buffer
@@ -313,7 +328,7 @@ func areaYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	acc := make([]int64, ow)
 	line := make([]uint8, 3*ow) // one output row's Y, Cb and Cr
 	yl, cbl, crl := line[:ow], line[ow:2*ow], line[2*ow:]
-	out := image.NewNRGBA(image.Rect(0, 0, ow, oh))
+	out := newWorkImage(ow, oh) // every row is written below
 	for oy, taps := range yw {
 		clear(acc)
 		for _, t := range taps {
@@ -437,7 +452,7 @@ func clamp16(v int32) uint32 { return uint32(min(max(v, 0), 0xFFFFFF)) >> 16 }
 
 // toNRGBA converts full-resolution Y, Cb and Cr planes to an NRGBA image.
 func toNRGBA(ys, cbs, crs []uint8, ow, oh int) *image.NRGBA {
-	out := image.NewNRGBA(image.Rect(0, 0, ow, oh))
+	out := newWorkImage(ow, oh) // every pixel is written below
 	nrgbaRow(out.Pix, ys, cbs, crs)
 	return out
 }
