@@ -17,7 +17,8 @@
 // For each value the first matching `rule` wins, then `defaults`, then the built-in rules from the
 // research (rank 16, 8 under 10 photos; alpha = rank; repeats 5–10; steps 1000–1200; learning rate
 // 1e-4–4e-4; weight decay 0.01; dropout 0.1). A value outside its `limit` (built-in: lora_rank ≤ 32,
-// num_repeats ≤ 12) refuses the run (exit 3) before anything is spent.
+// num_repeats ≤ 12, from package limits) refuses the run (exit 3) before anything is spent; the limits
+// the values were held to are published as `limits`, so the train stage holds its input to them.
 package params
 
 import (
@@ -29,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/limits"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
@@ -68,9 +70,7 @@ var schema = &pipeline.Schema{
 	Blocks: map[string]*pipeline.BlockSchema{
 		"rule":     {Labels: []string{"name"}, Many: true},
 		"defaults": {},
-		"limit": {Labels: []string{"name"}, Many: true, Attributes: map[string]*pipeline.Attribute{
-			"min": {Type: cty.Number}, "max": {Type: cty.Number},
-		}},
+		"limit":    limits.Block,
 	},
 	SettingsAttributes: map[string]map[string]*pipeline.Attribute{"replicate": replicate.SettingsSchema},
 	Summary:            []pipeline.SummaryColumn{{Title: "rank", Path: "values.lora_rank", Order: 20}, {Title: "steps", Path: "values.steps", Order: 30}},
@@ -81,6 +81,9 @@ var schema = &pipeline.Schema{
 		"reasons":              cty.List(cty.String),
 		"passes_per_image":     cty.Number,
 		"previous_image_count": cty.Number,
+		// limits are the bounds the values were held to (built-in ones and this stage's limit
+		// blocks), published so that a train stage reading values holds its input to them too.
+		"limits": limits.Type,
 	},
 }
 
@@ -135,7 +138,6 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 	// The first matching rule, then defaults.
 	var matched *pipeline.Block
 	var defaults map[string]cty.Value
-	var limits []pipeline.Block
 	for i := range req.Blocks {
 		b := &req.Blocks[i]
 		switch b.Type {
@@ -159,8 +161,6 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 			}
 		case "defaults":
 			defaults = b.Attrs
-		case "limit":
-			limits = append(limits, *b)
 		}
 	}
 	chosen := map[string]*choice{}
@@ -249,39 +249,21 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 	}
 
 	// Limits: config blocks replace the built-in limit of the same name.
-	lim := map[string][2]*float64{"lora_rank": {nil, ptr(32)}, "num_repeats": {nil, ptr(12)}}
-	limSource := map[string]string{"lora_rank": "built-in", "num_repeats": "built-in"}
-	for _, b := range limits {
-		name := label(&b)
-		var lo, hi *float64
-		for _, bound := range []string{"min", "max"} {
-			v, ok := b.Attrs[bound]
-			if !ok || v.IsNull() {
-				continue
-			}
-			if !v.IsKnown() {
-				return &pipeline.Result{Notes: []string{fmt.Sprintf("limit %q is known only after apply", name)}}, nil
-			}
-			f, _ := v.AsBigFloat().Float64()
-			if bound == "min" {
-				lo = ptr(f)
-			} else {
-				hi = ptr(f)
-			}
-		}
-		lim[name] = [2]*float64{lo, hi}
-		limSource[name] = fmt.Sprintf("limit %q at %s", name, rangeOf(&b))
+	declared, unknownLimit, err := limits.FromBlocks(req.Blocks)
+	if err != nil {
+		return nil, err
+	}
+	if unknownLimit != "" {
+		return &pipeline.Result{Notes: []string{fmt.Sprintf("limit %q is known only after apply", unknownLimit)}}, nil
+	}
+	for _, name := range declared.Names() {
 		if _, ok := chosen[name]; !ok {
 			warnings = append(warnings, fmt.Sprintf("limit %q bounds no chosen value: check its name against the values (%s)", name, strings.Join(keys, ", ")))
 		}
 	}
+	bounds := limits.Builtin().Over(declared)
 	var escapes []string
-	limNames := make([]string, 0, len(lim))
-	for k := range lim {
-		limNames = append(limNames, k)
-	}
-	sort.Strings(limNames)
-	for _, k := range limNames {
+	for _, k := range bounds.Names() {
 		c, ok := chosen[k]
 		if !ok {
 			continue
@@ -290,16 +272,16 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 		if !isNum {
 			return nil, fmt.Errorf("limit %q: %s = %s (%s) is not a number", k, k, show(c.val), c.source)
 		}
-		b := lim[k]
+		b := bounds[k]
 		raise := ""
-		if limSource[k] == "built-in" {
+		if b.Source == limits.BuiltIn {
 			raise = fmt.Sprintf("; if you mean it, raise it with limit %q { max = %s }", k, show(c.val))
 		}
-		if b[1] != nil && v > *b[1] {
-			escapes = append(escapes, fmt.Sprintf("%s = %s (%s) > max %g (%s)%s", k, show(c.val), c.source, *b[1], limSource[k], raise))
+		if b.Max != nil && v > *b.Max {
+			escapes = append(escapes, fmt.Sprintf("%s = %s (%s) > max %g (%s)%s", k, show(c.val), c.source, *b.Max, b.Source, raise))
 		}
-		if b[0] != nil && v < *b[0] {
-			escapes = append(escapes, fmt.Sprintf("%s = %s (%s) < min %g (%s)", k, show(c.val), c.source, *b[0], limSource[k]))
+		if b.Min != nil && v < *b.Min {
+			escapes = append(escapes, fmt.Sprintf("%s = %s (%s) < min %g (%s)", k, show(c.val), c.source, *b.Min, b.Source))
 		}
 	}
 
@@ -343,6 +325,7 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 			"reasons":              listOrEmpty(reasonVals),
 			"passes_per_image":     passVal,
 			"previous_image_count": prevVal,
+			"limits":               bounds.Value(),
 		},
 		Warnings: warnings,
 		Refused:  strings.Join(refused, "; "),
@@ -511,8 +494,6 @@ func rangeOf(b *pipeline.Block) string {
 	}
 	return fmt.Sprintf("%s:%d", b.Range.Filename, b.Range.Start.Line)
 }
-
-func ptr(f float64) *float64 { return &f }
 
 func listOrEmpty(vs []cty.Value) cty.Value {
 	if len(vs) == 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/limits"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -173,6 +174,12 @@ func TestLimits(t *testing.T) {
 	res = run(t, request(20, aggressive, limit("lora_rank", cty.NullVal(cty.Number), cty.NumberIntVal(64)), limit("num_repeats", cty.NullVal(cty.Number), cty.NumberIntVal(20))))
 	if res.Refused != "" {
 		t.Errorf("raised limits still refuse: %q", res.Refused)
+	}
+	// The limits the values were held to are published for the train stage that reads them.
+	published, ok := limits.FromValue(res.Outputs["limits"])
+	if !ok || published["lora_rank"].Max == nil || *published["lora_rank"].Max != 64 ||
+		published["lora_rank"].Source != `limit "lora_rank" at retrain.hcl:20` || published["num_repeats"].Max == nil {
+		t.Errorf("published limits %#v", res.Outputs["limits"])
 	}
 	// A config limit can be stricter, and has a min.
 	res = run(t, request(20, limit("steps", cty.NumberIntVal(1100), cty.NumberIntVal(2000))))
