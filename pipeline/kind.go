@@ -171,6 +171,11 @@ type Request struct {
 	// announced. A prune stage learns from it that a version will be added before it runs, so its
 	// plan can list exactly what apply deletes.
 	Upstream []Upstream
+	// Reads are the outputs of the read-only stages (checks, parameter selection) this one
+	// depends on directly, by stage address ("params.tuned"), as this run evaluated them. A kind
+	// reads there only what another kind publishes for the purpose (train: a params stage's
+	// `limits`), never records, and never needs to know the other kind's name.
+	Reads map[string]cty.Value
 	// Shared lists the resources (see ResourceUser) that more than one batch instance of the
 	// whole config names, with how many do: "replicate model acme/all-users" → 1000. A resource
 	// missing from it is this instance's own. Read only.

@@ -235,6 +235,13 @@ func TestChangedInputReRunsWithOldToNewReasonAndDownstream(t *testing.T) {
 	if up := f.work.upstream["work.train"]; len(up) != 0 {
 		t.Errorf("work.train's Upstream = %+v, want none (check.c is read-only)", up)
 	}
+	// The read-only stage it references is handed over with the outputs plan evaluated.
+	if r := f.work.reads["work.train"]; len(r) != 1 || !r["check.c"].GetAttr("count").RawEquals(cty.NumberIntVal(2)) {
+		t.Errorf("work.train's Reads = %#v, want check.c's outputs", r)
+	}
+	if r := f.work.reads["work.gen"]; len(r) != 0 {
+		t.Errorf("work.gen's Reads = %#v, want none (it depends on no read-only stage directly)", r)
+	}
 	gen := findStage(plan, "work.gen")
 	if len(gen.Reasons) == 0 || !strings.Contains(gen.Reasons[0], "upstream work.gate re-runs") {
 		t.Errorf("gen reasons = %q, want an upstream reason", gen.Reasons)

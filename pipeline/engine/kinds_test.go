@@ -65,14 +65,15 @@ type workKind struct {
 	// remote, when set, is a directory standing in for the remote service: jobs are files there,
 	// so a job created by a process that then crashed can be found again (reconcile).
 	remote string
-	// upstream records Request.Upstream as Plan saw it, by address.
+	// upstream records Request.Upstream as Plan saw it, by address; reads Request.Reads.
 	upstream map[string][]pipeline.Upstream
+	reads    map[string]map[string]cty.Value
 	// planFail makes Plan of these addresses fail (a stage that cannot be planned).
 	planFail map[string]bool
 }
 
 func newWork() *workKind {
-	return &workKind{creates: map[string]int{}, fail: map[string]bool{}, upstream: map[string][]pipeline.Upstream{}, planFail: map[string]bool{}}
+	return &workKind{creates: map[string]int{}, fail: map[string]bool{}, upstream: map[string][]pipeline.Upstream{}, reads: map[string]map[string]cty.Value{}, planFail: map[string]bool{}}
 }
 
 func (*workKind) Name() string { return "work" }
@@ -91,6 +92,7 @@ func (*workKind) Schema() *pipeline.Schema {
 func (k *workKind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
 	k.mu.Lock()
 	k.upstream[req.Address] = req.Upstream
+	k.reads[req.Address] = req.Reads
 	bad := k.planFail[req.Address]
 	k.mu.Unlock()
 	if bad {

@@ -610,6 +610,7 @@ func (e *Engine) request(ip *InstancePlan, sp *StagePlan, planning bool, rec pip
 		Planning:   planning,
 	}
 	req.Upstream = upstreamRuns(ip, st)
+	req.Reads = readOnlyDeps(ip, st)
 	if p := sp.prior; p != nil {
 		prior := &pipeline.Prior{Status: p.Status, InputDigest: p.InputDigest, Data: p.Data}
 		prior.SameInputs = sp.Digest != "" && p.InputDigest == sp.Digest
@@ -667,6 +668,23 @@ func (e *Engine) consultants(ip *InstancePlan, st *lang.Stage) []pipeline.Consul
 			c.Address = Address(dst.Addr, ip.Key, ip.Batch)
 			out = append(out, *c)
 		}
+	}
+	return out
+}
+
+// readOnlyDeps are the outputs of the read-only stages st depends on directly (Request.Reads):
+// fixed once plan evaluated them.
+func readOnlyDeps(ip *InstancePlan, st *lang.Stage) map[string]cty.Value {
+	var out map[string]cty.Value
+	for _, d := range st.Deps {
+		dp := ip.byAddr[d]
+		if dp == nil || !dp.ReadOnly || dp.Outputs == cty.NilVal {
+			continue
+		}
+		if out == nil {
+			out = map[string]cty.Value{}
+		}
+		out[d] = dp.Outputs
 	}
 	return out
 }
