@@ -3,32 +3,70 @@ package train
 import (
 	"archive/zip"
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"image/jpeg"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo"
 )
 
-func writeFiles(t *testing.T, dir string, files map[string]string) []string {
+// writePhotos writes test photos (name → seed) and returns their paths.
+func writePhotos(t *testing.T, dir string, seeds map[string]int) []string {
 	t.Helper()
 	var paths []string
-	for name, content := range files {
+	for name, seed := range seeds {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		writePhoto(t, p, seed)
 		paths = append(paths, p)
 	}
 	return paths
 }
 
-func TestZipIsReproducible(t *testing.T) {
+// zipOf plans and writes the zip of the photos at paths, as apply streams it.
+func zipOf(t *testing.T, env *pipeline.Env, paths []string) (data []byte, digest string, a *photo.Archive) {
+	t.Helper()
+	files, err := collectImages("", paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := newPhotoSet(env)
+	defer set.Close()
+	originals, err := set.originals(context.Background(), files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest, err = digestImages(originals); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = planArchive(context.Background(), env, photo.DefaultMaxSide, originals); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := a.WriteTo(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	if int64(buf.Len()) != a.Size {
+		t.Fatalf("wrote %d bytes, planned %d", buf.Len(), a.Size)
+	}
+	return buf.Bytes(), digest, a
+}
+
+// The zip holds prepared copies, the same bytes whatever the files' timestamps, modes, list
+// order or cache, named NAME.jpg (a-2.jpg on a clash), with no metadata left.
+func TestZipOfPreparedCopiesIsReproducibleAndPrivate(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
-	content := map[string]string{"b.jpg": "bbbb", "a.jpg": "aaaa", "c.png": "cccccc"}
-	pa := writeFiles(t, a, content)
-	pb := writeFiles(t, b, content)
-	// Different timestamps and modes must not matter.
+	seeds := map[string]int{"b.jpg": 1, "a.jpg": 2, "a.png": 3}
+	pa := writePhotos(t, a, seeds)
+	pb := writePhotos(t, b, seeds)
 	old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
 	for _, p := range pb {
 		if err := os.Chtimes(p, old, old); err != nil {
@@ -38,33 +76,23 @@ func TestZipIsReproducible(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Reverse the list order for the second set.
 	for i, j := 0, len(pb)-1; i < j; i, j = i+1, j-1 {
 		pb[i], pb[j] = pb[j], pb[i]
 	}
-	fa, err := collectImages("", pa)
-	if err != nil {
-		t.Fatal(err)
+	za, da, _ := zipOf(t, &pipeline.Env{CacheDir: t.TempDir()}, pa)
+	zb, db, _ := zipOf(t, &pipeline.Env{CacheDir: t.TempDir()}, pb)
+	if !bytes.Equal(za, zb) {
+		t.Fatal("same photos gave different zips")
 	}
-	fb, err := collectImages("", pb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	za, sa, err := buildZip(fa)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zb, sb, err := buildZip(fb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(za, zb) || sa != sb {
-		t.Fatalf("same photos gave different zips: %s vs %s", sa, sb)
-	}
-	da, _ := digestImages(fa)
-	db, _ := digestImages(fb)
 	if da != db || !strings.HasPrefix(da, "sha256:") {
 		t.Fatalf("digests differ: %s vs %s", da, db)
+	}
+	// Made again from the cached copies: the same bytes.
+	env := &pipeline.Env{CacheDir: t.TempDir()}
+	first, _, _ := zipOf(t, env, pa)
+	again, _, _ := zipOf(t, env, pa)
+	if !bytes.Equal(first, again) || !bytes.Equal(first, za) {
+		t.Fatal("the cached copies gave other bytes")
 	}
 
 	zr, err := zip.NewReader(bytes.NewReader(za), int64(len(za)))
@@ -74,38 +102,56 @@ func TestZipIsReproducible(t *testing.T) {
 	var names []string
 	for _, f := range zr.File {
 		names = append(names, f.Name)
-		if !f.Modified.Equal(zipEpoch) && f.Modified.UTC().Format("2006-01-02") != "1980-01-01" {
-			t.Errorf("%s: timestamp %v, want the fixed epoch", f.Name, f.Modified)
-		}
-		if f.Mode().Perm() != 0o644 {
-			t.Errorf("%s: mode %v", f.Name, f.Mode())
+		if f.Modified.UTC().Format("2006-01-02") != "1980-01-01" || f.Mode().Perm() != 0o644 || f.Method != zip.Store {
+			t.Errorf("%s: timestamp %v, mode %v, method %d", f.Name, f.Modified, f.Mode(), f.Method)
 		}
 		rc, _ := f.Open()
 		var buf bytes.Buffer
 		buf.ReadFrom(rc)
 		rc.Close()
-		if buf.String() != content[f.Name] {
-			t.Errorf("%s: content %q", f.Name, buf.String())
+		if _, err := jpeg.Decode(bytes.NewReader(buf.Bytes())); err != nil {
+			t.Errorf("%s is not a JPEG: %v", f.Name, err)
+		}
+		if bytes.Contains(buf.Bytes(), []byte("Exif")) || bytes.Contains(buf.Bytes(), []byte(testSerial)) {
+			t.Errorf("%s keeps EXIF metadata (GPS, camera serial)", f.Name)
 		}
 	}
-	if strings.Join(names, ",") != "a.jpg,b.jpg,c.png" {
-		t.Fatalf("entries %v, want sorted names", names)
+	if strings.Join(names, ",") != "a-2.jpg,a.jpg,b.jpg" {
+		t.Fatalf("entries %v, want a-2.jpg (from a.png), a.jpg, b.jpg", names)
+	}
+	if !bytes.Contains(mustRead(t, pa[0]), []byte(testSerial)) {
+		t.Fatal("the test photos carry no serial: the check above proves nothing")
 	}
 }
 
-func TestDigestChangesWithContentAndName(t *testing.T) {
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The digest is the originals' names and content, computed as the release before prepared
+// copies did (sha256 over name, size and content hash in name order): an upgrade re-runs nothing.
+func TestDigestIsTheOriginalsAsBefore(t *testing.T) {
 	dir := t.TempDir()
-	p := writeFiles(t, dir, map[string]string{"a.jpg": "one", "b.jpg": "two"})
-	files, _ := collectImages("", p)
-	d1, _ := digestImages(files)
-	os.WriteFile(filepath.Join(dir, "b.jpg"), []byte("tw0"), 0o600)
-	d2, _ := digestImages(files)
+	p := writePhotos(t, dir, map[string]int{"a.jpg": 1, "b.jpg": 2})
+	env := &pipeline.Env{CacheDir: t.TempDir()}
+	_, d1, _ := zipOf(t, env, p)
+	if want := legacyDigest(t, p); d1 != want {
+		t.Fatalf("digest %s, the previous release's %s", d1, want)
+	}
+	writePhoto(t, filepath.Join(dir, "b.jpg"), 3)
+	_, d2, _ := zipOf(t, env, p)
 	if d1 == d2 {
 		t.Fatal("changed content kept the digest")
 	}
-	os.Rename(filepath.Join(dir, "b.jpg"), filepath.Join(dir, "c.jpg"))
-	files2, _ := collectImages("", []string{filepath.Join(dir, "a.jpg"), filepath.Join(dir, "c.jpg")})
-	d3, _ := digestImages(files2)
+	if err := os.Rename(filepath.Join(dir, "b.jpg"), filepath.Join(dir, "c.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	_, d3, _ := zipOf(t, env, []string{filepath.Join(dir, "a.jpg"), filepath.Join(dir, "c.jpg")})
 	if d3 == d2 {
 		t.Fatal("renamed file kept the digest")
 	}
@@ -113,8 +159,8 @@ func TestDigestChangesWithContentAndName(t *testing.T) {
 
 func TestCollectImagesErrors(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
-	pa := writeFiles(t, a, map[string]string{"x.jpg": "1"})
-	pb := writeFiles(t, b, map[string]string{"x.jpg": "2"})
+	pa := writePhotos(t, a, map[string]int{"x.jpg": 1})
+	pb := writePhotos(t, b, map[string]int{"x.jpg": 2})
 	if _, err := collectImages("", append(pa, pb...)); err == nil || !strings.Contains(err.Error(), `"x.jpg"`) {
 		t.Fatalf("same base name in two dirs: err = %v", err)
 	}
@@ -126,8 +172,31 @@ func TestCollectImagesErrors(t *testing.T) {
 	if err != nil || len(files) != 1 || files[0].Path != filepath.Join(a, "x.jpg") {
 		t.Fatalf("files %v err %v", files, err)
 	}
+	// A bucket object is named by its URL; its base name drops the URL's parameters.
+	files, err = collectImages(a, []string{"s3://photos/users/ana/IMG_1.HEIC?region=eu-west-1"})
+	if err != nil || files[0].Name != "IMG_1.HEIC" || files[0].Path != "s3://photos/users/ana/IMG_1.HEIC?region=eu-west-1" {
+		t.Fatalf("bucket ref: %+v %v", files, err)
+	}
 	missing, _ := collectImages(a, []string{"gone.jpg"})
-	if _, err := digestImages(missing); err == nil || !strings.Contains(err.Error(), "gone.jpg") {
+	set := newPhotoSet(&pipeline.Env{CacheDir: t.TempDir()})
+	defer set.Close()
+	if _, err := set.originals(context.Background(), missing); err == nil || !strings.Contains(err.Error(), "gone.jpg") {
 		t.Fatalf("missing file: err = %v", err)
 	}
+}
+
+// legacyDigest is the digest as the release before prepared copies computed it, from the files.
+func legacyDigest(t *testing.T, paths []string) string {
+	t.Helper()
+	sorted := append([]string(nil), paths...)
+	sort.Slice(sorted, func(i, j int) bool { return filepath.Base(sorted[i]) < filepath.Base(sorted[j]) })
+	h := sha256.New()
+	for _, p := range sorted {
+		data := mustRead(t, p)
+		c := sha256.Sum256(data)
+		name := filepath.Base(p)
+		fmt.Fprintf(h, "%d:%s%d:", len(name), name, len(data))
+		h.Write(c[:])
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

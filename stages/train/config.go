@@ -13,6 +13,8 @@ import (
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/limits"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
@@ -38,6 +40,15 @@ type config struct {
 
 	Images      []imageFile
 	ImagesKnown bool
+	// MaxSide is the long side of the prepared copies the zip holds (max_side).
+	MaxSide int
+
+	// Settings is the replicate block (money: training_hardware, prices, max_cost_usd).
+	Settings replicate.Settings
+	// Limits are the stage's own limit blocks (nil while one is not known yet).
+	Limits       limits.Set
+	LimitsKnown  bool
+	unknownLimit string
 
 	// Input is the trainer input as configured (input_images excluded), secrets included.
 	Input      map[string]any
@@ -60,6 +71,7 @@ type attrs struct {
 	Destination string        `cty:"destination"`
 	Input       cty.Value     `cty:"input"`
 	Poll        time.Duration `cty:"poll_interval"`
+	MaxSide     int           `cty:"max_side"`
 }
 
 // checkPoll is poll_interval's floor (minPoll, which tests lower for the step-per-GET server).
@@ -78,7 +90,10 @@ func parseConfig(req *pipeline.Request) (*config, error) {
 	var set replicate.Settings
 	diags := schema.Decode(req, &a)
 	diags = append(diags, schema.DecodeSettings(req, "replicate", &set)...)
-	c := &config{Hardware: set.Hardware}
+	c := &config{Hardware: set.Hardware, Settings: set, MaxSide: a.MaxSide}
+	if c.MaxSide <= 0 {
+		c.MaxSide = photo.DefaultMaxSide
+	}
 	if c.Hardware == "" {
 		c.Hardware = defaultHardware
 	}
@@ -117,6 +132,11 @@ func parseConfig(req *pipeline.Request) (*config, error) {
 		c.Input, c.InputKnown = in, true
 	}
 	c.Poll = pollInterval(req, a.Poll)
+	if declared, unknown, err := limits.FromBlocks(req.Blocks); err != nil {
+		errs = append(errs, err.Error())
+	} else {
+		c.Limits, c.LimitsKnown, c.unknownLimit = declared, unknown == "", unknown
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(pipeline.Err(diags), errors.New(strings.Join(errs, "; ")))
 	}

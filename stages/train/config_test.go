@@ -77,7 +77,7 @@ func TestParseConfig(t *testing.T) {
 	minPoll = time.Second
 	defer func() { minPoll = old }()
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"a.jpg": "a"})
+	writePhotos(t, dir, map[string]int{"a.jpg": 1})
 	r := req(map[string]cty.Value{
 		"images":        cty.ListVal([]cty.Value{cty.StringVal("a.jpg")}),
 		"trainer":       cty.NullVal(cty.String),

@@ -5,16 +5,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo/phototest"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
@@ -41,6 +47,7 @@ type recorder struct {
 	CancelAfterProgress int
 	OnProgress          func(n int)
 	cancel              context.CancelFunc
+	tick                func() // told after every progress report (lockstep)
 	progress            []pipeline.Progress
 	warns               []string
 }
@@ -71,10 +78,13 @@ func (r *recorder) Progress(p pipeline.Progress) {
 	if n == r.CancelAfterProgress && r.cancel != nil {
 		r.cancel()
 	}
-	hook := r.OnProgress
+	hook, tick := r.OnProgress, r.tick
 	r.mu.Unlock()
 	if hook != nil {
 		hook(n)
+	}
+	if tick != nil {
+		tick()
 	}
 }
 
@@ -114,27 +124,60 @@ type harness struct {
 	env   *pipeline.Env
 	dir   string
 	sleep *fastSleep
+	gate  *lockstep
 }
+
+// lockstep lets a GET of a training through only after the stage took in what the last one
+// showed (its progress report). The test server advances a training one step per GET and the
+// client's watcher looks on its own schedule, so without it the watcher could run a training to
+// its end before the stage saw, or judged, a single step. Only for tests without faults on
+// training GETs: a retried GET waits for a turn too.
+type lockstep struct {
+	base http.RoundTripper
+	on   atomic.Bool
+	turn chan struct{}
+}
+
+func (l *lockstep) RoundTrip(req *http.Request) (*http.Response, error) {
+	if l.on.Load() && req.Method == http.MethodGet && strings.HasPrefix(req.URL.Path, "/v1/trainings/") {
+		select {
+		case <-l.turn:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	return l.base.RoundTrip(req)
+}
+
+// next gives the watcher its turn (one at most is banked).
+func (l *lockstep) next() {
+	select {
+	case l.turn <- struct{}{}:
+	default:
+	}
+}
+
+// lockstep turns lockstep on for the rest of the test.
+func (h *harness) lockstep() { h.gate.on.Store(true) }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	srv := replicatetest.NewServer(replicatetest.Options{})
 	t.Cleanup(srv.Close)
 	fs := &fastSleep{}
+	gate := &lockstep{base: http.DefaultTransport, turn: make(chan struct{}, 1)}
 	c, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(6, time.Millisecond), replicate.WithSleep(fs.sleep),
-		replicate.WithCreateRetry(3, time.Millisecond))
+		replicate.WithCreateRetry(3, time.Millisecond), replicate.WithHTTPClient(&http.Client{Transport: gate}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &pipeline.Env{Getenv: func(string) string { return "" }}
+	env := &pipeline.Env{Getenv: func(string) string { return "" }, CacheDir: t.TempDir()}
 	replicate.Install(env, c)
 	dir := t.TempDir()
 	for i := 0; i < 3; i++ {
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("photo%d.jpg", i)), []byte(strings.Repeat(fmt.Sprint(i), 100)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		writePhoto(t, filepath.Join(dir, fmt.Sprintf("photo%d.jpg", i)), i)
 	}
-	return &harness{t: t, srv: srv, env: env, dir: dir, sleep: fs}
+	return &harness{t: t, srv: srv, env: env, dir: dir, sleep: fs, gate: gate}
 }
 
 // input builds a trainer input object.
@@ -184,8 +227,10 @@ func (h *harness) apply(req *pipeline.Request) (*pipeline.Result, error) {
 	if r, ok := req.Recorder.(*recorder); ok {
 		r.mu.Lock()
 		r.cancel = cancel
+		r.tick = h.gate.next
 		r.mu.Unlock()
 	}
+	h.gate.next() // an apply's first look (re-attaching) needs no report before it
 	return Kind{}.Apply(ctx, req)
 }
 
@@ -196,9 +241,36 @@ func resume(rec *recorder, status pipeline.Status) *pipeline.Prior {
 	return &pipeline.Prior{Status: status, SameInputs: true, Data: append(json.RawMessage(nil), rec.data...)}
 }
 
+// testSerial is the camera serial every test photo carries in its EXIF, with a GPS position.
+const testSerial = "SN-4242-CAMERA"
+
+// jpegPhoto is a w×h photo whose pixels depend on seed, carrying the metadata phones write.
+func jpegPhoto(seed, w, h int) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, color.RGBA{uint8(x*255/w + seed*37), uint8(y*255/h + seed*11), uint8(seed * 53), 255})
+		}
+	}
+	return phototest.WithMetadata(phototest.JPEG(img, 90), phototest.Metadata{Orientation: 1, GPS: true, Serial: testSerial})
+}
+
+func writePhoto(t *testing.T, path string, seed int) {
+	t.Helper()
+	if err := os.WriteFile(path, jpegPhoto(seed, 96, 64), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func str(v cty.Value) string {
 	if v.IsNull() || !v.IsKnown() {
 		return ""
 	}
 	return v.AsString()
+}
+
+// maxLimit is a `limit "NAME" { max = MAX }` block of the train stage.
+func maxLimit(name string, max int) pipeline.Block {
+	return pipeline.Block{Type: "limit", Labels: []string{name}, Attrs: map[string]cty.Value{"min": cty.NullVal(cty.Number), "max": cty.NumberIntVal(int64(max))},
+		Range: hcl.Range{Filename: "retrain.hcl", Start: hcl.Pos{Line: 40}}}
 }

@@ -1,6 +1,7 @@
-// Package train implements the `train` stage kind: it zips a subject's accepted photos reproducibly,
-// uploads them once, starts a Replicate training of a Flux LoRA into a destination model and follows
-// it to the end, re-attaching after a crash instead of paying for a second training.
+// Package train implements the `train` stage kind: it zips prepared copies of a subject's accepted
+// photos reproducibly, streams the zip to Replicate's files API once, starts a training of a Flux
+// LoRA into a destination model and follows it to the end, re-attaching after a crash instead of
+// paying for a second training.
 //
 //	replicate {
 //	  trainer     = "ostris/flux-dev-lora-trainer:<version id>"
@@ -16,6 +17,25 @@
 // secrets, as an object whose values keep their types: train.lora.input.steps is 1000)
 // and previous_version (the destination's latest version before this training, "" if none).
 //
+// The zip holds prepared copies, never the originals (package photo): upright sRGB JPEGs of
+// quality 95, the long side at most max_side [2048], no metadata at all, named NAME.jpg, bytes
+// deterministic; copies are cached by content on this machine. Photos may be bucket objects
+// (image_check names them by URL). The zip is streamed to the upload with an exact
+// Content-Length, never held in memory; plan shows its size and refuses one over the files API's
+// 100 MiB. The stage's digest covers the originals' names and content, and max_side.
+//
+// The guard holds where the money is spent: the final input (whatever merge(), variable or
+// literal made it) is held to the research limits (package limits), to the limits a params stage
+// it reads publishes, and to this stage's `limit "NAME" { min, max }` blocks; plan refuses
+// (exit 3) a value that escapes them, naming where it came from and how to raise it on purpose.
+//
+// Money: plan estimates a new training (steps × this subject's measured seconds per step, else
+// 1.3 s, + 90 s of setup, on training_hardware at its price; a re-attached one costs nothing new);
+// apply reports the actual cost from metrics.predict_time.
+//
+// A destination several subjects of a batch share (pipeline.ResourceUser) is created once per
+// process, and previous_version is then the subject's own previous version (its ledger).
+//
 // Crash safety: the stage saves an intent (upload URL, input, time) before it creates the training
 // and the training id right after; a later apply re-attaches to the recorded training, or finds the
 // one a dead process started (same trainer version, same input including the upload's unique URL,
@@ -24,15 +44,17 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/limits"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
@@ -42,7 +64,7 @@ type Kind struct{}
 var schema = &pipeline.Schema{
 	Attributes: map[string]*pipeline.Attribute{
 		"images": {Type: cty.List(cty.String), Required: true,
-			Description: "the photos to train on, e.g. image_check.photos.accepted"},
+			Description: "the photos to train on, e.g. image_check.photos.accepted (paths, or bucket URLs)"},
 		"trainer": {Type: cty.String, Check: replicate.CheckTrainer,
 			Description: `trainer version "owner/name:version" (default: replicate { trainer })`},
 		"destination": {Type: cty.String, Check: replicate.CheckModel("destination", "no version: trainings add versions to it"),
@@ -50,8 +72,12 @@ var schema = &pipeline.Schema{
 		"input": {Type: cty.DynamicPseudoType, Default: cty.EmptyObjectVal,
 			Description: "trainer inputs by the trainer's own names; input_images is filled in by the stage"},
 		"poll_interval": {Type: cty.String, Default: cty.StringVal("5s"), Duration: true, Check: checkPoll,
-			Description: "first interval between polls of the training; it backs off from there"},
+			Description: "first interval between looks at the training; it backs off from there"},
+		"max_side": {Type: cty.Number, Default: cty.NumberIntVal(photo.DefaultMaxSide), Whole: true,
+			Min: pipeline.Bound(512), Max: pipeline.Bound(8192),
+			Description: "the long side of the prepared copies the zip holds, in pixels (lower it when the zip is over the upload limit)"},
 	},
+	Blocks: map[string]*pipeline.BlockSchema{"limit": limits.Block},
 	Outputs: map[string]cty.Type{
 		"training_id":      cty.String,
 		"version":          cty.String,
@@ -75,12 +101,32 @@ func (Kind) Name() string { return "train" }
 // Schema implements pipeline.Kind.
 func (Kind) Schema() *pipeline.Schema { return schema }
 
-// uploadRecord is an upload of the images zip, reused while its digest matches and the file exists.
+// uploadRecord is an upload of the images zip, reused while its photos, max_side and way of
+// preparing copies match and the file exists.
 type uploadRecord struct {
 	Digest    string `json:"digest"`
 	ZipSHA256 string `json:"zip_sha256"`
 	FileID    string `json:"file_id"`
 	URL       string `json:"url"`
+	// MaxSide and Prepared (photo.PrepareVersion) say how the copies were made; Prepared is 0 for
+	// an upload of the originals by an earlier release, which is never reused.
+	MaxSide  int `json:"max_side,omitempty"`
+	Prepared int `json:"prepared,omitempty"`
+	// Photos, ZipBytes and OriginalBytes are the zip's figures, for plan.
+	Photos        int   `json:"photos,omitempty"`
+	ZipBytes      int64 `json:"zip_bytes,omitempty"`
+	OriginalBytes int64 `json:"original_bytes,omitempty"`
+}
+
+// reusable reports whether the upload holds these photos prepared as this release prepares them.
+func (u *uploadRecord) reusable(digest string, maxSide int) bool {
+	return u != nil && u.FileID != "" && u.Digest == digest && u.Prepared == photo.PrepareVersion && u.MaxSide == maxSide
+}
+
+// summary is plan's line for the recorded zip.
+func (u *uploadRecord) summary() string {
+	a := photo.Archive{Entries: make([]photo.ZipEntry, u.Photos), Size: u.ZipBytes, Originals: u.OriginalBytes}
+	return a.Summary()
 }
 
 // intentRecord is saved before the create call: enough to find the training if the process dies
@@ -93,13 +139,15 @@ type intentRecord struct {
 	Destination  string         `json:"destination"`
 	Input        map[string]any `json:"input"`
 	CreatedAfter time.Time      `json:"created_after"`
+	// MaxSide of the copies uploaded (0: the default, or an earlier release's originals).
+	MaxSide int `json:"max_side,omitempty"`
 }
 
 // record is the train stage's private data in state.
 type record struct {
 	Upload *uploadRecord `json:"upload,omitempty"`
-	// PreviousVersion is the destination's latest version before the training ("" if none); it is
-	// read once, before the training, because afterwards the latest is the new version.
+	// PreviousVersion is the version the new one follows ("" if none); it is read once, before
+	// the training, because afterwards the destination's latest is the training's own version.
 	PreviousVersion *string       `json:"previous_version,omitempty"`
 	Intent          *intentRecord `json:"intent,omitempty"`
 	TrainingID      string        `json:"training_id,omitempty"`
@@ -110,6 +158,10 @@ type record struct {
 	Status string `json:"status,omitempty"`
 	Step   int    `json:"step,omitempty"`
 	Total  int    `json:"total,omitempty"`
+	// PredictTime is the last training's metrics.predict_time; SecondsPerStep what it measured,
+	// kept across runs for the next estimate.
+	PredictTime    float64 `json:"predict_time,omitempty"`
+	SecondsPerStep float64 `json:"seconds_per_step,omitempty"`
 }
 
 // resumable reports whether the recorded data belongs to an unfinished run with the same inputs.
@@ -117,69 +169,93 @@ func resumable(req *pipeline.Request) bool {
 	return req.Prior != nil && req.Prior.SameInputs && req.Prior.Status != pipeline.StatusComplete
 }
 
-// Plan implements pipeline.Kind. Without a token it reads nothing remote; with one it checks the
-// input against the trainer's schema and says whether the destination will be created.
+// Plan implements pipeline.Kind. It reads the photos' digests and plans the zip; without a token
+// it reads nothing remote; with one it checks the input against the trainer's schema and says
+// what becomes of the destination.
 func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
 	cfg, err := parseConfig(req)
 	if err != nil {
 		return nil, err
 	}
-	res := &pipeline.Result{}
-	digest := ""
+	p := &planner{req: req, cfg: cfg, res: &pipeline.Result{}}
+	if _, err := req.Prior.Decode(&p.prior); err != nil {
+		p.res.Warnings = append(p.res.Warnings, fmt.Sprintf("recorded data unreadable, starting afresh: %v", err))
+	}
+	return p.plan(ctx)
+}
+
+// planner is one Plan call's working set.
+type planner struct {
+	req       *pipeline.Request
+	cfg       *config
+	prior     record
+	res       *pipeline.Result
+	digest    string
+	originals []photo.Original
+	resume    resumption
+}
+
+// resumption is what plan expects apply to do with a training an earlier run recorded.
+type resumption int
+
+const (
+	fresh    resumption = iota // start a new training
+	reattach                   // follow the recorded training (interrupted or still running)
+	lookup                     // an intent without an id: look for the training before creating one
+	retry                      // the last apply failed: re-attach if it runs on, else start anew
+)
+
+func (p *planner) plan(ctx context.Context) (*pipeline.Result, error) {
+	cfg, res := p.cfg, p.res
 	if cfg.ImagesKnown {
-		digest, err = digestImages(cfg.Images)
-		if err != nil {
+		photos := newPhotoSet(p.req.Env)
+		defer photos.Close()
+		var err error
+		if p.originals, err = photos.originals(ctx, cfg.Images); err != nil {
 			return nil, err
 		}
-		res.Digest = map[string]string{"images": digest}
+		if p.digest, err = digestImages(p.originals); err != nil {
+			return nil, err
+		}
+		res.Digest = map[string]string{"images": p.digest}
 	}
-	var prior record
-	if _, err := req.Prior.Decode(&prior); err != nil {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("recorded data unreadable, starting afresh: %v", err))
+	if !cfg.LimitsKnown {
+		res.Notes = append(res.Notes, fmt.Sprintf("limit %q is known only after apply: the input is held to it then", cfg.unknownLimit))
+	} else if cfg.InputKnown {
+		refusal, warns := checkLimits(p.req, cfg)
+		res.Warnings = append(res.Warnings, warns...)
+		if refusal != "" {
+			res.Refused = refusal
+			return res, nil
+		}
 	}
-
-	if resumable(req) && prior.TrainingID != "" {
-		res.Notes = append(res.Notes, fmt.Sprintf("re-attaches to training %s started by an earlier run (not a new one)", prior.TrainingID))
-	} else if resumable(req) && prior.Intent != nil {
-		res.Notes = append(res.Notes, fmt.Sprintf("an earlier run was about to start a training at %s: looks it up first and re-attaches to it if it exists", prior.Intent.CreatedAfter.Format(time.RFC3339)))
+	p.resume = p.resumption()
+	p.resumeNote()
+	if err := p.zip(ctx); err != nil {
+		return nil, err
 	}
-	switch {
-	case !cfg.ImagesKnown:
-		res.Notes = append(res.Notes, "zips and uploads the images (known after the checks run)")
-	case prior.Upload != nil && prior.Upload.Digest == digest:
-		res.Notes = append(res.Notes, fmt.Sprintf("zips %d images (%s); reuses upload %s if it still exists", len(cfg.Images), shortDigest(digest), prior.Upload.FileID))
-	default:
-		res.Notes = append(res.Notes, fmt.Sprintf("zips %d images (%s) and uploads them", len(cfg.Images), shortDigest(digest)))
+	if res.Refused != "" {
+		return res, nil
 	}
-	trainer, dest := cfg.Trainer, cfg.Destination
-	if trainer == "" {
-		trainer = "(trainer known after apply)"
-	}
-	if dest == "" {
-		dest = "(destination known after apply)"
-	}
-	if cfg.InputKnown {
-		res.Notes = append(res.Notes, fmt.Sprintf("trains %s into %s with input %s", trainer, dest, describeInput(cfg.Input)))
-	} else {
-		res.Notes = append(res.Notes, fmt.Sprintf("trains %s into %s (input known after apply)", trainer, dest))
-	}
-	for _, c := range req.Consultants {
+	p.trainsNote()
+	for _, c := range p.req.Consultants {
 		res.Notes = append(res.Notes, c.Address+": "+c.Note)
 	}
 	if cfg.Destination != "" {
 		res.Effects = []string{replicate.AddsVersionTo(cfg.Destination)}
 	}
+	p.cost(ctx)
 
-	if !replicate.HasToken(req.Env) {
+	if !replicate.HasToken(p.req.Env) {
 		res.Notes = append(res.Notes, "no REPLICATE_API_TOKEN: the trainer's input schema and the destination are checked at apply")
 		return res, nil
 	}
-	c, err := replicate.FromEnv(req.Env)
+	c, err := replicate.FromEnv(p.req.Env)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Trainer != "" && cfg.InputKnown {
-		warn, err := checkAgainstTrainer(ctx, c, req, cfg)
+		warn, err := checkAgainstTrainer(ctx, c, p.req, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -188,21 +264,172 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 		}
 	}
 	if cfg.Destination != "" {
-		m, err := c.GetModel(ctx, cfg.DestOwner, cfg.DestName)
-		switch {
-		case replicate.IsNotFound(err):
-			res.Notes = append(res.Notes, fmt.Sprintf("destination %s will be created (private, hardware %s)", cfg.Destination, cfg.Hardware))
-		case err != nil:
-			return nil, fmt.Errorf("reading destination %s: %w", cfg.Destination, err)
-		case m.LatestVersion != nil && replicate.LedgerOf(req.State).Gone()[m.LatestVersion.ID]:
-			res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s is being deleted by this pipeline: previous_version is the newest one kept", cfg.Destination, m.LatestVersion.ID))
-		case m.LatestVersion != nil:
-			res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s becomes previous_version", cfg.Destination, m.LatestVersion.ID))
-		default:
-			res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists and has no version yet", cfg.Destination))
+		if err := p.destinationNotes(ctx, c); err != nil {
+			return nil, err
 		}
 	}
 	return res, nil
+}
+
+// resumption says what apply will do with the training the recorded run started: only a
+// training of exactly this config (photos, max_side, trainer, destination, input) is followed
+// again.
+func (p *planner) resumption() resumption {
+	pr := p.req.Prior
+	if pr == nil || pr.Status == pipeline.StatusComplete || !p.sameTraining() {
+		return fresh
+	}
+	switch {
+	case p.prior.TrainingID == "":
+		return lookup
+	case pr.Status == pipeline.StatusFailed:
+		return retry
+	}
+	return reattach
+}
+
+// sameTraining reports whether the recorded intent is a training of the current config.
+func (p *planner) sameTraining() bool {
+	in, cfg := p.prior.Intent, p.cfg
+	if in == nil || !cfg.InputKnown || p.digest == "" || in.Digest != p.digest || in.Trainer != cfg.Trainer ||
+		in.Destination != cfg.Destination || maxSideOf(in.MaxSide) != cfg.MaxSide {
+		return false
+	}
+	return jsonEqual(in.Input, publicInput(trainerInput(cfg.Input, in.FileURL), false))
+}
+
+// maxSideOf reads a recorded max_side (0: recorded before there was one, i.e. the default).
+func maxSideOf(n int) int {
+	if n <= 0 {
+		return photo.DefaultMaxSide
+	}
+	return n
+}
+
+func jsonEqual(a, b any) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && string(ja) == string(jb)
+}
+
+func (p *planner) resumeNote() {
+	res := p.res
+	switch p.resume {
+	case reattach:
+		res.Notes = append(res.Notes, fmt.Sprintf("re-attaches to training %s started by an earlier run (not a new one): nothing is zipped, uploaded or paid again", p.prior.TrainingID))
+	case retry:
+		res.Notes = append(res.Notes, fmt.Sprintf("re-attaches to training %s if it still runs (the last apply stopped following it), else starts a new one", p.prior.TrainingID))
+	case lookup:
+		res.Notes = append(res.Notes, fmt.Sprintf("an earlier run was about to start a training at %s: looks it up first and re-attaches to it if it exists", p.prior.Intent.CreatedAfter.Format(time.RFC3339)))
+	}
+}
+
+// zip says what apply zips and uploads: the recorded upload when it holds these photos
+// prepared the same way, nothing when the recorded training of these photos is up to date, else
+// the archive planned here, refused when it is over the files API's limit.
+func (p *planner) zip(ctx context.Context) error {
+	cfg, res := p.cfg, p.res
+	switch {
+	case !cfg.ImagesKnown:
+		res.Notes = append(res.Notes, "zips and uploads the images (known after the checks run)")
+	case p.resume == reattach:
+	case p.prior.Upload.reusable(p.digest, cfg.MaxSide):
+		res.Notes = append(res.Notes, fmt.Sprintf("%s (%s); reuses upload %s if it still exists", p.prior.Upload.summary(), shortDigest(p.digest), p.prior.Upload.FileID))
+	case p.req.Prior != nil && p.req.Prior.Status == pipeline.StatusComplete && p.sameTraining():
+		// Up to date: preparing every photo of every subject on each plan would only be thrown away.
+		res.Notes = append(res.Notes, fmt.Sprintf("%d photos (%s), as the recorded training: zipped and uploaded again only if it re-runs", len(cfg.Images), shortDigest(p.digest)))
+	default:
+		a, err := planArchive(ctx, p.req.Env, cfg.MaxSide, p.originals)
+		if err != nil {
+			return err
+		}
+		if why := a.OverLimit(); why != "" {
+			res.Refused = why + "; nothing was uploaded or spent"
+			return nil
+		}
+		res.Notes = append(res.Notes, fmt.Sprintf("%s (%s)", a.Summary(), shortDigest(p.digest)))
+	}
+	return nil
+}
+
+func (p *planner) trainsNote() {
+	cfg := p.cfg
+	trainer, dest := cfg.Trainer, cfg.Destination
+	if trainer == "" {
+		trainer = "(trainer known after apply)"
+	}
+	if dest == "" {
+		dest = "(destination known after apply)"
+	}
+	if cfg.InputKnown {
+		p.res.Notes = append(p.res.Notes, fmt.Sprintf("trains %s into %s with input %s", trainer, dest, describeInput(cfg.Input)))
+	} else {
+		p.res.Notes = append(p.res.Notes, fmt.Sprintf("trains %s into %s (input known after apply)", trainer, dest))
+	}
+}
+
+// cost is plan's estimate of the paid work apply would start: a new training, or nothing for one
+// it re-attaches to. The engine counts it only when the stage runs.
+func (p *planner) cost(ctx context.Context) {
+	p.res.CostLimit = p.cfg.Settings.MaxCostUSD
+	if p.resume == reattach {
+		p.res.Cost = &pipeline.Cost{Estimate: true, Basis: fmt.Sprintf("re-attaches to training %s: nothing new is paid for", p.prior.TrainingID)}
+		return
+	}
+	c, warn := estimate(ctx, p.req, p.cfg, p.prior)
+	p.res.Cost = c
+	if warn != "" {
+		p.res.Warnings = append(p.res.Warnings, warn)
+	}
+}
+
+// destinationNotes say what becomes of the destination and which version previous_version
+// names: the one recorded before an interrupted training started (never the version that
+// training is producing), the subject's own on a shared destination, else the model's latest.
+func (p *planner) destinationNotes(ctx context.Context, c *replicate.Client) error {
+	cfg, res := p.cfg, p.res
+	n := sharedBy(p.req, cfg.Destination)
+	recorded := p.resume != fresh && p.prior.PreviousVersion != nil
+	if n > 0 {
+		prev := replicate.LedgerOf(p.req.State).PreviousOwn(cfg.Destination, "")
+		if recorded {
+			prev = *p.prior.PreviousVersion
+		}
+		res.Notes = append(res.Notes, fmt.Sprintf("destination %s is shared by %d subjects: previous_version is this subject's own previous version (%s); apps must pin each subject's version (`pipeline output -json version`), never the model's latest",
+			cfg.Destination, n, orNone(prev)))
+	} else if recorded {
+		res.Notes = append(res.Notes, fmt.Sprintf("previous_version stays %s, read before the interrupted training started", orNone(*p.prior.PreviousVersion)))
+	}
+	if p.resume == reattach || p.resume == retry {
+		return nil // the training runs into the destination: it exists
+	}
+	if n > 0 && knownToExist(c, cfg.Destination) {
+		return nil
+	}
+	m, err := c.GetModel(ctx, cfg.DestOwner, cfg.DestName)
+	switch {
+	case replicate.IsNotFound(err) && n > 0:
+		res.Notes = append(res.Notes, fmt.Sprintf("destination %s will be created once for all %d subjects (private, hardware %s)", cfg.Destination, n, cfg.Hardware))
+	case replicate.IsNotFound(err):
+		res.Notes = append(res.Notes, fmt.Sprintf("destination %s will be created (private, hardware %s)", cfg.Destination, cfg.Hardware))
+	case err != nil:
+		return fmt.Errorf("reading destination %s: %w", cfg.Destination, err)
+	case n > 0 || recorded:
+	case m.LatestVersion != nil && replicate.LedgerOf(p.req.State).Gone()[m.LatestVersion.ID]:
+		res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s is being deleted by this pipeline: previous_version is the newest one kept", cfg.Destination, m.LatestVersion.ID))
+	case m.LatestVersion != nil:
+		res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists; its latest version %s becomes previous_version", cfg.Destination, m.LatestVersion.ID))
+	default:
+		res.Notes = append(res.Notes, fmt.Sprintf("destination %s exists and has no version yet", cfg.Destination))
+	}
+	return nil
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "none yet"
+	}
+	return v
 }
 
 // checkAgainstTrainer checks the input against the trainer version's schema. A schema that cannot
@@ -232,13 +459,14 @@ func shortDigest(d string) string {
 
 // run is one Apply call's working set.
 type run struct {
-	req    *pipeline.Request
-	cfg    *config
-	c      *replicate.Client
-	rec    record
-	digest string
-	warns  []string
-	now    func() time.Time
+	req       *pipeline.Request
+	cfg       *config
+	c         *replicate.Client
+	rec       record
+	digest    string
+	originals []photo.Original
+	warns     []string
+	now       func() time.Time
 }
 
 // save persists the record; an error means state could not be written, which ends the run (the
@@ -250,22 +478,30 @@ func (r *run) save() error {
 	return nil
 }
 
-// Apply implements pipeline.Kind.
+// Apply implements pipeline.Kind. It holds the input to its limits before anything is uploaded
+// or started (plan refused it already; apply may see values plan could not).
 func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error) {
 	cfg, err := parseConfig(req)
 	if err != nil {
 		return nil, err
 	}
-	if !cfg.ImagesKnown || !cfg.InputKnown || cfg.Trainer == "" || cfg.Destination == "" {
-		return nil, fmt.Errorf("images, input, trainer and destination must be known at apply")
+	if !cfg.ImagesKnown || !cfg.InputKnown || !cfg.LimitsKnown || cfg.Trainer == "" || cfg.Destination == "" {
+		return nil, fmt.Errorf("images, input, limits, trainer and destination must be known at apply")
+	}
+	if refusal, _ := checkLimits(req, cfg); refusal != "" {
+		return nil, &pipeline.RefusedError{Reason: refusal}
 	}
 	c, err := replicate.FromEnv(req.Env)
 	if err != nil {
 		return nil, err
 	}
+	photos := newPhotoSet(req.Env)
+	defer photos.Close()
 	r := &run{req: req, cfg: cfg, c: c, now: time.Now}
-	r.digest, err = digestImages(cfg.Images)
-	if err != nil {
+	if r.originals, err = photos.originals(ctx, cfg.Images); err != nil {
+		return nil, err
+	}
+	if r.digest, err = digestImages(r.originals); err != nil {
 		return nil, err
 	}
 	var prior record
@@ -275,8 +511,9 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	if resumable(req) {
 		r.rec = prior
 	} else {
-		// A finished run or changed inputs: start over, but keep the upload for reuse.
-		r.rec = record{Upload: prior.Upload}
+		// A finished run or changed inputs: start over, but keep the upload for reuse and the
+		// measured speed for estimates.
+		r.rec = record{Upload: prior.Upload, SecondsPerStep: prior.SecondsPerStep}
 		if prior.TrainingID != "" && req.Prior != nil && req.Prior.Status != pipeline.StatusComplete {
 			r.warns = append(r.warns, fmt.Sprintf("training %s of an earlier run with other inputs is no longer followed (it may still be running on Replicate)", prior.TrainingID))
 		}
@@ -373,11 +610,13 @@ func (r *run) start(ctx context.Context) (*replicate.Training, error) {
 	return r.create(ctx, fileURL)
 }
 
-// upload returns the URL of the images zip, reusing the recorded upload when its digest matches and
-// the file still exists (and will for a while: the trainer downloads it when it starts).
+// upload returns the URL of the images zip, reusing the recorded upload when it holds these
+// photos prepared the same way and the file still exists (and will for a while: the trainer
+// downloads it when it starts). Otherwise the prepared copies are zipped straight into the
+// upload; a zip over the files API's limit is refused before anything is sent.
 func (r *run) upload(ctx context.Context) (string, error) {
 	req := r.req
-	if u := r.rec.Upload; u != nil && u.Digest == r.digest && u.FileID != "" {
+	if u := r.rec.Upload; u.reusable(r.digest, r.cfg.MaxSide) {
 		f, err := r.c.GetFile(ctx, u.FileID)
 		switch {
 		case err == nil && (f.ExpiresAt.IsZero() || f.ExpiresAt.After(r.now().Add(time.Hour))) &&
@@ -386,75 +625,39 @@ func (r *run) upload(ctx context.Context) (string, error) {
 			if url == "" {
 				url = u.URL
 			}
-			req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("reusing upload %s of the same %d images", u.FileID, len(r.cfg.Images))})
+			req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("reusing upload %s of the same %d photos", u.FileID, len(r.cfg.Images))})
 			return url, nil
 		case ctx.Err() != nil:
 			return "", ctx.Err()
 		}
 		// Expired, deleted or unreadable: upload again (cheap next to a training).
 	}
-	data, sum, err := buildZip(r.cfg.Images)
+	a, err := planArchive(ctx, req.Env, r.cfg.MaxSide, r.originals)
 	if err != nil {
 		return "", err
 	}
-	req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("uploading %d images (%d KB zip)", len(r.cfg.Images), len(data)>>10)})
-	name := r.cfg.DestName + "-images.zip"
-	f, err := r.c.UploadFile(ctx, name, data, "application/zip")
-	if err != nil {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		return "", fmt.Errorf("uploading the images zip: %w", err)
+	if why := a.OverLimit(); why != "" {
+		return "", &pipeline.RefusedError{Reason: why + "; nothing was uploaded or spent"}
 	}
-	if f.URL == "" {
+	req.Recorder.Progress(pipeline.Progress{Message: "uploading the training zip: " + strings.TrimPrefix(a.Summary(), "uploads ")})
+	f, sum, err := uploadArchive(ctx, r.c, r.cfg.DestName+"-images.zip", a)
+	var tooLarge *replicate.UploadTooLargeError
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return "", ctx.Err()
+	case errors.As(err, &tooLarge):
+		return "", &pipeline.RefusedError{Reason: tooLarge.Error()}
+	case err != nil:
+		return "", fmt.Errorf("uploading the training zip: %w", err)
+	case f.URL == "":
 		return "", fmt.Errorf("the upload %s has no urls.get to pass to the trainer", f.ID)
 	}
-	r.rec.Upload = &uploadRecord{Digest: r.digest, ZipSHA256: sum, FileID: f.ID, URL: f.URL}
+	r.rec.Upload = &uploadRecord{Digest: r.digest, ZipSHA256: sum, FileID: f.ID, URL: f.URL,
+		MaxSide: r.cfg.MaxSide, Prepared: photo.PrepareVersion, Photos: len(a.Entries), ZipBytes: a.Size, OriginalBytes: a.Originals}
 	if err := r.save(); err != nil {
 		return "", err
 	}
 	return f.URL, nil
-}
-
-// destination makes sure the destination model exists and returns its latest version before the
-// training ("owner/name:id", "" if none).
-func (r *run) destination(ctx context.Context) (string, error) {
-	cfg := r.cfg
-	m, err := r.c.GetModel(ctx, cfg.DestOwner, cfg.DestName)
-	if replicate.IsNotFound(err) {
-		r.req.Recorder.Progress(pipeline.Progress{Message: fmt.Sprintf("creating destination %s (private, hardware %s)", cfg.Destination, cfg.Hardware)})
-		m, err = r.c.CreateModel(ctx, cfg.DestOwner, cfg.DestName, cfg.Hardware)
-		if err != nil {
-			return "", fmt.Errorf("creating destination model %s: %w", cfg.Destination, err)
-		}
-	} else if err != nil {
-		return "", fmt.Errorf("reading destination model %s: %w", cfg.Destination, err)
-	}
-	return r.latestKept(ctx, m)
-}
-
-// latestKept is the destination's newest version that this pipeline did not delete
-// ("owner/name:id", "" if none). Deleting a version is asynchronous on Replicate: a version a
-// loss gate or generate's gate deleted may still be the model's latest_version for a while.
-func (r *run) latestKept(ctx context.Context, m *replicate.Model) (string, error) {
-	cfg := r.cfg
-	if m.LatestVersion == nil || m.LatestVersion.ID == "" {
-		return "", nil
-	}
-	deleted := replicate.LedgerOf(r.req.State).Gone()
-	if !deleted[m.LatestVersion.ID] {
-		return cfg.Destination + ":" + m.LatestVersion.ID, nil
-	}
-	versions, err := r.c.ListVersions(ctx, cfg.DestOwner, cfg.DestName)
-	if err != nil {
-		return "", fmt.Errorf("listing the versions of %s (its latest, %s, is being deleted): %w", cfg.Destination, m.LatestVersion.ID, err)
-	}
-	for _, v := range versions { // newest first
-		if !deleted[v.ID] {
-			return cfg.Destination + ":" + v.ID, nil
-		}
-	}
-	return "", nil
 }
 
 // create records the intent, creates the training and records its id, through
@@ -465,7 +668,7 @@ func (r *run) create(ctx context.Context, fileURL string) (*replicate.Training, 
 	in := trainerInput(cfg.Input, fileURL)
 	r.rec.Intent = &intentRecord{
 		Digest: r.digest, FileURL: fileURL, Trainer: cfg.Trainer, Destination: cfg.Destination,
-		Input: publicInput(in, false),
+		Input: publicInput(in, false), MaxSide: cfg.MaxSide,
 	}
 	r.rec.TrainingID, r.rec.CanceledEarly, r.rec.CancelReason = "", false, ""
 	once := r.once()
@@ -535,148 +738,6 @@ func (r *run) ledger(change func(*replicate.Ledger)) error {
 	return nil
 }
 
-// maxPollErrors is how many polls in a row may fail (after the client's own retries) before the
-// stage gives up waiting; the training keeps running and the next apply re-attaches.
-const maxPollErrors = 5
-
-// follow polls the training to its end, reporting progress and consulting the stages that watch
-// it (a loss_gate with cancel_early).
-func (r *run) follow(ctx context.Context, t *replicate.Training) (*pipeline.Result, error) {
-	poll := r.cfg.Poll
-	lastStatus := ""
-	failures := 0
-	for {
-		prog := replicate.ParseLogs(t.Logs)
-		r.rec.Status, r.rec.Step, r.rec.Total = t.Status, prog.Step, prog.Total
-		r.progress(t, prog)
-		if t.Status != lastStatus {
-			if lastStatus != "" {
-				poll.Reset()
-			}
-			lastStatus = t.Status
-		}
-		if !r.rec.CanceledEarly && !t.Terminal() {
-			ct, err := r.consult(ctx, t, prog)
-			if err != nil {
-				return nil, err
-			}
-			if ct != nil {
-				t = ct
-				continue
-			}
-		}
-		if t.Terminal() {
-			break
-		}
-		if err := replicate.Sleep(ctx, poll.Next()); err != nil {
-			return nil, r.stop(ctx, err)
-		}
-		nt, err := r.c.GetTraining(ctx, t.ID)
-		if replicate.IsNotFound(err) {
-			// Gone on Replicate (deleted, or another account's token): polling it again cannot
-			// help, and the next apply must not re-attach to it either.
-			id := t.ID
-			r.rec.TrainingID, r.rec.Intent, r.rec.Status = "", nil, ""
-			if serr := r.save(); serr != nil {
-				return nil, serr
-			}
-			if serr := r.ledger(func(l *replicate.Ledger) { l.Finished(id) }); serr != nil {
-				return nil, serr
-			}
-			return nil, fmt.Errorf("training %s vanished on Replicate while it was followed (%v); hint: run apply again to start a new one (the upload is reused)", id, err)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, r.stop(ctx, ctx.Err())
-			}
-			failures++
-			if failures >= maxPollErrors {
-				return nil, r.stop(ctx, fmt.Errorf("following training %s: %w (%d polls failed in a row; the training keeps running: run apply again to re-attach)", t.ID, err, failures))
-			}
-			continue
-		}
-		failures = 0
-		t = nt
-	}
-	r.rec.Status = t.Status
-	if err := r.save(); err != nil {
-		return nil, err
-	}
-	return r.finish(t)
-}
-
-// consult asks the stages watching this training whether to stop it; when one says so, the
-// training is cancelled (on purpose: the only way a training is ever cancelled) and the canceled
-// training returned.
-func (r *run) consult(ctx context.Context, t *replicate.Training, prog replicate.LogProgress) (*replicate.Training, error) {
-	observed := cty.ObjectVal(map[string]cty.Value{
-		"step": cty.NumberIntVal(int64(prog.Step)), "total": cty.NumberIntVal(int64(prog.Total)), "losses": lossMap(prog.Losses),
-	})
-	for _, c := range r.req.Consultants {
-		stop, err := c.Consult(observed)
-		if err != nil || stop == "" {
-			continue // a consultant that cannot judge yet never stops a paid training
-		}
-		r.rec.CanceledEarly = true
-		r.rec.CancelReason = fmt.Sprintf("%s (%s cancel_early)", stop, c.Address)
-		if err := r.save(); err != nil {
-			return nil, err
-		}
-		r.warns = append(r.warns, "cancelled training "+t.ID+" early: "+r.rec.CancelReason)
-		ct, err := r.c.CancelTraining(ctx, t.ID)
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return nil, r.stop(ctx, ctx.Err())
-		case err != nil:
-			// The gate still refuses the finished training; only GPU time is lost.
-			r.warns = append(r.warns, fmt.Sprintf("cancelling training %s failed (%v): following it to the end instead", t.ID, err))
-		case ct != nil && ct.Terminal():
-			if ct.Logs == "" {
-				ct.Logs = t.Logs
-			}
-			return ct, nil
-		}
-		return nil, nil
-	}
-	return nil, nil
-}
-
-// progress reports step/total, the smoothed loss and an ETA.
-func (r *run) progress(t *replicate.Training, prog replicate.LogProgress) {
-	p := pipeline.Progress{Current: int64(prog.Step), Total: int64(prog.Total), Metrics: map[string]float64{}}
-	msg := fmt.Sprintf("training %s %s", t.ID, t.Status)
-	if prog.Total > 0 {
-		msg += fmt.Sprintf(", step %d/%d", prog.Step, prog.Total)
-	}
-	if sm := replicate.SmoothLosses(prog.Losses, 0, prog.Total); len(sm) > 0 {
-		p.Metrics["loss"] = sm[len(sm)-1]
-		p.Metrics["raw_loss"] = prog.Losses[len(prog.Losses)-1].Loss
-		msg += fmt.Sprintf(", loss %.3f", sm[len(sm)-1])
-	}
-	if t.StartedAt != nil && prog.Step > 0 && prog.Total > prog.Step && !t.Terminal() {
-		elapsed := r.now().Sub(*t.StartedAt)
-		if elapsed > 0 {
-			eta := time.Duration(float64(elapsed) / float64(prog.Step) * float64(prog.Total-prog.Step))
-			p.Metrics["eta_seconds"] = eta.Seconds()
-			msg += ", ETA " + eta.Round(time.Second).String()
-		}
-	}
-	p.Message = msg
-	r.req.Recorder.Progress(p)
-}
-
-// lossMap is a loss series as train's `losses` output: step (as a string key) → loss.
-func lossMap(losses []replicate.LossPoint) cty.Value {
-	if len(losses) == 0 {
-		return cty.MapValEmpty(cty.Number)
-	}
-	m := make(map[string]cty.Value, len(losses))
-	for _, l := range losses {
-		m[strconv.Itoa(l.Step)] = cty.NumberFloatVal(l.Loss)
-	}
-	return cty.MapVal(m)
-}
-
 // finish turns a finished training into the stage's result.
 func (r *run) finish(t *replicate.Training) (*pipeline.Result, error) {
 	switch t.Status {
@@ -715,7 +776,12 @@ func (r *run) finish(t *replicate.Training) (*pipeline.Result, error) {
 	if r.rec.Intent != nil {
 		sent = trainerInput(r.cfg.Input, r.rec.Intent.FileURL)
 	}
+	cost, warn := actualCost(r.cfg, t)
+	if warn != "" {
+		r.warns = append(r.warns, warn)
+	}
 	res := &pipeline.Result{
+		Cost: cost,
 		Outputs: map[string]cty.Value{
 			"training_id":      cty.StringVal(t.ID),
 			"version":          cty.StringVal(t.Output.Version),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ var goodInput = []any{"steps", 1000, "lora_rank", 16, "learning_rate", 4e-4, "tr
 
 func TestApplyHappyPath(t *testing.T) {
 	h := newHarness(t)
+	h.lockstep() // every step is seen
 	rec := &recorder{}
 	in := input(goodInput...)
 
@@ -160,7 +162,7 @@ func TestDigestFollowsPhotoContent(t *testing.T) {
 	if p1.Digest["images"] != p2.Digest["images"] {
 		t.Fatal("same photos, different digests")
 	}
-	writeFiles(t, h.dir, map[string]string{"photo1.jpg": "retouched"})
+	writePhoto(t, filepath.Join(h.dir, "photo1.jpg"), 7) // retouched
 	p3, _ := Kind{}.Plan(context.Background(), h.request(input(goodInput...), nil, &recorder{}))
 	if p3.Digest["images"] == p1.Digest["images"] {
 		t.Fatal("changed photo content kept the digest: training would not re-run")
@@ -188,6 +190,7 @@ func TestResumeAfterKillAtEveryStep(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t)
+			h.lockstep() // killed while following, not after the watcher ran it to its end
 			rec := &recorder{}
 			c.kill(rec)
 			_, err := h.apply(h.request(in, nil, rec))
@@ -400,8 +403,10 @@ func TestCancelEarly(t *testing.T) {
 	// lora_rank 48 overfits: the simulated loss settles near 0.06.
 	in := input("steps", 1000, "lora_rank", 48, "trigger_word", "TOK")
 	h := newHarness(t)
+	h.lockstep() // the gate judges every step the watcher sees
 	rec := &recorder{}
 	req := h.request(in, nil, rec)
+	req.Blocks = []pipeline.Block{maxLimit("lora_rank", 48)} // on purpose: the gate is under test
 	req.Consultants = gateConsultants(true)
 	res, err := h.apply(req)
 	if err != nil {
@@ -426,6 +431,7 @@ func TestCancelEarly(t *testing.T) {
 
 	// Too many steps overfit only late in the run: cancelled past the middle, before the end.
 	hs := newHarness(t)
+	hs.lockstep()
 	recs := &recorder{}
 	req = hs.request(input("steps", 2000, "lora_rank", 16, "trigger_word", "TOK"), nil, recs)
 	req.Consultants = gateConsultants(true)
@@ -439,6 +445,7 @@ func TestCancelEarly(t *testing.T) {
 	// Without cancel_early the same training runs to the end.
 	h2 := newHarness(t)
 	req = h2.request(in, nil, &recorder{})
+	req.Blocks = []pipeline.Block{maxLimit("lora_rank", 48)}
 	req.Consultants = gateConsultants(false)
 	res, err = h2.apply(req)
 	if err != nil || h2.srv.Count("canceled training") != 0 || str(res.Outputs["version"]) == "" {
@@ -482,6 +489,7 @@ func TestRecordedDataIsJSONWithoutSecrets(t *testing.T) {
 
 func TestExpiredUploadIsReplacedAndChangedInputsStartOver(t *testing.T) {
 	h := newHarness(t)
+	h.lockstep()
 	in := input(goodInput...)
 	rec := &recorder{CancelAfterProgress: 4}
 	if _, err := h.apply(h.request(in, nil, rec)); err != context.Canceled {
