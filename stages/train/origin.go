@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -19,10 +20,10 @@ import (
 // sees only evaluated values, so it reads the expression's source text at its range; when that
 // is not at hand (a config not on disk) only the comparison is left.
 func origin(req *pipeline.Request, name string, v float64) string {
-	from := sourceOrigin(req, name)
+	from, expr := sourceOrigin(req, name)
 	chosen, by := chosenBy(req, name)
 	switch {
-	case from != "" && by != "" && float64(chosen) != v:
+	case from != "" && by != "" && float64(chosen) != v && strings.Contains(expr, by):
 		return fmt.Sprintf("%s, overriding the %s that %s chose", from, chosen.String(), by)
 	case from != "":
 		return from
@@ -42,23 +43,19 @@ func (n number) String() string { return limits.Show(float64(n)) }
 // chosenBy finds name among the `values` of the read-only stages the stage reads (a params
 // stage's choice), returning the value and that stage's address ("" when none has it).
 func chosenBy(req *pipeline.Request, name string) (number, string) {
-	for addr, out := range req.Reads {
+	addrs := make([]string, 0, len(req.Reads))
+	for a := range req.Reads {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	for _, addr := range addrs {
+		out := req.Reads[addr]
 		if out == cty.NilVal || !out.IsWhollyKnown() || out.IsNull() || !out.Type().IsObjectType() || !out.Type().HasAttribute("values") {
 			continue
 		}
-		vals := out.GetAttr("values")
-		if vals.IsNull() || !(vals.Type().IsObjectType() || vals.Type().IsMapType()) {
+		e, ok := attrValue(out.GetAttr("values"), name)
+		if !ok {
 			continue
-		}
-		if vals.Type().IsObjectType() && !vals.Type().HasAttribute(name) {
-			continue
-		}
-		if vals.Type().IsMapType() && !vals.HasIndex(cty.StringVal(name)).True() {
-			continue
-		}
-		e := vals.Index(cty.StringVal(name))
-		if vals.Type().IsObjectType() {
-			e = vals.GetAttr(name)
 		}
 		if e.IsNull() || e.Type() != cty.Number {
 			continue
@@ -69,24 +66,37 @@ func chosenBy(req *pipeline.Request, name string) (number, string) {
 	return 0, ""
 }
 
-// sourceOrigin describes where the expression written for `input` sets name ("" when it cannot
-// tell).
-func sourceOrigin(req *pipeline.Request, name string) string {
+// attrValue is obj.name for an object or a map (ok false when it has none).
+func attrValue(obj cty.Value, name string) (cty.Value, bool) {
+	switch ty := obj.Type(); {
+	case obj.IsNull():
+	case ty.IsObjectType() && ty.HasAttribute(name):
+		return obj.GetAttr(name), true
+	case ty.IsMapType() && obj.HasIndex(cty.StringVal(name)).True():
+		return obj.Index(cty.StringVal(name)), true
+	}
+	return cty.NilVal, false
+}
+
+// sourceOrigin describes where the expression written for `input` sets name, and returns that
+// expression's text ("" when it cannot tell).
+func sourceOrigin(req *pipeline.Request, name string) (from, text string) {
 	rng, ok := req.AttrRanges["input"]
 	if !ok || rng.Filename == "" {
-		return ""
+		return "", ""
 	}
 	src, err := os.ReadFile(rng.Filename)
 	if err != nil || rng.Start.Byte < 0 || rng.End.Byte > len(src) || rng.Start.Byte >= rng.End.Byte {
-		return ""
+		return "", ""
 	}
-	expr, diags := hclsyntax.ParseExpression(src[rng.Start.Byte:rng.End.Byte], rng.Filename, rng.Start)
+	text = string(src[rng.Start.Byte:rng.End.Byte])
+	expr, diags := hclsyntax.ParseExpression([]byte(text), rng.Filename, rng.Start)
 	if diags.HasErrors() {
-		return ""
+		return "", ""
 	}
 	w := originWalker{src: src, name: name, reads: req}
-	from, _ := w.walk(expr)
-	return from
+	from, _ = w.walk(expr)
+	return from, text
 }
 
 // originWalker looks for the part of an input expression that sets name.
@@ -149,8 +159,7 @@ func (w originWalker) traversal(x *hclsyntax.ScopeTraversalExpr) (string, bool) 
 		out, _ := x.Traversal[2].(hcl.TraverseAttr)
 		addr := root + "." + kind.Name
 		if v, ok := w.reads.Reads[addr]; ok && out.Name == "values" && v.IsWhollyKnown() && !v.IsNull() && v.Type().HasAttribute("values") {
-			vals := v.GetAttr("values")
-			if vals.Type().IsObjectType() && !vals.Type().HasAttribute(w.name) {
+			if _, has := attrValue(v.GetAttr("values"), w.name); !has {
 				return "", false
 			}
 			return addr + ".values", true
