@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"image/jpeg"
 	"os"
@@ -15,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zclconf/go-cty/cty"
+
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/stages/lib/photo"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 )
 
 // writePhotos writes test photos (name → seed) and returns their paths.
@@ -199,4 +203,100 @@ func legacyDigest(t *testing.T, paths []string) string {
 		h.Write(c[:])
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// bigCopies is a figure store that says every prepared copy is 40 MB, as a set of 12 MP phone
+// photos at a high max_side would be: plan reads sizes from the figures, so nothing is prepared.
+type bigCopies struct{}
+
+func (bigCopies) Get(_ context.Context, key string) ([]byte, bool, error) {
+	if strings.HasPrefix(key, "photo/prepared/") {
+		return []byte(`{"bytes":40000000}`), true, nil
+	}
+	return nil, false, nil
+}
+func (bigCopies) Put(context.Context, string, []byte) error { return nil }
+
+// A zip over the files API's 100 MiB after preparing is refused at plan, saying what to do,
+// with nothing sent; apply refuses it the same way.
+func TestZipOverTheUploadLimitIsRefusedAtPlan(t *testing.T) {
+	h := newHarness(t)
+	h.env.Cache = bigCopies{}
+	res := planNoSpend(t, h, h.request(input(goodInput...), nil, &recorder{}))
+	for _, want := range []string{"120 MB after preparing 3 photos at max_side 2048", "100 MiB", "lower max_side or remove photos", "nothing was uploaded or spent"} {
+		if !strings.Contains(res.Refused, want) {
+			t.Errorf("refusal lacks %q: %q", want, res.Refused)
+		}
+	}
+	if res.Cost != nil {
+		t.Errorf("a refused plan estimates %+v", res.Cost)
+	}
+	_, err := h.apply(h.request(input(goodInput...), nil, &recorder{}))
+	if !pipeline.IsRefused(err) || !strings.Contains(err.Error(), "lower max_side") || h.srv.Count("uploaded file") != 0 || h.srv.Count("created training") != 0 {
+		t.Fatalf("apply: %v, uploads %d", err, h.srv.Count("uploaded file"))
+	}
+}
+
+// The upload is the zip streamed with an exact Content-Length: the bytes the trainer downloads
+// are the zip of the prepared copies, and plan's summary says its size. Photos kept in a bucket
+// (named by URL, as image_check names them) give the same zip and digest as the same files on
+// disk.
+func TestUploadIsTheStreamedZipAndBucketPhotosAreTheSame(t *testing.T) {
+	h := newHarness(t)
+	var urls []cty.Value
+	var paths []string
+	for _, n := range []string{"photo0.jpg", "photo1.jpg", "photo2.jpg"} {
+		urls = append(urls, cty.StringVal("file://"+filepath.Join(h.dir, n)))
+		paths = append(paths, filepath.Join(h.dir, n))
+	}
+	want, digest, a := zipOf(t, &pipeline.Env{CacheDir: t.TempDir()}, paths)
+
+	req := h.request(input(goodInput...), nil, &recorder{})
+	setInput(req, "images", cty.ListVal(urls))
+	res := planNoSpend(t, h, req)
+	if res.Digest["images"] != digest || !strings.Contains(strings.Join(res.Notes, "\n"), a.Summary()) {
+		t.Fatalf("plan of bucket photos: digest %s (want %s), notes %q", res.Digest["images"], digest, res.Notes)
+	}
+	rec := &recorder{}
+	req = h.request(input(goodInput...), nil, rec)
+	setInput(req, "images", cty.ListVal(urls))
+	out, err := h.apply(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if str(out.Outputs["images_digest"]) != digest {
+		t.Fatalf("images_digest %s, want %s", str(out.Outputs["images_digest"]), digest)
+	}
+	u := rec.record().Upload
+	c, _ := replicate.FromEnv(h.env)
+	got, err := c.Download(context.Background(), u.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) || u.ZipBytes != int64(len(want)) || u.Prepared != photo.PrepareVersion || u.MaxSide != photo.DefaultMaxSide {
+		t.Fatalf("uploaded %d bytes (recorded %+v), want the %d-byte zip of the prepared copies", len(got), u, len(want))
+	}
+	name := "ana-lora-images.zip"
+	if cl := h.srv.UploadContentLengths(); len(cl) != 1 || cl[0] != replicate.UploadRequestSize(name, "application/zip", int64(len(want))) {
+		t.Fatalf("Content-Length %v, want the exact multipart size of %d bytes", cl, len(want))
+	}
+}
+
+// An upload an earlier release made holds the originals, not prepared copies: it is never
+// reused, whatever its digest says.
+func TestUploadOfOriginalsIsNotReused(t *testing.T) {
+	h := newHarness(t)
+	rec := &recorder{}
+	if _, err := h.apply(h.request(input(goodInput...), nil, rec)); err != nil {
+		t.Fatal(err)
+	}
+	old := rec.record()
+	old.Upload.Prepared, old.Upload.MaxSide = 0, 0 // as the previous release recorded it
+	data, _ := json.Marshal(old)
+	if _, err := h.apply(h.request(input(goodInput...), &pipeline.Prior{Status: pipeline.StatusComplete, SameInputs: true, Data: data}, &recorder{})); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.srv.Count("uploaded file"); n != 2 {
+		t.Fatalf("%d uploads: the originals' upload was reused", n)
+	}
 }

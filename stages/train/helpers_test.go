@@ -38,7 +38,6 @@ var errKilled = errors.New("killed: state write failed")
 // cancels the context (Ctrl-C / kill right there).
 type recorder struct {
 	pipeline.MemShared
-	pipeline.NoLimits
 	mu                  sync.Mutex
 	data                json.RawMessage
 	saves, progresses   int
@@ -49,6 +48,7 @@ type recorder struct {
 	cancel              context.CancelFunc
 	tick                func() // told after every progress report (lockstep)
 	progress            []pipeline.Progress
+	events              []string // "wait", "done" and progress messages, in order
 	warns               []string
 }
 
@@ -75,6 +75,7 @@ func (r *recorder) Progress(p pipeline.Progress) {
 	r.progresses++
 	n := r.progresses
 	r.progress = append(r.progress, p)
+	r.events = append(r.events, p.Message)
 	if n == r.CancelAfterProgress && r.cancel != nil {
 		r.cancel()
 	}
@@ -86,6 +87,19 @@ func (r *recorder) Progress(p pipeline.Progress) {
 	if tick != nil {
 		tick()
 	}
+}
+
+// Wait records the trade of the -parallelism slot ("wait") and its return ("done") among the
+// progress reports (events), and never blocks.
+func (r *recorder) Wait(ctx context.Context) (func(), error) {
+	r.mu.Lock()
+	r.events = append(r.events, "wait")
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		r.events = append(r.events, "done")
+		r.mu.Unlock()
+	}, ctx.Err()
 }
 
 func (r *recorder) Warn(msg string) {
