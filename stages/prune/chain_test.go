@@ -3,6 +3,7 @@ package prune_test
 import (
 	"context"
 	"encoding/json"
+	"image"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo/phototest"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 	"github.com/pipeline-dev/pipeline/stages/lossgate"
@@ -82,6 +84,8 @@ func trainRequest(env *pipeline.Env, dir string, in cty.Value, state records, re
 			"input":         in,
 			"poll_interval": cty.StringVal("5s"),
 		}),
+		// The chain trains an overfit model (rank 48) on purpose, for the gate to refuse.
+		Blocks:   []pipeline.Block{{Type: "limit", Labels: []string{"lora_rank"}, Attrs: map[string]cty.Value{"max": cty.NumberIntVal(64)}}},
 		Settings: map[string]cty.Value{"replicate": replicateSettings},
 		BaseDir:  dir, Recorder: rec, Env: env, State: state,
 	}
@@ -156,11 +160,11 @@ func TestTrainGatePruneChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &pipeline.Env{Getenv: func(string) string { return "" }, Simulated: true}
+	env := &pipeline.Env{Getenv: func(string) string { return "" }, Simulated: true, CacheDir: t.TempDir()}
 	replicate.Install(env, c)
 	dir := t.TempDir()
-	for _, n := range []string{"a.jpg", "b.jpg"} {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte("photo "+n), 0o600); err != nil {
+	for i, n := range []string{"a.jpg", "b.jpg"} {
+		if err := os.WriteFile(filepath.Join(dir, n), trainPhoto(i), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -204,4 +208,14 @@ func TestTrainGatePruneChain(t *testing.T) {
 		t.Fatalf("last accepted %+v", a)
 	}
 	_ = tres
+}
+
+// trainPhoto is a small JPEG the train stage can prepare (it zips prepared copies, so its photos
+// must decode).
+func trainPhoto(seed int) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i*7 + seed*31)
+	}
+	return phototest.JPEG(img, 90)
 }

@@ -76,11 +76,11 @@ func TestPlanDeletesWhatApplyDeletesWhenTrainRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &pipeline.Env{Getenv: func(string) string { return "" }, Simulated: true}
+	env := &pipeline.Env{Getenv: func(string) string { return "" }, Simulated: true, CacheDir: t.TempDir()}
 	replicate.Install(env, c)
 	dir := t.TempDir()
-	for _, n := range []string{"a.jpg", "b.jpg"} {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte("photo "+n), 0o600); err != nil {
+	for i, n := range []string{"a.jpg", "b.jpg"} {
+		if err := os.WriteFile(filepath.Join(dir, n), trainPhoto(i), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
