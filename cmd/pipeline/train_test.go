@@ -1,89 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// plannedActions reads the planned_change events of `plan -json` output: address → action.
-func plannedActions(t *testing.T, stdout string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(stdout))
-	sc.Buffer(make([]byte, 1<<20), 1<<22)
-	for sc.Scan() {
-		var ev map[string]any
-		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev["type"] != "planned_change" {
-			continue
-		}
-		addr, _ := ev["address"].(string)
-		out[addr], _ = ev["action"].(string)
-	}
-	return out
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	in, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A state the previous release wrote (pipeline/state/testdata: the example applied under
-// -simulate, before train zipped prepared copies, held its input to limits or counted money)
-// plans as no changes: upgrading never makes a subject pay for a retrain.
-func TestPreviousReleaseStatePlansNoChanges(t *testing.T) {
-	t.Setenv("REPLICATE_API_TOKEN", "")
-	t.Setenv("REPLICATE_BASE_URL", "")
-	t.Setenv("CI", "true")
-	dir := t.TempDir()
-	copyFile(t, "../../examples/retrain.hcl", filepath.Join(dir, "retrain.hcl"))
-	for _, subject := range []string{"ana", "ben"} {
-		ents, err := os.ReadDir(filepath.Join("../../examples/data", subject))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range ents {
-			if e.Name() == "ana-18-iphone.heic" {
-				continue // added to the example after that release ran it
-			}
-			copyFile(t, filepath.Join("../../examples/data", subject, e.Name()), filepath.Join(dir, "data", subject, e.Name()))
-		}
-	}
-	copyFile(t, "../../pipeline/state/testdata/v1-retrain.state.json", filepath.Join(dir, ".pipeline", "retrain.state.json"))
-	copyFile(t, "../../pipeline/state/testdata/v1-retrain.simulator.json", filepath.Join(dir, ".pipeline", "retrain.simulator.json"))
-
-	r := cli(t, "plan", "-simulate", "-detailed-exitcode", "-json", filepath.Join(dir, "retrain.hcl"))
-	if r.code != 0 {
-		t.Fatalf("plan of the previous release's state: want exit 0 (no changes): %s", r)
-	}
-	actions := plannedActions(t, r.stdout)
-	for _, addr := range []string{`train.lora["ana"]`, `train.lora["ben"]`} {
-		if actions[addr] != "noop" {
-			t.Errorf("%s: %q, want noop (actions %v)", addr, actions[addr], actions)
-		}
-	}
-}
 
 // limitConfig is the test pipeline for one subject without params' raised limit, with the train
 // stage's input written as input.

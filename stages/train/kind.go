@@ -255,7 +255,9 @@ func (p *planner) plan(ctx context.Context) (*pipeline.Result, error) {
 		return nil, err
 	}
 	if cfg.Trainer != "" && cfg.InputKnown {
-		warn, err := checkAgainstTrainer(ctx, c, p.req, cfg)
+		warn, err := checkInputAgainst(cfg, func() (map[string]replicate.InputSpec, error) {
+			return c.PlanTrainerInputs(ctx, p.req.Env, cfg.Trainer) // -refresh=false: the cache only
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -269,6 +271,20 @@ func (p *planner) plan(ctx context.Context) (*pipeline.Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// readsRemote reports whether plan may read the destination: not under -refresh=false, nor for
+// a stage whose recorded training is up to date (a no-change plan reads next to nothing).
+func (p *planner) readsRemote() bool {
+	if p.req.Env != nil && p.req.Env.NoRefresh {
+		return false
+	}
+	return !(p.req.Unchanged && p.upToDate())
+}
+
+// upToDate reports whether the recorded run trained exactly this config to its end.
+func (p *planner) upToDate() bool {
+	return p.req.Prior != nil && p.req.Prior.Status == pipeline.StatusComplete && p.sameTraining()
 }
 
 // resumption says what apply will do with the training the recorded run started: only a
@@ -335,7 +351,7 @@ func (p *planner) zip(ctx context.Context) error {
 	case p.resume == reattach:
 	case p.prior.Upload.reusable(p.digest, cfg.MaxSide):
 		res.Notes = append(res.Notes, fmt.Sprintf("%s (%s); reuses upload %s if it still exists", p.prior.Upload.summary(), shortDigest(p.digest), p.prior.Upload.FileID))
-	case p.req.Prior != nil && p.req.Prior.Status == pipeline.StatusComplete && p.sameTraining():
+	case p.upToDate():
 		// Up to date: preparing every photo of every subject on each plan would only be thrown away.
 		res.Notes = append(res.Notes, fmt.Sprintf("%d photos (%s), as the recorded training: zipped and uploaded again only if it re-runs", len(cfg.Images), shortDigest(p.digest)))
 	default:
@@ -403,6 +419,12 @@ func (p *planner) destinationNotes(ctx context.Context, c *replicate.Client) err
 	if p.resume == reattach || p.resume == retry {
 		return nil // the training runs into the destination: it exists
 	}
+	if !p.readsRemote() {
+		if p.req.Env != nil && p.req.Env.NoRefresh {
+			res.Notes = append(res.Notes, fmt.Sprintf("-refresh=false: destination %s is not read now; apply makes sure it exists", cfg.Destination))
+		}
+		return nil
+	}
 	if n > 0 && knownToExist(c, cfg.Destination) {
 		return nil
 	}
@@ -436,7 +458,12 @@ func orNone(v string) string {
 // be read (null, not OpenAPI, no TrainingInput/Input) skips the local check with a warning: the
 // API still validates the input when the training is created.
 func checkAgainstTrainer(ctx context.Context, c *replicate.Client, req *pipeline.Request, cfg *config) (string, error) {
-	specs, err := c.TrainerInputs(ctx, cfg.Trainer)
+	return checkInputAgainst(cfg, func() (map[string]replicate.InputSpec, error) { return c.TrainerInputs(ctx, cfg.Trainer) })
+}
+
+// checkInputAgainst checks the input against the schema read reads.
+func checkInputAgainst(cfg *config, read func() (map[string]replicate.InputSpec, error)) (string, error) {
+	specs, err := read()
 	if replicate.IsSchemaUnknown(err) {
 		return fmt.Sprintf("schema unknown: the input is not checked locally: %v", err), nil
 	}
@@ -639,7 +666,7 @@ func (r *run) upload(ctx context.Context) (string, error) {
 	if why := a.OverLimit(); why != "" {
 		return "", &pipeline.RefusedError{Reason: why + "; nothing was uploaded or spent"}
 	}
-	req.Recorder.Progress(pipeline.Progress{Message: "uploading the training zip: " + strings.TrimPrefix(a.Summary(), "uploads ")})
+	req.Recorder.Progress(pipeline.Progress{Message: "uploading " + strings.TrimPrefix(a.Summary(), "uploads ")})
 	f, sum, err := uploadArchive(ctx, r.c, r.cfg.DestName+"-images.zip", a)
 	var tooLarge *replicate.UploadTooLargeError
 	switch {
