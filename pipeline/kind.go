@@ -107,8 +107,13 @@ type Attribute struct {
 	MinDuration  time.Duration
 	Check        func(v, inputs cty.Value) error
 	// NoDigest keeps the attribute out of the input digest: changing it never re-runs a stage
-	// (money settings: prices, max_cost_usd, the hardware a job runs on).
+	// (money settings: prices, max_cost_usd, the hardware a job runs on; stages handed to a
+	// report only).
 	NoDigest bool
+	// DigestBy, for an attribute naming a whole stage (StageKind), digests only that output of it
+	// (image_check's content "digest"), not every figure: a release that computes the figures
+	// differently never re-runs this stage.
+	DigestBy string
 	// StageKind, when set, means the attribute names a whole stage of that kind (`training =
 	// train.lora`); validate rejects anything else.
 	StageKind string
@@ -125,6 +130,9 @@ type BlockSchema struct {
 	Attributes map[string]*Attribute
 	// Many allows the block to appear more than once.
 	Many bool
+	// NoDigest keeps these blocks out of the input digest: adding or changing one never re-runs
+	// a finished stage (a limit that guards future runs changes nothing already paid for).
+	NoDigest bool
 }
 
 // Block is one evaluated nested block, in file order.

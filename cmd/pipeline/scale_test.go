@@ -16,17 +16,26 @@ import (
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
-// writePortraits makes n distinct synthetic portraits of one made-up subject in dir.
+// portraitOptions are distinct synthetic portraits of one made-up subject, 1024×1280.
+func portraitOptions(i int) imagechecktest.Options {
+	return imagechecktest.Options{Seed: uint64(1000 + i*7), Skin: color.NRGBA{200, 160, 130, 255}, Hair: color.NRGBA{60, 40, 30, 255},
+		Width: 1024, Height: 1280, Light: []float64{-0.6, -0.3, 0, 0.3, 0.6}[i%5], Gain: 0.9 + 0.05*float64(i%4),
+		Warmth: -0.5 + 0.25*float64(i%5), FaceX: 0.35 + 0.06*float64(i%6), FaceScale: 0.3 + 0.02*float64(i%5), FaceY: 0.35 + 0.03*float64(i%4)}
+}
+
+func writeJPEG(path string, o imagechecktest.Options) error {
+	return imagechecktest.WriteJPEG(path, imagechecktest.Portrait(o), 90)
+}
+
+// writePortraits makes n distinct synthetic portraits of one made-up subject in dir, named as a
+// phone names them.
 func writePortraits(t *testing.T, dir string, n int) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		o := imagechecktest.Options{Seed: uint64(1000 + i*7), Skin: color.NRGBA{200, 160, 130, 255}, Hair: color.NRGBA{60, 40, 30, 255},
-			Width: 1024, Height: 1280, Light: []float64{-0.6, -0.3, 0, 0.3, 0.6}[i%5], Gain: 0.9 + 0.05*float64(i%4),
-			Warmth: -0.5 + 0.25*float64(i%5), FaceX: 0.35 + 0.06*float64(i%6), FaceScale: 0.3 + 0.02*float64(i%5), FaceY: 0.35 + 0.03*float64(i%4)}
-		if err := imagechecktest.WriteJPEG(filepath.Join(dir, fmt.Sprintf("IMG_20260412_%06d.jpg", 101500+i*37)), imagechecktest.Portrait(o), 90); err != nil {
+		if err := writeJPEG(filepath.Join(dir, fmt.Sprintf("IMG_20260412_%06d.jpg", 101500+i*37)), portraitOptions(i)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -339,6 +339,7 @@ func (e *Engine) evalStage(ip *InstancePlan, sp *StagePlan) error {
 			delete(sp.Display, name) // a whole stage's outputs: its digest says enough ("reference changed")
 		}
 	}
+	digestBy(ip, sp)
 	dropNewDefaults(sp)
 	dropNoDigest(sp)
 	for k, v := range sp.Display {
@@ -379,6 +380,58 @@ func dropNewDefaults(sp *StagePlan) {
 	}
 }
 
+// digestBy digests a whole-stage input by the one output its schema names (DigestBy). A run
+// recorded before digested the whole object: its part stands while the stage it names still
+// says the same in that output (its own record's), so an upgrade re-runs nothing.
+func digestBy(ip *InstancePlan, sp *StagePlan) {
+	for name, decl := range sp.Stage.Schema.Attributes {
+		if decl == nil || decl.DigestBy == "" {
+			continue
+		}
+		v := sp.Inputs.GetAttr(name)
+		if !v.IsKnown() || v.IsNull() || !v.Type().IsObjectType() || !v.Type().HasAttribute(decl.DigestBy) {
+			continue
+		}
+		by := v.GetAttr(decl.DigestBy)
+		d, ok := digestOf(by)
+		if !ok {
+			continue
+		}
+		sp.Parts[name] = d
+		if sp.prior == nil {
+			continue
+		}
+		old, had := sp.prior.DigestParts[name]
+		if had && old != d && sameRecordedOutput(ip, sp.Stage, decl.StageKind, decl.DigestBy, by) {
+			sp.Parts[name] = old
+		}
+	}
+}
+
+// sameRecordedOutput reports whether the one dependency of kind that st has recorded output
+// `output` equal to v.
+func sameRecordedOutput(ip *InstancePlan, st *lang.Stage, kind, output string, v cty.Value) bool {
+	ip.mu.Lock() // apply writes records meanwhile
+	defer ip.mu.Unlock()
+	var dep *state.Record
+	for _, d := range st.Deps {
+		if r := ip.state.Records[d]; r != nil && r.Kind == kind {
+			if dep != nil {
+				return false // two candidates: cannot tell which
+			}
+			dep = r
+		}
+	}
+	if dep == nil {
+		return false
+	}
+	rec, err := unmarshalValue(dep.Outputs)
+	if err != nil || rec == cty.NilVal || !rec.Type().IsObjectType() || !rec.Type().HasAttribute(output) {
+		return false
+	}
+	return rec.GetAttr(output).RawEquals(v)
+}
+
 // dropNoDigest leaves out the inputs and settings the schema keeps out of digests (money). A run
 // recorded before such a setting was kept out digested it: its recorded part stands, so the
 // digest matches whatever the setting says now.
@@ -403,6 +456,23 @@ func dropNoDigest(sp *StagePlan) {
 		for name, decl := range attrs {
 			if decl != nil && decl.NoDigest {
 				drop(set + "." + name)
+			}
+		}
+	}
+	noDigestBlock := func(name string) bool {
+		typ, _, _ := strings.Cut(strings.SplitN(name, "[", 2)[0], ".")
+		bs := sp.Stage.Schema.Blocks[typ]
+		return bs != nil && bs.NoDigest
+	}
+	for name := range sp.Parts {
+		if noDigestBlock(name) {
+			drop(name)
+		}
+	}
+	if sp.prior != nil {
+		for name := range sp.prior.DigestParts {
+			if _, now := sp.Parts[name]; !now && noDigestBlock(name) {
+				drop(name) // removed since: the recorded part stands, as for a changed one
 			}
 		}
 	}

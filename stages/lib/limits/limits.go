@@ -49,6 +49,8 @@ func Builtin() Set {
 var Block = &pipeline.BlockSchema{
 	Labels: []string{"name"},
 	Many:   true,
+	// A limit guards the runs to come: adding or raising one never re-runs a finished training.
+	NoDigest: true,
 	Attributes: map[string]*pipeline.Attribute{
 		"min": {Type: cty.Number, Description: "the least value allowed"},
 		"max": {Type: cty.Number, Description: "the greatest value allowed"},
