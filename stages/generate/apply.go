@@ -487,7 +487,7 @@ func (g *generator) waitAll(ctx context.Context) error {
 		}
 		g.req.Recorder.Progress(pipeline.Progress{Current: total - int64(pending), Total: total,
 			Message: fmt.Sprintf("%d of %d prediction(s) finished", total-int64(pending), total)})
-		if replicate.Sleep(ctx, poll.Next()) != nil {
+		if g.c.Sleep(ctx, poll.Next()) != nil {
 			return g.stop(ctx)
 		}
 	}

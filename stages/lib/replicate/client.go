@@ -210,6 +210,11 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
+// Sleep waits d on the client's clock (WithTime, WithSleep; the wall clock by default), or less
+// when ctx ends: stages that poll wait with it, so a test or benchmark on a virtual clock
+// measures their waits in the same time as the server's.
+func (c *Client) Sleep(ctx context.Context, d time.Duration) error { return c.sleep(ctx, d) }
+
 // BaseURL returns the API endpoint without "/v1".
 func (c *Client) BaseURL() string { return c.baseURL.String() }
 
