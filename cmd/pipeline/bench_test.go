@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipeline-dev/pipeline/pipeline/engine"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate"
 	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
@@ -115,7 +116,15 @@ func runBatch(b *testing.B, n int, trainingTime time.Duration, speed float64) ba
 		}
 		out, err := l.engine.Apply(ctx, plan)
 		if err != nil || out.ExitStatus() != 0 {
-			b.Fatalf("apply: %v %v", err, out.Counts())
+			var why []string
+			for _, io := range out.Instances {
+				for _, so := range io.Stages {
+					if so.Status == engine.StatusFailed && len(why) < 3 {
+						why = append(why, so.Address+": "+so.Message)
+					}
+				}
+			}
+			b.Fatalf("apply: %v %v\n%s", err, out.Counts(), strings.Join(why, "\n"))
 		}
 	}
 	v0 := clk.Now()

@@ -63,7 +63,7 @@ func (o *Outcome) Counts() map[string]int {
 // cancelled no new stage starts, running stages record what they know, and Apply returns.
 func (e *Engine) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	out := &Outcome{Instances: make([]*InstanceOutcome, len(plan.Instances)), Locked: e.locked}
-	sem := &slots{local: make(chan struct{}, e.parallelism()), waiting: make(chan struct{}, e.maxInFlight())}
+	sem := &slots{local: newPool(e.parallelism()), waiting: make(chan struct{}, e.maxInFlight())}
 	var wg sync.WaitGroup
 	for i, ip := range plan.Instances {
 		io := &InstanceOutcome{Key: ip.Key, Batch: ip.Batch}
@@ -138,9 +138,11 @@ type stageRun struct {
 
 // slots are apply's two budgets: local work (-parallelism) and stages only waiting on paid remote
 // work (-max-in-flight). A stage holds one of local while it works and may trade it for one of
-// waiting (Recorder.Wait) while its job runs on Replicate.
+// waiting (Recorder.Wait) while its job runs on Replicate; coming back, it goes before stages that
+// have not started.
 type slots struct {
-	local, waiting chan struct{}
+	local   *pool
+	waiting chan struct{}
 }
 
 // take acquires a place in ch, or gives up when ctx ends.
@@ -273,7 +275,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		so.Status = StatusNotStarted
 		return so
 	}
-	if take(ctx, sem.local) != nil {
+	if sem.local.acquire(ctx, false) != nil {
 		so.Status = StatusNotStarted
 		return so
 	}
@@ -527,7 +529,7 @@ func (h *slotHold) release() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.local {
-		<-h.s.local
+		h.s.local.release()
 	}
 	if h.wait {
 		<-h.s.waiting
@@ -545,7 +547,7 @@ func (r *recorder) Wait(ctx context.Context) (func(), error) {
 		return func() {}, nil // already waiting
 	}
 	if h.local {
-		<-h.s.local
+		h.s.local.release()
 		h.local = false
 	}
 	h.mu.Unlock()
@@ -568,7 +570,7 @@ func (h *slotHold) backToWork(ctx context.Context) {
 		h.wait = false
 	}
 	h.mu.Unlock()
-	if take(ctx, h.s.local) == nil {
+	if h.s.local.acquire(ctx, true) == nil {
 		h.mu.Lock()
 		h.local = true
 		h.mu.Unlock()

@@ -50,6 +50,7 @@ type fixture struct {
 	src   string
 	check *checkKind
 	work  *workKind
+	extra pipeline.Kind // one more kind a test registers
 }
 
 func newFixture(t *testing.T, src string) *fixture {
@@ -58,7 +59,11 @@ func newFixture(t *testing.T, src string) *fixture {
 }
 
 func (f *fixture) kinds() map[string]pipeline.Kind {
-	return map[string]pipeline.Kind{"check": f.check, "work": f.work}
+	m := map[string]pipeline.Kind{"check": f.check, "work": f.work}
+	if f.extra != nil {
+		m[f.extra.Name()] = f.extra
+	}
+	return m
 }
 
 // engine loads the config with -var style values and opens the fixture's local state.
