@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -24,7 +25,7 @@ const (
 	EventLog           EventType = "log"
 )
 
-// Action is a planned action for a stage instance.
+// Action is a planned action for a stage instance: the `action` of a planned_change event.
 type Action string
 
 const (
@@ -33,7 +34,26 @@ const (
 	ActionNoop   Action = "noop"
 	ActionDelete Action = "delete"
 	ActionSkip   Action = "skip"
+	// ActionRead is every read-only stage evaluated in plan (Terraform's word for data sources),
+	// whether or not its result changed; it is never a change.
+	ActionRead Action = "read"
+	// ActionReattach is an interrupted paid job recorded by its id: apply follows it again and
+	// never creates it again. It counts as a change.
+	ActionReattach Action = "reattach"
 )
+
+// Actions lists every action in the order plans report them.
+var Actions = []Action{ActionRun, ActionRerun, ActionReattach, ActionDelete, ActionNoop, ActionRead, ActionSkip}
+
+// Changes reports whether apply does something for a stage with this action (what
+// -detailed-exitcode counts, and what a downstream stage learns from Request.Upstream).
+func (a Action) Changes() bool {
+	switch a {
+	case ActionRun, ActionRerun, ActionReattach, ActionDelete:
+		return true
+	}
+	return false
+}
 
 // Event is one thing that happened during a command. Views render it for people or as JSON.
 type Event struct {
@@ -53,6 +73,8 @@ type Event struct {
 	Action  Action
 	Reasons []string
 	Notes   []string
+	// Details are lines shown only on request (-details): every parameter's reason, say.
+	Details []string
 	Deletes []string
 	// Warnings of the stage instance (stage_outputs, stage_complete, planned_change).
 	Warnings []string
@@ -60,6 +82,19 @@ type Event struct {
 	Unknown []string
 	// Outputs as plain JSON-able values (redacted); unknown values are the string "(known after apply)".
 	Outputs map[string]any
+	// Items counts what the stage judged one by one (16 photos), for folding its warnings.
+	Items *Items
+	// Unchanged marks a read whose result matches the recorded one (planned_change).
+	Unchanged bool
+	// Quiet marks a planned change nothing happens for: an up-to-date stage, or a read nothing
+	// that will run depends on. People see it in one line.
+	Quiet bool
+
+	// Cost is a stage's money (planned_change: the estimate; stage_complete: the actual cost)
+	// or, in change_summary, the total of the plan or the apply.
+	Cost *Cost
+	// CostLimit is the smallest max_cost_usd the plan's stages returned (change_summary of plan).
+	CostLimit *float64
 
 	Progress *Progress
 
@@ -67,12 +102,17 @@ type Event struct {
 	Message string
 	// Refused marks a stage_failed caused by a check (exit 3).
 	Refused bool
+	// Interrupted marks a stage_failed that Ctrl-C/SIGTERM stopped: not a failure, the next
+	// apply resumes it.
+	Interrupted bool
 
 	// Diagnostic events.
 	Diagnostic *hcl.Diagnostic
 
-	// Summary counts (change_summary): "run", "rerun", "noop", "delete", "skip", "read",
-	// "complete", "failed", "refused", "skipped", "locked".
+	// Summary counts (change_summary). Plan: one per action word (run, rerun, reattach, delete,
+	// noop, read, skip) plus "refused" and "cannot_be_planned" (instances among those flagged so).
+	// Apply: one per status (complete, noop, read, failed, refused, skipped, interrupted,
+	// not_started) and "locked".
 	Counts    map[string]int
 	Operation string // "plan" or "apply"
 }
@@ -87,3 +127,16 @@ type SinkFunc func(Event)
 
 // Emit calls f(e).
 func (f SinkFunc) Emit(e Event) { f(e) }
+
+// FormatUSD formats dollars for people: cents from a dollar up, finer below ($0.0366), "$0" for none.
+func FormatUSD(usd float64) string {
+	switch {
+	case usd == 0:
+		return "$0"
+	case usd >= 1:
+		return fmt.Sprintf("$%.2f", usd)
+	case usd >= 0.01:
+		return fmt.Sprintf("$%.3f", usd)
+	}
+	return fmt.Sprintf("$%.4f", usd)
+}

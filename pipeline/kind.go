@@ -363,7 +363,20 @@ type Result struct {
 	// refused, downstream stages are skipped and the run exits 3. Outputs are still recorded.
 	Refused string
 	// Notes are lines plan shows under the stage (what it would do, chosen values and why).
+	// Plan shows them for a stage that will run and for a read whose result is new or changed;
+	// an up-to-date stage takes one line (-details shows them all).
 	Notes []string
+	// Details are the long form of Notes, each about one output (a chosen value and why): plan
+	// shows one when its output differs from the recorded run's, every one with -details. A
+	// read-only kind returns them from Apply.
+	Details []Detail
+	// Reattach names the paid remote jobs recorded by their id (a training id) that apply follows
+	// again instead of creating (Plan, for an interrupted run with the same inputs): the action is
+	// then "reattach". An intent recorded without an id is not one: apply looks it up first.
+	Reattach []string
+	// Items counts what the stage judged one by one (the photos it considered): a warning that hits
+	// several of them is printed once, "14 of 16 photos: no face found: …" (-json keeps each).
+	Items *Items
 	// Deletes lists remote objects the stage would delete (plan) or deleted (apply): action "delete".
 	Deletes []string
 	// Digest adds named components to the input digest (e.g. the content of the images). A component
@@ -379,6 +392,18 @@ type Result struct {
 	// package that defines them documents (e.g. a library's "adds a version to model X"): the
 	// engine hands them to downstream stages in Request.Upstream. Only Plan's value is used.
 	Effects []string
+}
+
+// Detail is one line of Result.Details. About is the output it explains, as attribute names
+// joined by dots ("values.lora_rank"); "" for none (then it shows only with -details).
+type Detail struct {
+	About, Text string
+}
+
+// Items is how many things of one kind a stage judged: {16, "photos"}.
+type Items struct {
+	Count int
+	Noun  string
 }
 
 // Cost is an amount in US dollars and how it was reached.

@@ -41,6 +41,8 @@ type StageOutcome struct {
 	Status  Status
 	Message string
 	Outputs cty.Value
+	// Cost is what the stage's paid jobs cost (from their metrics.predict_time), nil if none.
+	Cost *pipeline.Cost
 }
 
 // Counts tallies stage outcomes by status ("complete", "noop", "failed", ...; "locked" counts
@@ -62,6 +64,9 @@ func (o *Outcome) Counts() map[string]int {
 // instances. A failure skips its downstream stages only; other instances go on. When ctx is
 // cancelled no new stage starts, running stages record what they know, and Apply returns.
 func (e *Engine) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
+	if err := plan.OverBudget(); err != nil {
+		return nil, err // max_cost_usd: nothing may start
+	}
 	out := &Outcome{Instances: make([]*InstanceOutcome, len(plan.Instances)), Locked: e.locked}
 	sem := &slots{local: newPool(e.parallelism()), waiting: make(chan struct{}, e.maxInFlight())}
 	var wg sync.WaitGroup
@@ -84,7 +89,7 @@ func (e *Engine) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	e.flushDirty(ctx)
 	out.Interrupted = ctx.Err() != nil
 	e.emitRootOutputs(plan, out)
-	e.emit(pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "apply", Counts: out.Counts()})
+	e.emit(pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "apply", Counts: out.Counts(), Cost: &pipeline.Cost{USD: out.CostUSD()}})
 	return out, nil
 }
 
@@ -340,6 +345,7 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	req := e.request(ip, sp, false, recorder)
 	evalMu.Unlock()
 	res, err := call(ctx, st.Impl.Apply, req)
+	so.Cost = costOf(res) // a failed or stopped job may have cost money too
 	for _, w := range res.Warnings {
 		e.emit(pipeline.Event{Type: pipeline.EventStageWarning, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: w, Simulated: e.simulated(st.Schema.Remote)})
 	}
@@ -355,12 +361,13 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		}
 		e.finishRecord(ctx, ip, st.Addr, status, nil, err.Error(), durable)
 		if status == pipeline.StatusInterrupted {
-			so.Status, so.Message = StatusInterrupted, "interrupted: recorded in state, the next apply resumes it"
-			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply"})
+			so.Status, so.Message = StatusInterrupted, "recorded in state; the next apply resumes it"
+			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply",
+				Interrupted: true, Cost: so.Cost, Simulated: e.simulated(st.Schema.Remote)})
 			return so
 		}
 		so.Status, so.Message = StatusFailed, err.Error()
-		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Simulated: e.simulated(st.Schema.Remote), Operation: "apply"})
+		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Simulated: e.simulated(st.Schema.Remote), Operation: "apply", Cost: so.Cost})
 		return so
 	}
 	outputs, oerr := outputObject(st.Schema.Outputs, res.Outputs, false)
@@ -372,7 +379,8 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 	so.Outputs = outputs
 	setOutputs(outputs)
 	ev := pipeline.Event{Address: sp.Address, Kind: st.Kind, Key: ip.Key, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote),
-		Outputs: plainMap(outputs, sensitiveByName(outputs, nil, nil)), Warnings: res.Warnings, Deletes: res.Deletes, Notes: res.Notes}
+		Outputs: plainMap(outputs, sensitiveByName(outputs, nil, nil)), Warnings: res.Warnings, Deletes: res.Deletes, Notes: res.Notes,
+		Items: res.Items, Cost: so.Cost}
 	if res.Refused != "" {
 		e.finishRecord(ctx, ip, st.Addr, pipeline.StatusRefused, raw, res.Refused, durable)
 		so.Status, so.Message = StatusRefused, res.Refused
@@ -407,7 +415,7 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 	rec := &state.Record{Kind: st.Kind, Name: st.Name, Status: status, InputDigest: sp.Digest, DigestParts: sp.Parts,
 		Inputs: sp.Display, Outputs: e.secrets.redactJSON(raw), Error: e.secrets.redact(sp.Refused),
 		Warnings: e.secrets.redactAll(sp.Warnings), StartedAt: now, UpdatedAt: now}
-	if sp.Action == pipeline.ActionNoop && sp.prior != nil {
+	if sp.Unchanged {
 		rec.StartedAt = sp.prior.StartedAt
 	}
 	if err := e.putRecord(ctx, ip, st.Addr, rec, false); err != nil {
@@ -420,13 +428,12 @@ func (e *Engine) recordReadOnly(ctx context.Context, ip *InstancePlan, sp *Stage
 		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, ReadOnly: true, Message: sp.Refused, Refused: true, Operation: "apply"})
 		return so
 	}
-	so.Status = StatusRead
-	if sp.Action == pipeline.ActionNoop {
-		so.Status = StatusNoop
+	so.Status = StatusRead // plan's word for every read-only stage, changed or not
+	if sp.Unchanged {
 		return so
 	}
 	e.emit(pipeline.Event{Type: pipeline.EventStageComplete, Address: sp.Address, Kind: st.Kind, Key: ip.Key, ReadOnly: true,
-		Outputs: plainMap(sp.Outputs, nil), Warnings: sp.Warnings})
+		Outputs: plainMap(sp.Outputs, nil), Warnings: sp.Warnings, Items: sp.Items})
 	return so
 }
 
@@ -679,6 +686,26 @@ func firstOr(s []string, def string) string {
 		return s[0]
 	}
 	return def
+}
+
+// CostUSD is what the apply's paid jobs cost, from their metrics.predict_time.
+func (o *Outcome) CostUSD() float64 {
+	total := 0.0
+	for _, io := range o.Instances {
+		total += io.CostUSD()
+	}
+	return roundUSD(total)
+}
+
+// CostUSD is what one instance's paid jobs cost.
+func (io *InstanceOutcome) CostUSD() float64 {
+	total := 0.0
+	for _, so := range io.Stages {
+		if so.Cost != nil {
+			total += so.Cost.USD
+		}
+	}
+	return roundUSD(total)
 }
 
 // LockedKeys lists the keys skipped for a lock, sorted.

@@ -150,7 +150,7 @@ func TestPlanOnFreshStateRunsEverythingAndReadOnlyStagesForReal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"check.c": "run", "work.train": "run", "work.gate": "run", "work.gen": "run"}
+	want := map[string]string{"check.c": "read", "work.train": "run", "work.gate": "run", "work.gen": "run"}
 	if got := actions(plan); !equalMaps(got, want) {
 		t.Fatalf("actions = %v, want %v", got, want)
 	}
@@ -196,9 +196,12 @@ func TestApplyThenPlanIsUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for addr, a := range actions(plan) {
-		if a != "noop" {
-			t.Errorf("%s: action %s after apply, want noop", addr, a)
+		if want := map[bool]string{true: "read", false: "noop"}[addr == "check.c"]; a != want {
+			t.Errorf("%s: action %s after apply, want %s", addr, a, want)
 		}
+	}
+	if c := findStage(plan, "check.c"); !c.Unchanged {
+		t.Errorf("check.c: a read with the recorded result should be unchanged")
 	}
 	if plan.Changes() != 0 {
 		t.Errorf("Changes() = %d after apply", plan.Changes())
@@ -206,7 +209,7 @@ func TestApplyThenPlanIsUpToDate(t *testing.T) {
 	// A second apply does nothing.
 	e3, _ := f.engine()
 	_, again := f.apply(context.Background(), e3)
-	if c := again.Counts(); c["complete"] != 0 || c["read"] != 0 || f.work.totalCreated() != 3 {
+	if c := again.Counts(); c["complete"] != 0 || c["noop"] != 3 || f.work.totalCreated() != 3 {
 		t.Errorf("second apply: %v, %d jobs; want nothing done", c, f.work.totalCreated())
 	}
 	// Root outputs were recorded.
@@ -226,7 +229,7 @@ func TestChangedInputReRunsWithOldToNewReasonAndDownstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := actions(plan)
-	want := map[string]string{"check.c": "noop", "work.train": "rerun", "work.gate": "rerun", "work.gen": "rerun"}
+	want := map[string]string{"check.c": "read", "work.train": "rerun", "work.gate": "rerun", "work.gen": "rerun"}
 	if !equalMaps(got, want) {
 		t.Fatalf("actions = %v, want %v", got, want)
 	}
@@ -466,7 +469,7 @@ func TestSimulatedResultsNeverPassForRealOnes(t *testing.T) {
 	if train.Action != pipeline.ActionRerun || len(train.Reasons) != 1 || !strings.Contains(train.Reasons[0], "recorded run was simulated") {
 		t.Errorf("real plan after a simulated apply: %s %q, want a re-run because the record is simulated", train.Action, train.Reasons)
 	}
-	if c := findStage(plan, "check.c"); c.Action != pipeline.ActionNoop {
+	if c := findStage(plan, "check.c"); c.Action != pipeline.ActionRead || !c.Unchanged {
 		t.Errorf("read-only stages do not depend on the simulator: %s", c.Action)
 	}
 }

@@ -118,7 +118,8 @@ func (o *Outcome) Err() error {
 func (o *Outcome) ExitStatus() int { return CodeOf(o.Err()) }
 
 // Err is the plan as an error for `pipeline plan` to end with: a *FailedError when an instance or
-// stage could not be planned, else a *RefusedError when a check refused, else, when detailed
+// stage could not be planned, else a *RefusedError when a check refused, else a *CostLimitError
+// when the estimated cost exceeds max_cost_usd, else, when detailed
 // (-detailed-exitcode), a *ChangesPendingError if apply would change something.
 func (p *Plan) Err(detailed bool) error {
 	var failed, refused []string
@@ -141,6 +142,8 @@ func (p *Plan) Err(detailed bool) error {
 		return &FailedError{Stages: failed}
 	case len(refused) > 0:
 		return &RefusedError{Stages: refused}
+	case p.OverBudget() != nil:
+		return p.OverBudget()
 	case detailed && p.Changes() > 0:
 		return &ChangesPendingError{Changes: p.Changes()}
 	}

@@ -20,6 +20,8 @@ import (
 type Plan struct {
 	Batch     bool
 	Instances []*InstancePlan
+
+	stageCount int // stages in the module: what an instance that cannot be planned reports
 }
 
 // InstancePlan is the plan of one batch instance (the only one outside a batch).
@@ -49,8 +51,19 @@ type StagePlan struct {
 	ReadOnly bool
 	Reasons  []string
 	Notes    []string
+	// Details are the kind's Result.Details: shown when their output changed (shownDetails).
+	Details  []pipeline.Detail
 	Deletes  []string
 	Warnings []string
+	// Items is the kind's Result.Items (folding its warnings).
+	Items *pipeline.Items
+	// Unchanged marks a read whose result matches the recorded one.
+	Unchanged bool
+	// Reattach names the recorded jobs apply follows again (action reattach).
+	Reattach []string
+	// Cost is the kind's estimate of the paid work it would start; CostLimit its max_cost_usd.
+	Cost      *pipeline.Cost
+	CostLimit *float64
 	// Effects are what the stage's plan said it does (pipeline.Result.Effects).
 	Effects []string
 	// Refused is set when a read-only stage refused the data during plan.
@@ -72,16 +85,13 @@ type StagePlan struct {
 	ranInPlan bool
 }
 
-// Changes counts stage instances apply would run (read-only stages never count).
+// Changes counts stage instances apply would run, re-attach or delete with (read-only stages
+// never count).
 func (p *Plan) Changes() int {
 	n := 0
 	for _, ip := range p.Instances {
 		for _, sp := range ip.Stages {
-			if sp.ReadOnly {
-				continue
-			}
-			switch sp.Action {
-			case pipeline.ActionRun, pipeline.ActionRerun, pipeline.ActionDelete:
+			if !sp.ReadOnly && sp.Err == nil && sp.Action.Changes() {
 				n++
 			}
 		}
@@ -116,25 +126,31 @@ func (p *Plan) Errored() bool {
 	return false
 }
 
-// Counts tallies the plan's actions for the summary.
+// Counts tallies the plan's actions for the summary with the planned_change words: one count
+// per action (every action present, so a script needs no defaults), plus how many of those
+// instances refused and how many cannot be planned (their action is skip).
 func (p *Plan) Counts() map[string]int {
-	c := map[string]int{}
+	c := map[string]int{"refused": 0, "cannot_be_planned": 0}
+	for _, a := range pipeline.Actions {
+		c[string(a)] = 0
+	}
 	for _, ip := range p.Instances {
 		if ip.Err != nil {
-			c["error"]++
+			// Every stage of the instance is reported as one that cannot be planned.
+			c[string(pipeline.ActionSkip)] += p.stageCount
+			c["cannot_be_planned"] += p.stageCount
 			continue
 		}
 		for _, sp := range ip.Stages {
 			switch {
 			case sp.Err != nil:
-				c["error"]++
+				c[string(pipeline.ActionSkip)]++
+				c["cannot_be_planned"]++
+				continue
 			case sp.Refused != "":
 				c["refused"]++
-			case sp.ReadOnly && sp.Action != pipeline.ActionSkip:
-				c["read"]++
-			default:
-				c[string(sp.Action)]++
 			}
+			c[string(sp.Action)]++
 		}
 	}
 	return c
@@ -151,7 +167,7 @@ func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
 	if e.Env != nil && e.Env.Redact == nil {
 		e.Env.Redact = e.secrets.redact
 	}
-	plan := &Plan{Batch: e.Module.HasBatch(), Instances: make([]*InstancePlan, len(specs))}
+	plan := &Plan{Batch: e.Module.HasBatch(), Instances: make([]*InstancePlan, len(specs)), stageCount: len(e.Module.Stages())}
 	sem := make(chan struct{}, e.planConcurrency())
 	var wg sync.WaitGroup
 	for i, sp := range specs {
@@ -170,7 +186,12 @@ func (e *Engine) Plan(ctx context.Context) (*Plan, error) {
 	for _, ip := range plan.Instances {
 		e.emitInstancePlan(ip)
 	}
-	e.emit(pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "plan", Counts: plan.Counts()})
+	money := plan.Money()
+	e.emit(pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "plan", Counts: plan.Counts(),
+		Cost: &pipeline.Cost{USD: money.EstimateUSD, Estimate: true}, CostLimit: money.LimitUSD})
+	if err := plan.OverBudget(); err != nil {
+		e.emit(pipeline.Event{Type: pipeline.EventDiagnostic, Diagnostic: err.Diagnostic()})
+	}
 	return plan, nil
 }
 
@@ -190,11 +211,16 @@ func (e *Engine) emitInstancePlan(ip *InstancePlan) {
 		if sp.Err != nil {
 			sp.Action = pipeline.ActionSkip // it cannot run; the message says why
 		}
+		shown, hidden := splitDetails(sp)
 		ev := pipeline.Event{
 			Type: pipeline.EventPlannedChange, Address: sp.Address, Kind: sp.Stage.Kind, Key: ip.Key,
 			ReadOnly: sp.ReadOnly, Remote: sp.Stage.Schema.Remote, Simulated: e.Env != nil && e.Env.Simulated && sp.Stage.Schema.Remote,
-			Action: sp.Action, Reasons: sp.Reasons, Notes: sp.Notes, Deletes: sp.Deletes, Warnings: sp.Warnings,
+			Action: sp.Action, Reasons: sp.Reasons, Notes: append(append([]string(nil), sp.Notes...), shown...), Details: hidden,
+			Deletes: sp.Deletes, Warnings: sp.Warnings, Items: sp.Items, Unchanged: sp.Unchanged, Quiet: quiet(ip, sp),
 			Unknown: unknownInputs(sp),
+		}
+		if sp.Err == nil && sp.Action.Changes() {
+			ev.Cost = sp.Cost // an up-to-date stage spends nothing, whatever it would cost
 		}
 		if sp.Err != nil {
 			ev.Message = sp.Err.Error()
@@ -216,9 +242,98 @@ func (e *Engine) emitInstancePlan(ip *InstancePlan) {
 	}
 }
 
+// quiet reports whether nothing happens for a planned change: an up-to-date stage, or a read
+// that was recorded before and that no stage this plan runs depends on (its result may have
+// changed, but nothing is done about it).
+func quiet(ip *InstancePlan, sp *StagePlan) bool {
+	switch {
+	case sp.Err != nil || sp.Refused != "":
+		return false
+	case sp.Action == pipeline.ActionNoop:
+		return true
+	case sp.Action == pipeline.ActionRead:
+		return sp.prior != nil && !feedsChange(ip, sp.Stage, map[string]bool{})
+	}
+	return false
+}
+
+// feedsChange reports whether a stage that depends on st, directly or not, will change.
+func feedsChange(ip *InstancePlan, st *lang.Stage, seen map[string]bool) bool {
+	for _, d := range st.Dependents {
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		dp := ip.byAddr[d]
+		if dp == nil {
+			continue
+		}
+		if dp.Action.Changes() || feedsChange(ip, dp.Stage, seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// splitDetails sorts a stage's details: those whose output differs from the recorded run's
+// are shown with its notes, the others only on request (-details). With no recorded run
+// nothing changed: the stage's notes say what it chose.
+func splitDetails(sp *StagePlan) (shown, hidden []string) {
+	old := cty.NilVal
+	if sp.prior != nil {
+		if o, ok := restoreOutputs(sp.Stage.Schema.Outputs, sp.prior.Outputs); ok {
+			old = o
+		}
+	}
+	for _, d := range sp.Details {
+		if d.About != "" && old != cty.NilVal && outputChanged(old, sp.Outputs, d.About) {
+			shown = append(shown, d.Text)
+		} else {
+			hidden = append(hidden, d.Text)
+		}
+	}
+	return shown, hidden
+}
+
+// outputChanged compares two output objects at a dotted path of attribute (or map key) names.
+// A value not known yet has not changed: plan cannot tell.
+func outputChanged(old, cur cty.Value, path string) bool {
+	a, b := old, cur
+	for _, name := range strings.Split(path, ".") {
+		a, b = step(a, name), step(b, name)
+	}
+	if b != cty.NilVal && !b.IsWhollyKnown() {
+		return false
+	}
+	ja, _ := json.Marshal(plainOrNil(a))
+	jb, _ := json.Marshal(plainOrNil(b))
+	return !bytes.Equal(ja, jb)
+}
+
+// step descends into an object attribute or a map element; cty.NilVal when there is none.
+func step(v cty.Value, name string) cty.Value {
+	if v == cty.NilVal || v.IsNull() || !v.IsKnown() {
+		return cty.NilVal
+	}
+	switch t := v.Type(); {
+	case t.IsObjectType() && t.HasAttribute(name):
+		return v.GetAttr(name)
+	case t.IsMapType() && v.HasIndex(cty.StringVal(name)).True():
+		return v.Index(cty.StringVal(name))
+	}
+	return cty.NilVal
+}
+
+func plainOrNil(v cty.Value) any {
+	if v == cty.NilVal {
+		return nil
+	}
+	return Plain(v, nil)
+}
+
 // unknownInputs names the top-level inputs of a stage that will run but are not known yet.
 func unknownInputs(sp *StagePlan) []string {
-	if sp.Action == pipeline.ActionNoop || sp.Action == pipeline.ActionSkip || sp.Inputs == cty.NilVal || !sp.Inputs.Type().IsObjectType() {
+	if !sp.Action.Changes() || sp.Inputs == cty.NilVal || !sp.Inputs.Type().IsObjectType() {
 		return nil
 	}
 	var out []string
@@ -513,7 +628,8 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 		sp.Outputs = unknownOutputs(st.Schema.Outputs)
 		return
 	}
-	sp.Notes, sp.Warnings, sp.Refused = res.Notes, res.Warnings, res.Refused
+	sp.Notes, sp.Details, sp.Warnings, sp.Refused, sp.Items = res.Notes, res.Details, res.Warnings, res.Refused, res.Items
+	sp.CostLimit = res.CostLimit
 	out, err := outputObject(st.Schema.Outputs, res.Outputs, false)
 	if err != nil {
 		sp.Err = err // events carry the address
@@ -525,13 +641,14 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 		sp.Parts["+"+k] = v
 	}
 	sp.Digest = combineDigest(sp.Parts)
+	// Every read-only stage is a read; whether its result changed decides what plan shows and
+	// whether apply records it anew.
+	sp.Action = pipeline.ActionRead
 	switch {
 	case sp.prior == nil:
-		sp.Action = pipeline.ActionRun
 	case sp.prior.Status == pipeline.StatusComplete && sp.prior.InputDigest == sp.Digest && sameOutputs(sp.prior.Outputs, recordable(st.Schema, out), st.Schema):
-		sp.Action = pipeline.ActionNoop
+		sp.Unchanged = true
 	default:
-		sp.Action = pipeline.ActionRerun
 		if sp.prior.InputDigest != sp.Digest {
 			sp.Reasons = changeReasons(sp.prior, sp.Parts, sp.Display)
 		}
@@ -552,6 +669,7 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 		return
 	}
 	sp.Notes, sp.Warnings, sp.Deletes, sp.Refused, sp.Effects = res.Notes, res.Warnings, res.Deletes, res.Refused, res.Effects
+	sp.Details, sp.Items, sp.Reattach, sp.Cost, sp.CostLimit = res.Details, res.Items, res.Reattach, res.Cost, res.CostLimit
 	known := sp.Inputs.IsWhollyKnown()
 	for k, v := range res.Digest {
 		if v == "" {
@@ -577,11 +695,10 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 	case prior == nil:
 		sp.Action = pipeline.ActionRun
 	case (prior.Status == pipeline.StatusRunning || prior.Status == pipeline.StatusInterrupted) && known && prior.InputDigest == sp.Digest:
-		sp.Action = pipeline.ActionRun
-		sp.Reasons = []string{"resume: the last run was " + string(prior.Status) + "; remote work it started is re-attached, not started again"}
+		sp.Action, sp.Reasons = resumeAction(prior.Status, sp.Reattach)
 	case upstream != "":
 		sp.Action = pipeline.ActionRerun
-		sp.Reasons = []string{"upstream " + upstream + " re-runs"}
+		sp.Reasons = []string{"upstream " + upstream}
 	case !known:
 		sp.Action = pipeline.ActionRerun
 		sp.Reasons = unknownReasons(sp.Parts)
@@ -614,7 +731,7 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 			sp.Reasons = []string{"recorded outputs are missing"}
 		}
 	}
-	if len(sp.Deletes) > 0 && sp.Action != pipeline.ActionSkip {
+	if len(sp.Deletes) > 0 && sp.Action != pipeline.ActionSkip && sp.Action != pipeline.ActionReattach {
 		sp.Action = pipeline.ActionDelete
 	}
 	if sp.Outputs == cty.NilVal {
@@ -626,19 +743,32 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 	}
 }
 
-// upstreamChanging names a non-read-only dependency that will run, "" if none.
+// resumeAction is the action of an unfinished run with the same inputs: a job recorded by its id
+// is re-attached; without one apply reconciles (looks the job up) before it creates anything.
+func resumeAction(status pipeline.Status, jobs []string) (pipeline.Action, []string) {
+	if len(jobs) > 0 {
+		return pipeline.ActionReattach, []string{"the last run was " + string(status) + ": apply follows " + strings.Join(jobs, ", ") +
+			" again (recorded by its id) and starts nothing new"}
+	}
+	return pipeline.ActionRun, []string{"the last run was " + string(status) + " before it recorded a job id: apply looks for the job first and starts one only if there is none"}
+}
+
+// upstreamChanging says which non-read-only dependency will run and how ("train.lora re-runs"),
+// "" if none.
 func upstreamChanging(ip *InstancePlan, st *lang.Stage) string {
 	for _, d := range st.Deps {
 		dp := ip.byAddr[d]
-		if dp == nil || dp.ReadOnly {
+		if dp == nil || dp.ReadOnly || !dp.Action.Changes() {
 			continue
 		}
-		switch dp.Action {
-		case pipeline.ActionRun, pipeline.ActionRerun, pipeline.ActionDelete:
-			return d
-		}
+		return d + " " + verbs[dp.Action]
 	}
 	return ""
+}
+
+// verbs say what an upstream stage does in a downstream stage's reason.
+var verbs = map[pipeline.Action]string{
+	pipeline.ActionRun: "runs", pipeline.ActionRerun: "re-runs", pipeline.ActionReattach: "re-attaches", pipeline.ActionDelete: "deletes",
 }
 
 func firstLine(s string) string {
@@ -774,11 +904,8 @@ func upstreamRuns(ip *InstancePlan, st *lang.Stage) []pipeline.Upstream {
 			if dp == nil {
 				continue
 			}
-			if !dp.ReadOnly {
-				switch dp.Action {
-				case pipeline.ActionRun, pipeline.ActionRerun, pipeline.ActionDelete:
-					out = append(out, pipeline.Upstream{Kind: dp.Stage.Kind, Name: dp.Stage.Name, Action: dp.Action, Effects: dp.Effects})
-				}
+			if !dp.ReadOnly && dp.Action.Changes() {
+				out = append(out, pipeline.Upstream{Kind: dp.Stage.Kind, Name: dp.Stage.Name, Action: dp.Action, Effects: dp.Effects})
 			}
 			walk(dp.Stage)
 		}

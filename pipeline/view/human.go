@@ -152,36 +152,29 @@ func (h *Human) Emit(e pipeline.Event) {
 	switch e.Type {
 	case pipeline.EventPlannedChange:
 		// Held until the summary: only then is it known whether the batch is large enough to be
-		// summarised per stage.
+		// summarised per stage, and which symbols the legend names.
 		h.plans = append(h.plans, e)
 	case pipeline.EventStageOutputs:
 		// Read-only results are shown with their planned change (notes); apply shows completion.
 	case pipeline.EventChangeSummary:
 		if e.Operation == "plan" {
-			if h.summarizing() {
-				h.stageSummaries()
-			} else {
-				for _, p := range h.plans {
-					h.plannedChange(p)
-				}
-			}
-			h.plans = nil
+			h.planBody()
 		}
 		h.summary(e)
 	case pipeline.EventStageStart:
-		h.printf("%s %s%s\n", h.c(cCyan, "▶"), sim(e), e.Address)
+		m := actionMark(e.Action)
+		h.printf("%s %s%s %s\n", h.mark(m), sim(e), e.Address, m.doing)
 	case pipeline.EventStageProgress:
 		h.progress(e)
 	case pipeline.EventStageComplete:
-		h.printf("%s %s%s complete%s\n", h.c(cGreen, "✓"), sim(e), e.Address, brief(e.Outputs))
-		h.deleted(e)
+		h.completed(e)
 	case pipeline.EventStageFailed:
 		h.failed(e)
 	case pipeline.EventStageSkipped:
 		if h.summarizing() && e.Operation == "plan" {
 			return
 		}
-		h.printf("%s %s skipped: %s\n", h.c(cDim, "-"), e.Address, e.Message)
+		h.printf("%s %s skipped: %s\n", h.mark(markSkip), e.Address, e.Message)
 	case pipeline.EventStageWarning:
 		h.printf("%s %s%s: %s\n", h.c(cYellow, "warning:"), sim(e), e.Address, e.Message)
 		if h.opt.CI {
@@ -211,155 +204,22 @@ func sim(e pipeline.Event) string {
 	return ""
 }
 
-func (h *Human) symbol(e pipeline.Event) (string, string) {
-	switch {
-	case e.Refused:
-		return h.c(cRed, "!"), "refused"
-	case e.Message != "":
-		return h.c(cRed, "x"), "cannot be planned"
+// completed prints a finished stage: a read with the read symbol, any other with ✓, its short
+// outputs and what it cost.
+func (h *Human) completed(e pipeline.Event) {
+	sym, word := h.c(cGreen, "✓"), "complete"
+	if e.ReadOnly {
+		sym, word = h.mark(markRead), "read"
 	}
-	if e.ReadOnly && e.Action != pipeline.ActionSkip {
-		switch e.Action {
-		case pipeline.ActionNoop:
-			return h.c(cBlue, "<="), "read (unchanged)"
-		default:
-			return h.c(cBlue, "<="), "read"
-		}
+	line := fmt.Sprintf("%s %s%s %s%s", sym, sim(e), e.Address, word, brief(e.Outputs))
+	if e.Cost != nil {
+		line += fmt.Sprintf(" (cost %s)", pipeline.FormatUSD(e.Cost.USD))
 	}
-	switch e.Action {
-	case pipeline.ActionRun:
-		return h.c(cGreen, "+"), "will run"
-	case pipeline.ActionRerun:
-		return h.c(cYellow, "~"), "will re-run"
-	case pipeline.ActionNoop:
-		return h.c(cDim, "="), "up to date"
-	case pipeline.ActionDelete:
-		return h.c(cRed, "-"), "will delete"
-	case pipeline.ActionSkip:
-		return h.c(cDim, "/"), "skipped"
+	h.printf("%s\n", line)
+	for _, w := range foldWarnings(e.Warnings, e.Items, h.opt.Details) {
+		h.printf("    %s %s\n", h.c(cYellow, "warning:"), indent(w, "      "))
 	}
-	return "?", string(e.Action)
-}
-
-func (h *Human) plannedChange(e pipeline.Event) {
-	sym, verb := h.symbol(e)
-	h.printf("  %s %s%s %s\n", sym, sim(e), h.c(cBold, e.Address), verb)
-	if e.Message != "" {
-		h.printf("      %s\n", indent(e.Message, "      "))
-	}
-	for _, r := range e.Reasons {
-		h.printf("      %s\n", r)
-	}
-	for _, u := range e.Unknown {
-		h.printf("      %s = %s\n", u, h.c(cDim, "(known after apply)"))
-	}
-	for _, n := range e.Notes {
-		h.printf("      %s%s\n", sim(e), n)
-	}
-	for _, d := range e.Deletes {
-		h.printf("      %s %s%s\n", h.c(cRed, "-"), sim(e), d)
-	}
-	for _, w := range e.Warnings {
-		h.printf("      %s %s\n", h.c(cYellow, "warning:"), w)
-	}
-}
-
-// stageSummaries prints one line per stage with counts per action, plus every refused or failed
-// instance by name: a 500-subject plan stays readable.
-func (h *Human) stageSummaries() {
-	type agg struct {
-		counts  map[string]int
-		trouble []pipeline.Event
-	}
-	byStage := map[string]*agg{}
-	var order []string
-	for _, e := range h.plans {
-		stage := e.Address
-		if i := strings.Index(stage, "["); i >= 0 {
-			stage = stage[:i]
-		}
-		a := byStage[stage]
-		if a == nil {
-			a = &agg{counts: map[string]int{}}
-			byStage[stage] = a
-			order = append(order, stage)
-		}
-		_, verb := h.symbol(e)
-		a.counts[verb]++
-		if e.Refused || e.Message != "" {
-			a.trouble = append(a.trouble, e)
-		}
-	}
-	h.printf("%d instances; per stage (pass -details for every instance):\n", len(h.keys))
-	for _, s := range order {
-		a := byStage[s]
-		var parts []string
-		for _, verb := range sortedCounts(a.counts) {
-			parts = append(parts, fmt.Sprintf("%d %s", a.counts[verb], verb))
-		}
-		h.printf("  %s: %s\n", h.c(cBold, s), strings.Join(parts, ", "))
-		for i, e := range a.trouble {
-			if i == 10 {
-				h.printf("      … and %d more\n", len(a.trouble)-10)
-				break
-			}
-			h.printf("      %s %s: %s\n", h.c(cRed, "!"), e.Address, firstLine(e.Message))
-		}
-	}
-}
-
-func sortedCounts(m map[string]int) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if m[out[i]] != m[out[j]] {
-			return m[out[i]] > m[out[j]]
-		}
-		return out[i] < out[j]
-	})
-	return out
-}
-
-func (h *Human) summary(e pipeline.Event) {
-	c := e.Counts
-	if e.Operation == "plan" {
-		parts := []string{
-			fmt.Sprintf("%d to run", c["run"]),
-			fmt.Sprintf("%d to re-run", c["rerun"]),
-			fmt.Sprintf("%d to delete", c["delete"]),
-			fmt.Sprintf("%d up to date", c["noop"]),
-		}
-		if c["read"] > 0 {
-			parts = append(parts, fmt.Sprintf("%d checks read", c["read"]))
-		}
-		if c["skip"] > 0 {
-			parts = append(parts, fmt.Sprintf("%d skipped", c["skip"]))
-		}
-		if c["refused"] > 0 {
-			parts = append(parts, h.c(cRed, fmt.Sprintf("%d refused", c["refused"])))
-		}
-		if c["error"] > 0 {
-			parts = append(parts, h.c(cRed, fmt.Sprintf("%d errors", c["error"])))
-		}
-		h.printf("\n%s %s.\n", h.c(cBold, "Plan:"), strings.Join(parts, ", "))
-		return
-	}
-	parts := []string{fmt.Sprintf("%d done", c["complete"]), fmt.Sprintf("%d up to date", c["noop"])}
-	if c["read"] > 0 {
-		parts = append(parts, fmt.Sprintf("%d checks read", c["read"]))
-	}
-	for _, k := range []string{"refused", "failed", "skipped", "interrupted", "not_started", "locked"} {
-		if c[k] > 0 {
-			label := strings.ReplaceAll(k, "_", " ")
-			if k == "locked" {
-				label = "instances locked elsewhere"
-			}
-			parts = append(parts, fmt.Sprintf("%d %s", c[k], label))
-		}
-	}
-	h.printf("\n%s %s.\n", h.c(cBold, "Apply finished:"), strings.Join(parts, ", "))
+	h.deleted(e)
 }
 
 func (h *Human) failed(e pipeline.Event) {
@@ -370,15 +230,20 @@ func (h *Human) failed(e pipeline.Event) {
 		}
 		return
 	}
-	label := "failed"
-	sym := h.c(cRed, "✗")
-	if e.Refused {
-		label = "refused"
-		sym = h.c(cRed, "!")
+	m, label := markError, "failed"
+	switch {
+	case e.Refused:
+		m, label = markRefused, "refused"
+	case e.Interrupted:
+		m, label = markInterrupted, "interrupted"
 	}
-	h.printf("%s %s%s %s: %s\n", sym, sim(e), e.Address, label, e.Message)
+	line := fmt.Sprintf("%s %s%s %s: %s", h.mark(m), sim(e), e.Address, label, e.Message)
+	if e.Cost != nil {
+		line += fmt.Sprintf(" (cost so far %s)", pipeline.FormatUSD(e.Cost.USD))
+	}
+	h.printf("%s\n", line)
 	h.deleted(e)
-	if h.opt.CI {
+	if h.opt.CI && !e.Interrupted {
 		fmt.Fprintf(h.w, "::error title=%s %s::%s\n", escapeProp(e.Address), label, escapeData(sim(e)+e.Message))
 	}
 }
@@ -386,7 +251,7 @@ func (h *Human) failed(e pipeline.Event) {
 // deleted lists what a stage deleted remotely.
 func (h *Human) deleted(e pipeline.Event) {
 	for _, d := range e.Deletes {
-		h.printf("    %s %sdeleted %s\n", h.c(cRed, "-"), sim(e), d)
+		h.printf("    %s %sdeleted %s\n", h.mark(markDelete), sim(e), d)
 	}
 }
 
@@ -415,15 +280,20 @@ func (h *Human) progress(e pipeline.Event) {
 	h.printf("  %s\n", line)
 }
 
+// progressText is one clean line: the percentage, then the kind's message, which already says
+// the step and the loss; counts and metrics only when there is no message (-json has them all).
 func progressText(p *pipeline.Progress) string {
 	var parts []string
 	if p.Total > 0 {
-		parts = append(parts, fmt.Sprintf("%d/%d (%d%%)", p.Current, p.Total, p.Current*100/p.Total))
-	} else if p.Current > 0 {
-		parts = append(parts, strconv.FormatInt(p.Current, 10))
+		parts = append(parts, fmt.Sprintf("%d%%", p.Current*100/p.Total))
 	}
 	if p.Message != "" {
-		parts = append(parts, p.Message)
+		return strings.Join(append(parts, p.Message), "  ")
+	}
+	if p.Total > 0 {
+		parts = append(parts, fmt.Sprintf("%d/%d", p.Current, p.Total))
+	} else if p.Current > 0 {
+		parts = append(parts, strconv.FormatInt(p.Current, 10))
 	}
 	for _, k := range sortedMetricKeys(p.Metrics) {
 		parts = append(parts, fmt.Sprintf("%s %.4g", k, p.Metrics[k]))
@@ -440,20 +310,21 @@ func sortedMetricKeys(m map[string]float64) []string {
 	return out
 }
 
+// outputs prints the root outputs in HCL, as `pipeline output` does.
 func (h *Human) outputs(e pipeline.Event) {
-	h.printf("\n%sOutputs:\n", sim(e))
+	h.printf("\n%sOutputs:\n\n", sim(e))
 	for _, k := range sortedAnyKeys(e.Outputs) {
-		h.printf("  %s%s = %s\n", sim(e), k, render(e.Outputs[k]))
+		h.printf("%s = %s\n", k, FormatValue(e.Outputs[k]))
 	}
 }
 
-// brief shows a stage's short scalar outputs on its completion line.
+// brief shows a stage's short scalar outputs on its completion line (digests are left to -json).
 func brief(o map[string]any) string {
 	var parts []string
 	for _, k := range sortedAnyKeys(o) {
 		switch v := o[k].(type) {
 		case string:
-			if v != "" && len(v) <= 80 {
+			if v != "" && len(v) <= 80 && !strings.HasPrefix(v, "sha256:") {
 				parts = append(parts, k+"="+v)
 			}
 		case bool:
@@ -480,28 +351,6 @@ func sortedAnyKeys(m map[string]any) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func render(v any) string {
-	switch t := v.(type) {
-	case string:
-		return strconv.Quote(t)
-	case map[string]any:
-		var parts []string
-		for _, k := range sortedAnyKeys(t) {
-			parts = append(parts, strconv.Quote(k)+" = "+render(t[k]))
-		}
-		return "{ " + strings.Join(parts, ", ") + " }"
-	case []any:
-		var parts []string
-		for _, e := range t {
-			parts = append(parts, render(e))
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	case nil:
-		return "null"
-	}
-	return fmt.Sprint(v)
 }
 
 func indent(s, pad string) string { return strings.ReplaceAll(s, "\n", "\n"+pad) }

@@ -65,11 +65,25 @@ func EventObject(e pipeline.Event) map[string]any {
 	}
 	set("unknown", e.Unknown, len(e.Unknown) > 0)
 	set("notes", e.Notes, len(e.Notes) > 0)
+	set("details", e.Details, len(e.Details) > 0)
 	set("deletes", e.Deletes, len(e.Deletes) > 0)
 	set("warnings", e.Warnings, len(e.Warnings) > 0)
 	set("outputs", e.Outputs, e.Outputs != nil)
 	set("message", e.Message, e.Message != "")
 	set("refused", true, e.Refused)
+	set("interrupted", true, e.Interrupted)
+	if c := e.Cost; c != nil {
+		// Money is a number in US dollars: plan's figures are estimates, apply's are actual.
+		if c.Estimate {
+			m["estimated_cost_usd"] = c.USD
+		} else {
+			m["cost_usd"] = c.USD
+		}
+		set("cost_basis", c.Basis, c.Basis != "")
+	}
+	if e.CostLimit != nil {
+		m["max_cost_usd"] = *e.CostLimit
+	}
 	set("operation", e.Operation, e.Operation != "")
 	if p := e.Progress; p != nil {
 		m["current"] = p.Current
@@ -78,7 +92,7 @@ func EventObject(e pipeline.Event) map[string]any {
 		set("metrics", p.Metrics, len(p.Metrics) > 0)
 	}
 	if e.Counts != nil {
-		m["changes"] = e.Counts
+		m["changes"] = changes(e)
 		for k, v := range e.Counts {
 			if _, taken := m[k]; !taken {
 				m[k] = v
@@ -98,6 +112,19 @@ func EventObject(e pipeline.Event) map[string]any {
 		}
 	}
 	return m
+}
+
+// changes is a change_summary's "changes" object: for a plan, one count per action word (they add
+// up to the planned_change events); for an apply, one per status.
+func changes(e pipeline.Event) map[string]int {
+	if e.Operation != "plan" {
+		return e.Counts
+	}
+	out := make(map[string]int, len(pipeline.Actions))
+	for _, a := range pipeline.Actions {
+		out[string(a)] = e.Counts[string(a)]
+	}
+	return out
 }
 
 func nonNil(s []string) []string {

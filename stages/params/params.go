@@ -210,6 +210,8 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 	sort.Strings(keys)
 	values := map[string]cty.Value{}
 	var reasons []string
+	// details carry the reasons for plan: each shows when its value changes (or with -details).
+	var details []pipeline.Detail
 	for _, k := range keys {
 		c := chosen[k]
 		line := fmt.Sprintf("%s = %s: %s", k, show(c.val), c.source)
@@ -235,6 +237,11 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 			}
 		}
 		reasons = append(reasons, line)
+		about := ""
+		if _, passed := values[k]; passed {
+			about = "values." + k
+		}
+		details = append(details, pipeline.Detail{About: about, Text: line})
 	}
 
 	// Passes per photo: how often training sees each photo.
@@ -246,6 +253,7 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 		}
 		passes = math.Round(st*bs/float64(n)*10) / 10
 		reasons = append(reasons, fmt.Sprintf("passes per photo = %g steps × batch %g ÷ %d photos = %.1f", st, bs, n, passes))
+		details = append(details, pipeline.Detail{About: "passes_per_image", Text: reasons[len(reasons)-1]})
 	}
 
 	// Limits: config blocks replace the built-in limit of the same name.
@@ -292,7 +300,7 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 		refused = append(refused, "parameters escape their limits: "+strings.Join(escapes, "; "))
 	}
 	if prev >= 0 {
-		notes = append(notes, fmt.Sprintf("previous accepted training: %d photos (%s)", prev, prevFrom))
+		details = append(details, pipeline.Detail{About: "previous_image_count", Text: fmt.Sprintf("previous accepted training: %d photos (%s)", prev, prevFrom)})
 		if n < prev {
 			msg := fmt.Sprintf("retrain on %d photos < %d in the last accepted training (%s): fewer photos overfit sooner; add photos back", n, prev, prevFrom)
 			if onFewer == "fail" {
@@ -329,7 +337,8 @@ func choose(ctx context.Context, req *pipeline.Request) (*pipeline.Result, error
 		},
 		Warnings: warnings,
 		Refused:  strings.Join(refused, "; "),
-		Notes:    append(notes, reasons...),
+		Notes:    notes,
+		Details:  details,
 	}, nil
 }
 

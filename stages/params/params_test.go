@@ -290,4 +290,9 @@ func TestOtherTrainer(t *testing.T) {
 			t.Fatal("token in notes")
 		}
 	}
+	for _, d := range res.Details {
+		if strings.Contains(d.Text, "r8_test") {
+			t.Fatal("token in details")
+		}
+	}
 }
