@@ -38,8 +38,8 @@ type upstreamPlan struct {
 func planUpstream(req *pipeline.Request, s settings) upstreamPlan {
 	up := upstreamPlan{Elsewhere: map[string]string{}}
 	for _, u := range req.Upstream {
-		if u.Action != pipeline.ActionRun && u.Action != pipeline.ActionRerun {
-			continue
+		if u.Action != pipeline.ActionRun && u.Action != pipeline.ActionRerun && u.Action != pipeline.ActionReattach {
+			continue // a re-attached training still adds its version
 		}
 		addr := u.Kind + "." + u.Name
 		for _, e := range u.Effects {

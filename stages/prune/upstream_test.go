@@ -102,6 +102,12 @@ func TestPlanDeletesWhatApplyDeletesWhenTrainRuns(t *testing.T) {
 	if !reflect.DeepEqual(without.Deletes, old[2:]) {
 		t.Fatalf("plan without upstream runs deletes %v, want %v", without.Deletes, old[2:])
 	}
+	// A training re-attached after an interrupt adds its version just the same.
+	reattached := []pipeline.Upstream{firstRuns[0], firstRuns[1]}
+	reattached[0].Action = pipeline.ActionReattach
+	if again := planPrune(t, env, state, 2, reattached); !reflect.DeepEqual(again.Deletes, plan.Deletes) {
+		t.Fatalf("plan with a re-attached training deletes %v, want %v", again.Deletes, plan.Deletes)
+	}
 	notes := strings.Join(plan.Notes, "\n")
 	if !strings.Contains(notes, "train.lora runs first in this apply") || !strings.Contains(notes, "+1 added first") {
 		t.Fatalf("notes do not say that train.lora's version counts:\n%s", notes)
