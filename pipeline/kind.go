@@ -383,7 +383,9 @@ type Result struct {
 	// that changes makes the stage re-run with the reason "NAME changed". Only Plan's value is used.
 	Digest map[string]string
 	// Cost is money the stage spends on Replicate: Plan's estimate of the paid work it would start
-	// (nil: none), Apply's actual cost of the jobs it followed. Money never enters a digest.
+	// (nil: none; a job it re-attaches was started by an earlier run), Apply's actual cost of the
+	// jobs it followed. The engine counts an estimate only for a stage that will run. Money never
+	// enters a digest.
 	Cost *Cost
 	// CostLimit, when set, is the most the paid work this process would start may cost according
 	// to plan's estimates (the replicate block's max_cost_usd): the engine refuses the plan above it.

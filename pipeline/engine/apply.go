@@ -363,11 +363,12 @@ func (e *Engine) runStage(ctx context.Context, ip *InstancePlan, r *stageRun, ru
 		if status == pipeline.StatusInterrupted {
 			so.Status, so.Message = StatusInterrupted, "recorded in state; the next apply resumes it"
 			e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Operation: "apply",
-				Interrupted: true, Cost: so.Cost, Simulated: e.simulated(st.Schema.Remote)})
+				Interrupted: true, Cost: so.Cost, Remote: st.Schema.Remote, Simulated: e.simulated(st.Schema.Remote)})
 			return so
 		}
 		so.Status, so.Message = StatusFailed, err.Error()
-		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Simulated: e.simulated(st.Schema.Remote), Operation: "apply", Cost: so.Cost})
+		e.emit(pipeline.Event{Type: pipeline.EventStageFailed, Address: sp.Address, Kind: st.Kind, Key: ip.Key, Message: so.Message, Remote: st.Schema.Remote,
+			Simulated: e.simulated(st.Schema.Remote), Operation: "apply", Cost: so.Cost})
 		return so
 	}
 	outputs, oerr := outputObject(st.Schema.Outputs, res.Outputs, false)

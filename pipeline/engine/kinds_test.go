@@ -45,6 +45,10 @@ func (k *checkKind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline
 	res := &pipeline.Result{
 		Outputs: map[string]cty.Value{"count": cty.NumberIntVal(int64(n)), "accepted": items},
 		Notes:   []string{fmt.Sprintf("%d accepted", n)},
+		Details: []pipeline.Detail{
+			{About: "count", Text: fmt.Sprintf("count = %d: every item counts", n)},
+			{Text: "checked by the test rules"},
+		},
 	}
 	if int64(n) < min {
 		res.Refused = fmt.Sprintf("only %d items (min_count %d)", n, min)
@@ -84,6 +88,10 @@ func (*workKind) Schema() *pipeline.Schema {
 			"input":     {Type: cty.DynamicPseudoType},
 			"api_token": {Type: cty.String},
 			"refuse":    {Type: cty.Bool, Default: cty.False},
+			// Money, kept out of the digest as the replicate block's settings are: price is what
+			// plan estimates a job at (apply reports 90% of it as the actual cost).
+			"price":        {Type: cty.Number, NoDigest: true},
+			"max_cost_usd": {Type: cty.Number, NoDigest: true},
 		},
 		Outputs: map[string]cty.Type{"result": cty.String, "job": cty.String},
 	}
@@ -98,7 +106,28 @@ func (k *workKind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.R
 	if bad {
 		return nil, errors.New("cannot plan: bad setting")
 	}
-	return &pipeline.Result{Notes: []string{"would start a job"}}, nil
+	res := &pipeline.Result{Notes: []string{"would start a job"}}
+	var d workData
+	if _, err := req.Prior.Decode(&d); err == nil && d.Job != "" && req.Prior.SameInputs && req.Prior.Status != pipeline.StatusComplete {
+		res.Reattach = []string{"job " + d.Job}
+	}
+	if p, ok := number(req.Input("price")); ok && res.Reattach == nil {
+		// A re-attached job was started (and paid for) by the earlier run: nothing new to estimate.
+		res.Cost = &pipeline.Cost{USD: p, Estimate: true, Basis: fmt.Sprintf("1 job at $%g", p)}
+	}
+	if m, ok := number(req.Input("max_cost_usd")); ok {
+		res.CostLimit = &m
+	}
+	return res, nil
+}
+
+// number reads a known, non-null number input.
+func number(v cty.Value) (float64, bool) {
+	if v == cty.NilVal || v.IsNull() || !v.IsKnown() {
+		return 0, false
+	}
+	f, _ := v.AsBigFloat().Float64()
+	return f, true
 }
 
 type workData struct {
@@ -156,7 +185,7 @@ func (k *workKind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.
 			return nil, err
 		}
 	}
-	req.Recorder.Progress(pipeline.Progress{Current: 1, Total: 1, Message: "done"})
+	req.Recorder.Progress(pipeline.Progress{Current: 1, Total: 1, Message: "done", Metrics: map[string]float64{"loss": 0.5}})
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -169,6 +198,9 @@ func (k *workKind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.
 	}}
 	if req.Input("refuse").True() {
 		res.Refused = "refused by test"
+	}
+	if p, ok := number(req.Input("price")); ok {
+		res.Cost = &pipeline.Cost{USD: p * 0.9, Basis: "run time × price"}
 	}
 	return res, nil
 }

@@ -662,29 +662,17 @@ func (e *Engine) planReadOnly(ctx context.Context, ip *InstancePlan, sp *StagePl
 // planRemote asks a stage kind what it would do.
 func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan) {
 	st := sp.Stage
-	res, err := call(ctx, st.Impl.Plan, e.request(ip, sp, true, nopRecorder{}))
+	res, known, err := e.planKind(ctx, ip, sp)
+	if err == nil && known && unfinished(sp.prior) && sp.prior.InputDigest == sp.Digest {
+		// Only now, with the parts the kind adds to the digest, is it known that the inputs are
+		// the unfinished run's: plan again so the kind sees Prior.SameInputs and can say what it
+		// re-attaches.
+		res, known, err = e.planKind(ctx, ip, sp)
+	}
 	if err != nil {
 		sp.Err = err // events carry the address
 		sp.Outputs = unknownOutputs(st.Schema.Outputs)
 		return
-	}
-	sp.Notes, sp.Warnings, sp.Deletes, sp.Refused, sp.Effects = res.Notes, res.Warnings, res.Deletes, res.Refused, res.Effects
-	sp.Details, sp.Items, sp.Reattach, sp.Cost, sp.CostLimit = res.Details, res.Items, res.Reattach, res.Cost, res.CostLimit
-	known := sp.Inputs.IsWhollyKnown()
-	for k, v := range res.Digest {
-		if v == "" {
-			known = false
-			continue
-		}
-		sp.Parts["+"+k] = v
-	}
-	for _, v := range sp.Parts {
-		if v == "" {
-			known = false
-		}
-	}
-	if known {
-		sp.Digest = combineDigest(sp.Parts)
 	}
 	upstream := upstreamChanging(ip, st)
 	prior := sp.prior
@@ -694,7 +682,7 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 		sp.Reasons = []string{"replacement requested with -replace"}
 	case prior == nil:
 		sp.Action = pipeline.ActionRun
-	case (prior.Status == pipeline.StatusRunning || prior.Status == pipeline.StatusInterrupted) && known && prior.InputDigest == sp.Digest:
+	case unfinished(prior) && known && prior.InputDigest == sp.Digest:
 		sp.Action, sp.Reasons = resumeAction(prior.Status, sp.Reattach)
 	case upstream != "":
 		sp.Action = pipeline.ActionRerun
@@ -741,6 +729,39 @@ func (e *Engine) planRemote(ctx context.Context, ip *InstancePlan, sp *StagePlan
 		}
 		sp.Outputs = out
 	}
+}
+
+// planKind asks the kind what it would do and takes in its result; known reports whether the
+// input digest (sp.Digest) is known.
+func (e *Engine) planKind(ctx context.Context, ip *InstancePlan, sp *StagePlan) (*pipeline.Result, bool, error) {
+	res, err := call(ctx, sp.Stage.Impl.Plan, e.request(ip, sp, true, nopRecorder{}))
+	if err != nil {
+		return nil, false, err
+	}
+	sp.Notes, sp.Warnings, sp.Deletes, sp.Refused, sp.Effects = res.Notes, res.Warnings, res.Deletes, res.Refused, res.Effects
+	sp.Details, sp.Items, sp.Reattach, sp.Cost, sp.CostLimit = res.Details, res.Items, res.Reattach, res.Cost, res.CostLimit
+	known := sp.Inputs.IsWhollyKnown()
+	for k, v := range res.Digest {
+		if v == "" {
+			known = false
+			continue
+		}
+		sp.Parts["+"+k] = v
+	}
+	for _, v := range sp.Parts {
+		if v == "" {
+			known = false
+		}
+	}
+	if known {
+		sp.Digest = combineDigest(sp.Parts)
+	}
+	return res, known, nil
+}
+
+// unfinished reports whether a record is of a run that may have remote work in flight.
+func unfinished(r *state.Record) bool {
+	return r != nil && (r.Status == pipeline.StatusRunning || r.Status == pipeline.StatusInterrupted)
 }
 
 // resumeAction is the action of an unfinished run with the same inputs: a job recorded by its id

@@ -144,6 +144,7 @@ func (s *secrets) redactEvent(ev *pipeline.Event) {
 	}
 	ev.Reasons = s.redactAll(ev.Reasons)
 	ev.Notes = s.redactAll(ev.Notes)
+	ev.Details = s.redactAll(ev.Details)
 	ev.Deletes = s.redactAll(ev.Deletes)
 	ev.Warnings = s.redactAll(ev.Warnings)
 	ev.Message = s.redact(ev.Message)
