@@ -389,5 +389,25 @@ func (Kind) Plan(ctx context.Context, req *pipeline.Request) (*pipeline.Result, 
 	if c.Guidance > PortraitGuidance {
 		res.Warnings = append(res.Warnings, guidanceWarning(c.Guidance))
 	}
+	res.Reattach = recordedPredictions(req)
 	return res, nil
+}
+
+// recordedPredictions names the predictions an interrupted run with the same inputs recorded by
+// id and did not download yet: apply follows them again (plan's action "reattach").
+func recordedPredictions(req *pipeline.Request) []string {
+	if req.Prior == nil || !req.Prior.SameInputs || req.Prior.Status == pipeline.StatusComplete {
+		return nil
+	}
+	var rec record
+	if ok, err := req.Prior.Decode(&rec); !ok || err != nil {
+		return nil
+	}
+	var out []string
+	for _, r := range rec.Runs {
+		if r.PredictionID != "" && r.File == "" {
+			out = append(out, "prediction "+r.PredictionID)
+		}
+	}
+	return out
 }

@@ -148,6 +148,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 		Refused:  rep.Refused,
 		Notes:    Notes(rep),
 		Digest:   map[string]string{"images": rep.Digest},
+		Items:    &pipeline.Items{Count: len(rep.Images), Noun: "photos"}, // folds per-photo warnings
 	}, nil
 }
 

@@ -333,6 +333,7 @@ func (p *planner) resumeNote() {
 	switch p.resume {
 	case reattach:
 		res.Notes = append(res.Notes, fmt.Sprintf("re-attaches to training %s started by an earlier run (not a new one): nothing is zipped, uploaded or paid again", p.prior.TrainingID))
+		res.Reattach = []string{"training " + p.prior.TrainingID} // plan's action: reattach
 	case retry:
 		res.Notes = append(res.Notes, fmt.Sprintf("re-attaches to training %s if it still runs (the last apply stopped following it), else starts a new one", p.prior.TrainingID))
 	case lookup:
