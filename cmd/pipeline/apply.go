@@ -172,6 +172,9 @@ func (ac *applyCommand) run(args []string) error {
 			return exitWith(exitError, err)
 		}
 	}
+	if err := plan.OverBudget(); err != nil {
+		return shown(err) // max_cost_usd: the plan said why; nothing may start
+	}
 	if plan.Changes() > 0 && saved == nil && !*autoApprove {
 		if err := confirm(stdin, stderr); err != nil {
 			return err

@@ -108,9 +108,9 @@ func newUI(c *common, stdout, stderr io.Writer) *ui {
 func (u *ui) Emit(e pipeline.Event) {
 	if u.json != nil {
 		u.json.Emit(e)
-		// Under -json the human view (stderr) keeps only failures and warnings.
+		// Under -json the human view (stderr) keeps only failures, warnings and diagnostics.
 		switch e.Type {
-		case pipeline.EventStageFailed, pipeline.EventStageWarning:
+		case pipeline.EventStageFailed, pipeline.EventStageWarning, pipeline.EventDiagnostic:
 		default:
 			return
 		}

@@ -5,13 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
 
+	"github.com/aymanbagabas/go-udiff"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/pipeline-dev/pipeline/pipeline/config"
 )
 
-// fmtCommand is `pipeline fmt [-check] FILE...`.
+// fmtCommand is `pipeline fmt [-check] [-diff] [FILE...]`, as Terraform's: no FILE means the
+// .hcl files of the current directory.
 type fmtCommand struct{ cmdIO }
 
 // Run implements command.
@@ -20,22 +24,27 @@ func (fc *fmtCommand) Run(args []string) error {
 	fs := flag.NewFlagSet("fmt", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	check := fs.Bool("check", false, "do not write: list files that are not formatted and exit 3")
+	diff := fs.Bool("diff", false, "show the formatting changes as a unified diff")
 	var c common
 	c.register(fs, false)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pipeline fmt [-check] FILE...\n\nRewrites files in canonical HCL format.")
+		fmt.Fprintln(stderr, "Usage: pipeline fmt [-check] [-diff] [FILE...]\n\nRewrites files in canonical HCL format; with no FILE, the .hcl files of the current directory.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
 	}
-	if fs.NArg() == 0 {
-		return exitWith(exitError, fmt.Errorf("no file given: pipeline fmt [-check] FILE..."))
+	files := fs.Args()
+	if len(files) == 0 {
+		var err error
+		if files, err = hclFilesHere(); err != nil {
+			return exitWith(exitError, err)
+		}
 	}
 	u := newUI(&c, stdout, stderr)
 	unformatted := 0
 	failed := false
-	for _, path := range fs.Args() {
+	for _, path := range files {
 		src, err := os.ReadFile(path)
 		if err != nil {
 			fmt.Fprintf(stderr, "Error: %v\n", err)
@@ -53,6 +62,9 @@ func (fc *fmtCommand) Run(args []string) error {
 		}
 		unformatted++
 		fmt.Fprintln(stdout, path)
+		if *diff {
+			fmt.Fprint(stdout, udiff.Unified("old/"+path, "new/"+path, string(src), string(out)))
+		}
 		if *check {
 			continue
 		}
@@ -71,6 +83,19 @@ func (fc *fmtCommand) Run(args []string) error {
 		return exitWith(exitRefused, nil)
 	}
 	return nil
+}
+
+// hclFilesHere lists the .hcl files of the current directory, in name order.
+func hclFilesHere() ([]string, error) {
+	files, err := filepath.Glob("*.hcl")
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no .hcl files in the current directory: give a FILE")
+	}
+	sort.Strings(files)
+	return files, nil
 }
 
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {

@@ -121,8 +121,8 @@ Commands:
   plan FILE...            show what apply would do (runs read-only checks for real)
   apply FILE... | PLAN    run the pipeline, recording state after every stage transition
   graph FILE...           print the stage DAG as Graphviz DOT
-  fmt [-check] FILE...    rewrite files in canonical format
-  output [-json] [NAME] [FILE]  print root outputs recorded by the last apply
+  fmt [-check] [-diff] [FILE...]  rewrite files in canonical format (no FILE: *.hcl here)
+  output [-json|-raw] [NAME] [FILE]  print root outputs recorded by the last apply (HCL)
   state list|show|rm|pull|push|migrate   inspect, edit or move recorded state
   force-unlock [-force] ID      remove a stale lock left by a dead process
   version                 print the version

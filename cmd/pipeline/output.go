@@ -1,18 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 
 	"github.com/pipeline-dev/pipeline/pipeline/state"
+	"github.com/pipeline-dev/pipeline/pipeline/view"
 )
 
-// outputCommand is `pipeline output [-json] [NAME] [FILE]`.
+// outputCommand is `pipeline output [-json|-raw] [NAME] [FILE]`: values in HCL, as apply prints
+// them; -json for machines; -raw a string as is, for scripts.
 type outputCommand struct{ cmdIO }
 
 // Run implements command.
@@ -21,9 +25,10 @@ func (oc *outputCommand) Run(args []string) error {
 	fs := flag.NewFlagSet("output", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
+	raw := fs.Bool("raw", false, "print NAME's value as is (a string without quotes), for scripts")
 	statePath := fs.String("state", "", "state location: a path or a URL")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: pipeline output [-json] [-state PATH] [NAME] [FILE]\n\nPrints the root outputs the last apply recorded (per batch key in a batch).")
+		fmt.Fprintln(stderr, "Usage: pipeline output [-json|-raw] [-state PATH] [NAME] [FILE]\n\nPrints the root outputs the last apply recorded (per batch key in a batch), in HCL as apply prints them.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -37,9 +42,14 @@ func (oc *outputCommand) Run(args []string) error {
 	}
 	switch {
 	case len(args) > 1, config == "" && *statePath == "":
-		return exitWith(exitError, errors.New("usage: pipeline output [-json] [-state PATH] [NAME] [FILE]"))
+		return exitWith(exitError, errors.New("usage: pipeline output [-json|-raw] [-state PATH] [NAME] [FILE]"))
 	case len(args) == 1:
 		name = args[0]
+	case *raw:
+		return exitWith(exitError, errors.New("-raw prints one output: pipeline output -raw NAME [FILE]"))
+	}
+	if *raw && *asJSON {
+		return exitWith(exitError, errors.New("-raw and -json do not go together: pick one"))
 	}
 	if err := configExists(config); err != nil {
 		return err
@@ -71,7 +81,9 @@ func (oc *outputCommand) Run(args []string) error {
 		var doc struct {
 			Value map[string]any `json:"value"`
 		}
-		if err := json.Unmarshal(inst.Outputs, &doc); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(inst.Outputs))
+		dec.UseNumber() // 1e-4 prints as written, not as a float's rounding
+		if err := dec.Decode(&doc); err != nil {
 			continue
 		}
 		for n, v := range doc.Value {
@@ -92,12 +104,15 @@ func (oc *outputCommand) Run(args []string) error {
 		if !ok {
 			return exitWith(exitError, fmt.Errorf("output %q not found: apply records outputs after a run", name))
 		}
-		if s, ok := v.(string); ok && !*asJSON {
-			fmt.Fprintln(stdout, s)
-			return nil
+		switch {
+		case *raw:
+			return printRaw(stdout, name, v, batch)
+		case *asJSON:
+			b, _ := json.MarshalIndent(v, "", "  ")
+			fmt.Fprintln(stdout, string(b))
+		default:
+			fmt.Fprintln(stdout, view.FormatValue(v))
 		}
-		b, _ := json.MarshalIndent(v, "", "  ")
-		fmt.Fprintln(stdout, string(b))
 		return nil
 	}
 	if *asJSON {
@@ -111,8 +126,25 @@ func (oc *outputCommand) Run(args []string) error {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		b, _ := json.Marshal(all[n])
-		fmt.Fprintf(stdout, "%s = %s\n", n, b)
+		fmt.Fprintf(stdout, "%s = %s\n", n, view.FormatValue(all[n]))
+	}
+	return nil
+}
+
+// printRaw writes a string, number or bool as is, with no newline (Terraform's -raw), so
+// `$(pipeline output -raw version)` is the value itself.
+func printRaw(stdout io.Writer, name string, v any, batch bool) error {
+	switch t := v.(type) {
+	case string:
+		fmt.Fprint(stdout, t)
+	case json.Number, bool:
+		fmt.Fprint(stdout, t)
+	default:
+		hint := ""
+		if batch {
+			hint = " (a batch records one value per key)"
+		}
+		return exitWith(exitError, fmt.Errorf("output %q is not a string, number or bool%s: -raw prints only those; use -json", name, hint))
 	}
 	return nil
 }

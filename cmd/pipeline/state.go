@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
 	"github.com/pipeline-dev/pipeline/pipeline/lang"
 	"github.com/pipeline-dev/pipeline/pipeline/state"
@@ -243,9 +244,41 @@ func findRecord(ctx context.Context, st state.Store, addr string) (*state.Instan
 		return nil, "", exitWith(exitError, err)
 	}
 	if inst == nil || inst.Records[stage] == nil {
-		return nil, "", exitWith(exitError, fmt.Errorf("no record for %s in %s (see `pipeline state list`)", addr, st.Describe()))
+		hint := "see `pipeline state list`"
+		if s := suggestAddr(ctx, st, stage, key); s != "" {
+			hint = "did you mean " + s + "? (or state list)"
+		}
+		return nil, "", exitWith(exitError, fmt.Errorf("no record for %s in %s: %s", addr, st.Describe(), hint))
 	}
 	return inst, stage, nil
+}
+
+// suggestAddr is the recorded address closest to what was asked: in a batch, `train.lora` means
+// one of its instances (the first key that has it), a mistyped key or stage the nearest one.
+func suggestAddr(ctx context.Context, st state.Store, stage, key string) string {
+	keys, err := st.Keys(ctx)
+	if err != nil {
+		return ""
+	}
+	var addrs, withStage []string
+	for _, k := range keys {
+		inst, err := st.Get(ctx, k)
+		if err != nil || inst == nil {
+			continue
+		}
+		for a := range inst.Records {
+			full := engine.Address(a, k, k != "")
+			addrs = append(addrs, full)
+			if a == stage {
+				withStage = append(withStage, full)
+			}
+		}
+	}
+	sort.Strings(withStage)
+	if key == "" && len(withStage) > 0 {
+		return withStage[0]
+	}
+	return pipeline.Suggest(engine.Address(stage, key, key != ""), addrs)
 }
 
 func stateShow(ctx context.Context, st state.Store, addr string, asJSON bool, stdout io.Writer) error {

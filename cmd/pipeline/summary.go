@@ -67,6 +67,7 @@ func stepSummary(files []string, simulated bool, stages []*lang.Stage, out *engi
 		head += " " + mdEscape(c.Title) + " |"
 		rule += "---|"
 	}
+	head, rule = head+" cost |", rule+"---|"
 	b.WriteString(head + "\n" + rule + "\n")
 	for _, io := range out.Instances {
 		subject := io.Key
@@ -77,14 +78,28 @@ func stepSummary(files []string, simulated bool, stages []*lang.Stage, out *engi
 		for _, c := range cols {
 			fmt.Fprintf(&b, " %s |", mdEscape(cell(io, c)))
 		}
-		b.WriteString("\n")
+		fmt.Fprintf(&b, " %s |\n", costCell(io))
 	}
 	for _, k := range out.LockedKeys() {
-		fmt.Fprintf(&b, "| %s | locked elsewhere: %s |%s\n", mdEscape(k), mdEscape(firstLineOf(out.Locked[k].Error())), strings.Repeat(" |", len(cols)))
+		fmt.Fprintf(&b, "| %s | locked elsewhere: %s |%s\n", mdEscape(k), mdEscape(firstLineOf(out.Locked[k].Error())), strings.Repeat(" |", len(cols)+1))
 	}
 	c := out.Counts()
-	fmt.Fprintf(&b, "\n%d stage runs done, %d up to date, %d refused, %d failed, %d skipped.\n\n", c["complete"], c["noop"], c["refused"], c["failed"], c["skipped"])
+	fmt.Fprintf(&b, "\n%d stage runs complete, %d up to date, %d refused, %d failed, %d skipped.", c["complete"], c["noop"], c["refused"], c["failed"], c["skipped"])
+	if usd := out.CostUSD(); usd > 0 {
+		fmt.Fprintf(&b, " Cost %s (from the jobs' run time).", pipeline.FormatUSD(usd))
+	}
+	b.WriteString("\n\n")
 	return b.String()
+}
+
+// costCell is what a subject's paid jobs cost in this apply: empty when none reported a cost.
+func costCell(io *engine.InstanceOutcome) string {
+	for _, so := range io.Stages {
+		if so.Cost != nil {
+			return pipeline.FormatUSD(io.CostUSD())
+		}
+	}
+	return ""
 }
 
 // rowOutcome says in a few words how a subject's run ended: its first problem, else what the
