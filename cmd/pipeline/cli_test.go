@@ -386,6 +386,13 @@ func TestStateListShowRm(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "training_id") {
 		t.Fatalf("state show: %s", r)
 	}
+	// In a batch a stage's address needs its key: say which one was meant.
+	for _, addr := range []string{"train.lora", `train.lora["anna"]`} {
+		r = cli(t, "state", "show", addr, w.conf)
+		if r.code != 1 || !strings.Contains(r.stderr, `did you mean train.lora["ana"]? (or state list)`) {
+			t.Errorf("state show %s: %s", addr, r)
+		}
+	}
 	r = cli(t, "state", "rm", `prune.old["ana"]`, w.conf)
 	if r.code != 0 {
 		t.Fatalf("state rm: %s", r)

@@ -71,6 +71,17 @@ func TestCtrlCDuringTrainingNeverCancelsItAndTheNextApplyReattaches(t *testing.T
 	if !strings.Contains(stderr, "Stopping") {
 		t.Errorf("no stopping message on stderr: %s", stderr)
 	}
+	if !strings.Contains(stderr, `‖ train.lora["ana"] interrupted`) || strings.Contains(stderr, "failed") {
+		t.Errorf("the interrupt should read as interrupted, not failed: %s", stderr)
+	}
+	// The plan names the recorded training: re-attached, not a new paid one.
+	plan := cli(t, "plan", "-json", w.conf)
+	if !strings.Contains(plan.stdout, `"action":"reattach","address":"train.lora[\"ana\"]"`) {
+		t.Errorf("plan after the interrupt should re-attach the training: %s", plan)
+	}
+	if human := cli(t, "plan", w.conf); !strings.Contains(human.stdout, `↻ train.lora["ana"] will re-attach`) {
+		t.Errorf("plan after the interrupt: %s", human)
+	}
 	// The lock was released: the next apply can take it, re-attaches, and creates nothing new.
 	r := cli(t, "apply", "-auto-approve", w.conf)
 	if r.code != 0 {
@@ -99,7 +110,7 @@ func TestStepSummaryForGitHubActions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(b)
-	for _, want := range []string{"| subject | outcome | photos | rank | steps | final loss | version | report |", "| ben | trained | 16 | 16 |", "acme/ben-lora:", "gen/ben/report.html"} {
+	for _, want := range []string{"| subject | outcome | photos | rank | steps | final loss | version | report | cost |", "| ben | trained | 16 | 16 |", "acme/ben-lora:", "gen/ben/report.html"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
+)
+
+// The report tests run the real kinds against the test server and keep what people read as
+// golden files (go test -update rewrites them).
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func golden(t *testing.T, name string, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+// relativeWorld is a world whose config names its photos relative to itself (data/KEY), so what
+// plan prints does not depend on where the test runs. data links each subject to a directory.
+func relativeWorld(t *testing.T, data map[string]string) *world {
+	t.Helper()
+	w := newWorld(t, `[]`)
+	var keys []string
+	for k, dir := range data {
+		keys = append(keys, fmt.Sprintf("%q", k))
+		if err := os.MkdirAll(filepath.Join(w.dir, "data"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(dir, filepath.Join(w.dir, "data", k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := strings.Replace(retrainConfig(t, "["+strings.Join(keys, ", ")+"]"), examplesData(t)+"/${each.key}", "data/${each.key}", 1)
+	if err := os.WriteFile(w.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// TestNoChangePlanOfThreeSubjects: after an apply, the plan of a 3-subject batch is one line per
+// stage (plus the warnings about the data) and ends with "No changes.", in at most 25 lines.
+func TestNoChangePlanOfThreeSubjects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	data := examplesData(t)
+	w := relativeWorld(t, map[string]string{"ana": data + "/ana", "ben": data + "/ben", "cyd": data + "/ana"})
+	if r := cli(t, "apply", "-auto-approve", w.conf); r.code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	r := cli(t, "plan", "-detailed-exitcode", w.conf)
+	if r.code != 0 {
+		t.Fatalf("plan after apply should find nothing to do (exit 0): %s", r)
+	}
+	golden(t, "plan_no_changes.golden", r.stdout)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) > 25 || lines[len(lines)-1] != "No changes." {
+		t.Errorf("a no-change plan of 3 subjects is %d lines (want at most 25) ending %q", len(lines), lines[len(lines)-1])
+	}
+	if strings.Contains(r.stdout, "would run") || strings.Contains(r.stdout, "rank 16 learns a face") {
+		t.Errorf("up-to-date stages take one line, parameter reasons only when a value changes:\n%s", r.stdout)
+	}
+	full := cli(t, "plan", "-details", w.conf)
+	if !strings.Contains(full.stdout, "rank 16 learns a face") || !strings.Contains(full.stdout, "would run") {
+		t.Errorf("-details shows every note and reason:\n%s", full.stdout)
+	}
+}
+
+// noFaces writes n photos with no face in them (different backgrounds and clothes).
+func noFaces(t *testing.T, n int, seed uint64) string {
+	t.Helper()
+	dir := t.TempDir()
+	for i := range n {
+		img := imagechecktest.Portrait(imagechecktest.Options{Seed: seed + uint64(i)*7919, NoFace: true})
+		if err := imagechecktest.WriteJPEG(filepath.Join(dir, fmt.Sprintf("p%02d.jpg", i+1)), img, 90); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestFirstPlanOnPhotosWithoutFaces: one folded warning per subject in the plan, every warning in
+// -json.
+func TestFirstPlanOnPhotosWithoutFaces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	w := relativeWorld(t, map[string]string{"kim": noFaces(t, 16, 1), "lou": noFaces(t, 16, 1000)})
+	r := cli(t, "plan", w.conf)
+	if r.code != 0 {
+		t.Fatalf("plan: %s", r)
+	}
+	golden(t, "plan_no_faces.golden", r.stdout)
+	folded := regexp.MustCompile(`warning: (\d+) of 16 photos: no face found: .*\n +in data/(\w+)/: p\d\d.jpg, `)
+	hits := folded.FindAllStringSubmatch(r.stdout, -1)
+	if len(hits) != 2 || hits[0][2] != "kim" || hits[1][2] != "lou" {
+		t.Fatalf("want one folded no-face warning per subject, got %q:\n%s", hits, r.stdout)
+	}
+	if n := strings.Count(r.stdout, "no face found"); n != 2 {
+		t.Errorf("%d no-face warnings printed, want 2 (one per subject):\n%s", n, r.stdout)
+	}
+	js := cli(t, "plan", "-json", w.conf)
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(js.stdout), "\n") {
+		var ev struct {
+			Type     string   `json:"type"`
+			Warnings []string `json:"warnings"`
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == "planned_change" {
+			for _, w := range ev.Warnings {
+				if strings.Contains(w, "no face found") {
+					n++
+				}
+			}
+		}
+	}
+	if want := atoi(hits[0][1]) + atoi(hits[1][1]); n != want || n < 28 {
+		t.Errorf("-json keeps every warning: %d no-face warnings, want %d (the folded counts)", n, want)
+	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// TestFmtDiffAndTheCurrentDirectory: fmt -diff shows a unified diff; fmt with no FILE formats the
+// .hcl files of the current directory, as Terraform's does.
+func TestFmtDiffAndTheCurrentDirectory(t *testing.T) {
+	dir := t.TempDir()
+	messy := "stage \"image_check\" \"p\" {\n dir=\"x\"\n}\n"
+	for _, n := range []string{"a.hcl", "b.hcl", "notes.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(messy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(dir)
+	r := cli(t, "fmt", "-check", "-diff")
+	if r.code != 3 {
+		t.Fatalf("fmt -check -diff on unformatted files: %s", r)
+	}
+	for _, want := range []string{"--- old/a.hcl\n+++ new/a.hcl\n", "- dir=\"x\"\n", "+  dir = \"x\"\n", "--- old/b.hcl"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the diff lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if r := cli(t, "fmt"); r.code != 0 || r.stdout != "a.hcl\nb.hcl\n" {
+		t.Fatalf("fmt with no FILE should format a.hcl and b.hcl: %s", r)
+	}
+	if b, _ := os.ReadFile("notes.txt"); string(b) != messy {
+		t.Errorf("fmt touched a file that is not .hcl")
+	}
+	if r := cli(t, "fmt", "-check"); r.code != 0 {
+		t.Errorf("fmt -check after fmt: %s", r)
+	}
+}
+
+// TestOutputPrintsHCLAndRaw: output prints values in HCL as apply does; -raw prints a string as is.
+func TestOutputPrintsHCLAndRaw(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an image check")
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "p.hcl")
+	src := `
+stage "image_check" "photos" {
+  dir       = "` + examplesData(t) + `/ana"
+  min_count = 12
+}
+output "count" { value = image_check.photos.count }
+output "first" { value = image_check.photos.accepted[0] }
+output "sizes" { value = { small = 1, large = "x" } }
+`
+	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, "apply", "-auto-approve", conf); r.code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	first := examplesData(t) + "/ana/ana-01.jpg"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"output", conf}, "count = 17\nfirst = \"" + first + "\"\nsizes = {\n  \"large\" = \"x\"\n  \"small\" = 1\n}\n"},
+		{[]string{"output", "first", conf}, "\"" + first + "\"\n"},
+		{[]string{"output", "-raw", "first", conf}, first},
+		{[]string{"output", "-raw", "count", conf}, "17"},
+		{[]string{"output", "-json", "count", conf}, "17\n"},
+	} {
+		if r := cli(t, tc.args...); r.code != 0 || r.stdout != tc.want {
+			t.Errorf("%v: %s\nwant stdout %q", tc.args, r, tc.want)
+		}
+	}
+	if r := cli(t, "output", "-raw", "sizes", conf); r.code != 1 || !strings.Contains(r.stderr, "-raw prints only") {
+		t.Errorf("-raw of a map should explain itself: %s", r)
+	}
+	// apply printed the outputs the same way.
+	r := cli(t, "apply", "-auto-approve", conf)
+	if !strings.Contains(r.stdout, "sizes = {\n  \"large\" = \"x\"\n  \"small\" = 1\n}\n") {
+		t.Errorf("apply should print outputs as output does:\n%s", r.stdout)
+	}
+}
