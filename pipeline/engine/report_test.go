@@ -339,3 +339,31 @@ func equalAny(a, b []any) bool {
 	}
 	return true
 }
+
+// A refused check is still a read ("refused": true in -json), counted as read and as refused;
+// people see it with !, in the legend too.
+func TestRefusedCheckIsAReadThatRefused(t *testing.T) {
+	f := newFixture(t, `
+stage "check" "c" {
+  items     = ["a"]
+  min_count = 3
+}
+stage "work" "train" { input = check.c.count }
+`)
+	human, js, _ := render(t, f, context.Background(), false, view.Options{})
+	ev := jsonEvents(t, js, "planned_change")
+	if ev[0]["action"] != "read" || ev[0]["refused"] != true || ev[1]["action"] != "skip" {
+		t.Errorf("planned_change = %v, want a read with refused: true, then a skip", ev)
+	}
+	if sum := jsonEvents(t, js, "change_summary")[0]; sum["read"] != 1.0 || sum["refused"] != 1.0 || sum["skip"] != 1.0 || sum["run"] != 0.0 {
+		t.Errorf("change_summary = %v, want read 1, refused 1, skip 1, run 0", sum)
+	}
+	for _, want := range []string{"Symbols: / skipped, ! refused", "! check.c refused\n      only 1 items (min_count 3)", "/ work.train skipped\n      upstream check.c refused"} {
+		if !strings.Contains(human, want) {
+			t.Errorf("plan lacks %q:\n%s", want, human)
+		}
+	}
+	if strings.Contains(human, "No changes.") {
+		t.Errorf("a refusal is not 'No changes.':\n%s", human)
+	}
+}
