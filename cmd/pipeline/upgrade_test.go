@@ -71,7 +71,7 @@ func TestStateFromThePreviousReleasePlansAsNoChanges(t *testing.T) {
 	}
 	// And an apply changes nothing remote: no training, no prediction, no delete.
 	r = cli(t, "apply", "-simulate", "-auto-approve", conf)
-	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "0 done") {
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "0 complete") {
 		t.Fatalf("apply over the previous release's state must do nothing: %s", r)
 	}
 }
