@@ -128,12 +128,13 @@ type SinkFunc func(Event)
 // Emit calls f(e).
 func (f SinkFunc) Emit(e Event) { f(e) }
 
-// FormatUSD formats dollars for people: cents from a dollar up, finer below ($0.0366), "$0" for none.
+// FormatUSD formats dollars for people: cents from ten cents up, finer below ($0.037), "$0" for
+// none. -json carries the exact figure.
 func FormatUSD(usd float64) string {
 	switch {
 	case usd == 0:
 		return "$0"
-	case usd >= 1:
+	case usd >= 0.1:
 		return fmt.Sprintf("$%.2f", usd)
 	case usd >= 0.01:
 		return fmt.Sprintf("$%.3f", usd)

@@ -214,7 +214,7 @@ stage "work" "train" { input = check.c.count }
 func TestMoneyInPlanAndApply(t *testing.T) {
 	f := newFixture(t, paid)
 	human, js, plan := render(t, f, context.Background(), false, view.Options{})
-	for _, want := range []string{"estimated cost $1.50 (an estimate: 1 job at $1.5)", "estimated cost $0.250 (an estimate: 1 job at $0.25)",
+	for _, want := range []string{"estimated cost $1.50 (an estimate: 1 job at $1.5)", "estimated cost $0.25 (an estimate: 1 job at $0.25)",
 		"Estimated cost $1.75 (max_cost_usd $100.00): an estimate."} {
 		if !strings.Contains(human, want) {
 			t.Errorf("plan lacks %q:\n%s", want, human)

@@ -186,6 +186,7 @@ func (h *Human) Emit(e pipeline.Event) {
 		h.printf("%s\n", e.Message)
 	case pipeline.EventDiagnostic:
 		if e.Diagnostic != nil {
+			h.printf("\n") // set apart from the plan or apply above it
 			h.mu.Unlock()
 			h.Diagnostics(hcl.Diagnostics{e.Diagnostic})
 			h.mu.Lock()
