@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
+	"github.com/pipeline-dev/pipeline/stages/lib/replicate/replicatetest"
 )
 
 // The report tests run the real kinds against the test server and keep what people read as
@@ -224,4 +227,99 @@ output "sizes" { value = { small = 1, large = "x" } }
 	if !strings.Contains(r.stdout, "sizes = {\n  \"large\" = \"x\"\n  \"small\" = 1\n}\n") {
 		t.Errorf("apply should print outputs as output does:\n%s", r.stdout)
 	}
+}
+
+// TestCostEstimateAndActualCost: with the real kinds against the test server, plan shows each
+// paid stage's estimate and the total (human and -json); apply reports what the jobs cost from
+// their metrics.predict_time (human, -json and the job summary's cost column).
+func TestCostEstimateAndActualCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	// Predictions long enough for the client to see them run: predict_time is then above zero.
+	srv := replicatetest.NewServer(replicatetest.Options{Auto: true, PredictionTime: 1500 * time.Millisecond})
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "retrain.hcl")
+	if err := os.WriteFile(conf, []byte(retrainConfig(t, `["ana", "ben"]`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("REPLICATE_BASE_URL", srv.URL())
+	t.Setenv("REPLICATE_API_TOKEN", srv.Token())
+	t.Setenv("CI", "true")
+
+	plan := cli(t, "plan", conf)
+	if !regexp.MustCompile(`(?m)^      estimated cost \$[0-9.]+ \(an estimate: .*prediction`).MatchString(plan.stdout) ||
+		!regexp.MustCompile(`Estimated cost \$[0-9.]+: an estimate\.`).MatchString(plan.stdout) {
+		t.Errorf("plan should show each paid stage's estimate and the total:\n%s", plan.stdout)
+	}
+	js := events(t, cli(t, "plan", "-json", conf).stdout)
+	sum, perStage := 0.0, 0.0
+	for _, ev := range js {
+		switch ev["type"] {
+		case "planned_change":
+			if c, ok := ev["estimated_cost_usd"].(float64); ok {
+				perStage += c
+			}
+		case "change_summary":
+			sum, _ = ev["estimated_cost_usd"].(float64)
+		}
+	}
+	if sum <= 0 || !near(sum, perStage) {
+		t.Errorf("plan -json: estimated_cost_usd %v, want the stages' estimates' sum %v (> 0)", sum, perStage)
+	}
+
+	summary := filepath.Join(dir, "summary.md")
+	t.Setenv("GITHUB_STEP_SUMMARY", summary)
+	r := cli(t, "apply", "-auto-approve", "-only", "ana", conf)
+	if r.code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	if !regexp.MustCompile(`✓ generate.check\["ana"\] complete: .*\(cost \$[0-9.]+\)`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`Apply finished: .* Cost \$[0-9.]+ \(from the jobs' run time\)\.`).MatchString(r.stdout) {
+		t.Errorf("apply should show what the jobs cost:\n%s", r.stdout)
+	}
+	if b, _ := os.ReadFile(summary); !regexp.MustCompile(`\| ana \| .* \| \$[0-9.]+ \|\n`).Match(b) {
+		t.Errorf("the job summary's cost column is empty:\n%s", b)
+	}
+
+	r = cli(t, "apply", "-auto-approve", "-json", "-only", "ben", conf)
+	if r.code != 0 {
+		t.Fatalf("apply -json: %s", r)
+	}
+	total, stages := -1.0, 0.0
+	for _, ev := range events(t, r.stdout) {
+		switch {
+		case ev["type"] == "stage_complete" && ev["address"] == `generate.check["ben"]`:
+			if c, _ := ev["cost_usd"].(float64); c <= 0 {
+				t.Errorf("generate's stage_complete should carry its cost_usd (> 0): %v", ev)
+			}
+			fallthrough
+		case ev["type"] == "stage_complete":
+			if c, ok := ev["cost_usd"].(float64); ok {
+				stages += c
+			}
+		case ev["type"] == "change_summary" && ev["operation"] == "apply":
+			total, _ = ev["cost_usd"].(float64)
+		}
+	}
+	if total <= 0 || !near(total, stages) {
+		t.Errorf("apply change_summary cost_usd %v, want the stages' sum %v (> 0)", total, stages)
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-5 }
+
+// events decodes -json lines.
+func events(t *testing.T, stdout string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		out = append(out, ev)
+	}
+	return out
 }
