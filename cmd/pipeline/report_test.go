@@ -323,3 +323,26 @@ func events(t *testing.T, stdout string) []map[string]any {
 	}
 	return out
 }
+
+// TestMaxCostUSDRefusesAtPlanAndApply: with the real kinds, an estimate over the replicate block's
+// max_cost_usd exits 3 at plan and at apply, says the figure, the limit and how to proceed, and
+// nothing is uploaded or created.
+func TestMaxCostUSDRefusesAtPlanAndApply(t *testing.T) {
+	w := newWorld(t, `["ana", "ben"]`)
+	conf := strings.Replace(retrainConfig(t, `["ana", "ben"]`), `destination = "acme/${each.key}-lora"`,
+		"destination = \"acme/${each.key}-lora\"\n  max_cost_usd = 1", 1)
+	if err := os.WriteFile(w.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, "plan", w.conf)
+	if r.code != 3 || !regexp.MustCompile(`estimated at \$[0-9.]+ .*over\s+max_cost_usd = \$1.00`).MatchString(r.stdout) || !strings.Contains(r.stdout, "-shard I/N") {
+		t.Errorf("plan over max_cost_usd should exit 3 with the figure, the limit and how to proceed: %s", r)
+	}
+	r = cli(t, "apply", "-auto-approve", w.conf)
+	if r.code != 3 || !strings.Contains(r.stdout, "Nothing was started") {
+		t.Errorf("apply over max_cost_usd should exit 3 and start nothing: %s", r)
+	}
+	if n := w.srv.Count("uploaded file") + w.srv.Count("created training") + w.srv.Count("created prediction"); n != 0 {
+		t.Errorf("%d uploads or creates over max_cost_usd, want none", n)
+	}
+}
