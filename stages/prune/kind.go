@@ -406,19 +406,29 @@ func deleteVersion(ctx context.Context, c *replicate.Client, s settings, id stri
 // be listed (deletion is asynchronous): they neither count toward keep_last nor get deleted twice.
 // On a shared model only the subject's own versions are candidates.
 func candidates(l *replicate.Ledger, s settings, listed []replicate.Version) (versions []replicate.Version, unfinished []string) {
-	gone := l.Gone()
 	present := map[string]bool{}
 	for _, v := range listed {
 		present[v.ID] = true
+	}
+	keep := map[string]bool{}
+	for _, id := range s.Keep {
+		keep[id] = true
+	}
+	gone := l.Gone()
+	for _, v := range l.Unfinished(s.Model) {
+		id := bareID(v.Ref)
+		switch {
+		case keep[id]:
+			delete(gone, id) // keep wins over a gate's verdict: counted and kept like any pinned one
+		case present[id] && (s.Shared <= 1 || l.Owns(id)):
+			unfinished = append(unfinished, id)
+		}
+	}
+	for _, v := range listed {
 		if gone[v.ID] || (s.Shared > 1 && !l.Owns(v.ID)) {
 			continue
 		}
 		versions = append(versions, v)
-	}
-	for _, v := range l.Unfinished(s.Model) {
-		if id := bareID(v.Ref); present[id] {
-			unfinished = append(unfinished, id)
-		}
 	}
 	return versions, unfinished
 }

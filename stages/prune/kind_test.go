@@ -299,6 +299,42 @@ func TestPruneFinishesAnUnfinishedRejection(t *testing.T) {
 	}
 }
 
+// keep wins over a gate's verdict: a rejected version whose delete did not finish, then listed in
+// keep by the user on purpose, is kept by plan and apply (it counts toward keep_last like any
+// pinned one).
+func TestPruneKeepsARejectedVersionListedInKeep(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 4)
+	ids := h.srv.VersionIDs("acme", "ana") // newest first: new good, rejected, good, good
+	gate, _ := json.Marshal(map[string]any{"last_accepted": map[string]any{"version": "acme/ana:" + ids[0]},
+		"rejected_versions": []string{"acme/ana:" + ids[1]}})
+	gateRec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
+	train := trainRecord(pipeline.StatusComplete, "acme/ana:"+ids[0])
+	state := stateView{"loss_gate": {gateRec}, "train": {train}, "": {train, gateRec}}
+	req := h.request(2, []string{ids[1]}, state)
+	plan, err := Kind{}.Plan(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids[3], ids[2]}
+	if !sameSet(plan.Deletes, want) {
+		t.Fatalf("plan deletes %v, want the two oldest %v, not the kept rejected %s", plan.Deletes, want, ids[1])
+	}
+	res, err := Kind{}.Apply(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted := listOf(res.Outputs["deleted"]); !sameSet(deleted, want) {
+		t.Fatalf("deleted %v, want %v", deleted, want)
+	}
+	if kept := listOf(res.Outputs["kept"]); !sameSet(kept, []string{ids[0], ids[1]}) {
+		t.Fatalf("kept %v, want the new version and the one listed in keep", kept)
+	}
+	if left := h.srv.VersionIDs("acme", "ana"); !sameSet(left, []string{ids[0], ids[1]}) {
+		t.Fatalf("the model has %v left, want %v", left, []string{ids[0], ids[1]})
+	}
+}
+
 func sameSet(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
