@@ -42,6 +42,12 @@ type record struct {
 	// Deleted is the version deleted by the plastic-skin gate (a resumed run does not try again;
 	// the subject's version ledger tells the other stages).
 	Deleted string `json:"deleted,omitempty"`
+	// Rejected is the version whose rejection this stage recorded in the ledger and did not
+	// delete, RejectedOver the verdict it had before: when the version passes later (the guard
+	// relaxed on purpose) or on_fail becomes "keep", the rejection is withdrawn, so that prune,
+	// which deletes unfinished rejections, does not delete a version the user now keeps.
+	Rejected     string `json:"rejected,omitempty"`
+	RejectedOver string `json:"rejected_over,omitempty"`
 	// SecondsPerPrediction is the mean predict_time of this subject's last measured predictions
 	// (PredictionsMeasured of them): plan's estimate multiplies by it.
 	SecondsPerPrediction float64 `json:"seconds_per_prediction,omitempty"`
@@ -159,6 +165,7 @@ func (Kind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.Result,
 	}
 	if prior.Version == cfg.Version {
 		g.rec.Deleted = prior.Deleted // a gate that already deleted this version does not try again
+		g.rec.Rejected, g.rec.RejectedOver = prior.Rejected, prior.RejectedOver
 	}
 	g.rec.SecondsPerPrediction, g.rec.PredictionsMeasured = prior.SecondsPerPrediction, prior.PredictionsMeasured
 	g.rec.CarriedPredictions, g.rec.CarriedSeconds = prior.CarriedPredictions, prior.CarriedSeconds

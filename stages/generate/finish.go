@@ -147,6 +147,11 @@ func (g *generator) finish(ctx context.Context, imgs []outImage) (*pipeline.Resu
 	case skin.Unscored:
 		res.Warnings = append(res.Warnings, "the plastic-skin guard could not judge "+cfg.Version+": "+o.New.Reason)
 	}
+	if res.Refused == "" || cfg.OnFail == OnFailKeep {
+		if err := g.withdrawRejection(res); err != nil {
+			return nil, err
+		}
+	}
 	o.Warnings = redactAll(g.req.Env, res.Warnings)
 
 	sheetRel := filepath.Join(cfg.OutDir, "contact_sheet.png")
@@ -223,6 +228,13 @@ func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) 
 	if err != nil {
 		return err
 	}
+	if g.rec.Rejected != g.cfg.Version {
+		// What to restore should the user later keep the version; saved before the ledger changes.
+		g.rec.Rejected, g.rec.RejectedOver = g.cfg.Version, replicate.LedgerOf(g.req.State).VerdictOf(g.cfg.Version)
+		if err := g.save(); err != nil {
+			return err
+		}
+	}
 	// Recorded before the delete: if it does not finish, no stage takes the version for a good one.
 	if err := replicate.UpdateLedger(g.req, func(l *replicate.Ledger) { l.Judge(g.cfg.Version, replicate.Rejected) }); err != nil {
 		return fmt.Errorf("recording the refused version: %w", err)
@@ -250,6 +262,26 @@ func (g *generator) gate(ctx context.Context, res *pipeline.Result, o *outcome) 
 		return g.stop(ctx)
 	}
 	return fmt.Errorf("%s; deleting the refused version %s failed: %w; hint: run apply again to retry the delete", res.Refused, g.cfg.Version, err)
+}
+
+// withdrawRejection undoes this stage's earlier rejection of the version when it now passes or is
+// kept on purpose and was not deleted: the ledger gets back the verdict it had before.
+func (g *generator) withdrawRejection(res *pipeline.Result) error {
+	if g.rec.Rejected != g.cfg.Version || g.rec.Deleted == g.cfg.Version {
+		return nil
+	}
+	over := g.rec.RejectedOver
+	err := replicate.UpdateLedger(g.req, func(l *replicate.Ledger) {
+		if l.VerdictOf(g.cfg.Version) == replicate.Rejected {
+			l.Judge(g.cfg.Version, over)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("withdrawing the earlier rejection of %s: %w", g.cfg.Version, err)
+	}
+	g.rec.Rejected, g.rec.RejectedOver = "", ""
+	res.Notes = append(res.Notes, fmt.Sprintf("the earlier plastic-skin rejection of %s is withdrawn: it is kept now", g.cfg.Version))
+	return nil
 }
 
 // cost is the actual cost of the predictions no earlier apply reported (their predict_time × the

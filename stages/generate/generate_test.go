@@ -356,6 +356,54 @@ func TestPlasticKeepAndRefusedDelete(t *testing.T) {
 	}
 }
 
+// A rejection whose delete did not happen is withdrawn when the user keeps the version on purpose
+// (on_fail = "keep", or a relaxed guard that passes it): prune deletes unfinished rejections, so a
+// rejection left in the ledger would delete the version the user now keeps.
+func TestKeptVersionIsNoLongerRejected(t *testing.T) {
+	t.Parallel()
+	for _, relax := range []string{"on_fail", "on_plastic"} {
+		t.Run(relax, func(t *testing.T) {
+			h := newHarness(t, 1)
+			version := h.train(overfit)
+			set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+				"seeds": numList(1, 2, 3), "reference": h.ref, "on_plastic": cty.StringVal("fail"), "compare_previous": cty.False}
+			_, _, id, _ := replicate.SplitVersion(version)
+			h.srv.ForbidDelete(id, "Cannot delete version: it is used by a deployment")
+			rec := &recorder{}
+			if _, err := h.apply(h.request(set, nil, rec)); err != nil {
+				t.Fatal(err)
+			}
+			if v := replicate.LedgerOf(pipeline.MemState{Memory: &rec.MemShared}).VerdictOf(version); v != replicate.Rejected {
+				t.Fatalf("after the refused delete the ledger says %q, want %q", v, replicate.Rejected)
+			}
+			next := &recorder{}
+			if err := next.UpdateShared(replicate.LedgerName, func(json.RawMessage) (json.RawMessage, error) {
+				return rec.Shared(replicate.LedgerName), nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if relax == "on_fail" {
+				set["on_fail"] = cty.StringVal("keep")
+			} else {
+				set["on_plastic"] = cty.StringVal("warn")
+			}
+			res, err := h.apply(h.request(set, rec.prior(pipeline.StatusRefused), next))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := replicate.LedgerOf(pipeline.MemState{Memory: &next.MemShared}).VerdictOf(version); v == replicate.Rejected {
+				t.Errorf("%s relaxed: the ledger still rejects %s, so prune would delete it", relax, version)
+			}
+			if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "rejection of "+version+" is withdrawn") }) {
+				t.Errorf("notes %q do not say the rejection is withdrawn", res.Notes)
+			}
+			if next.record().Rejected != "" {
+				t.Errorf("the record still holds the withdrawn rejection %q", next.record().Rejected)
+			}
+		})
+	}
+}
+
 func TestNoReferenceIsUnscored(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 0)

@@ -161,6 +161,14 @@ func (l *Ledger) Finished(training string) {
 // Judge records a gate's verdict (Accepted or Rejected) on ref.
 func (l *Ledger) Judge(ref, verdict string) { l.entry(ref).Verdict = verdict }
 
+// VerdictOf is the verdict recorded on ref ("" when none).
+func (l *Ledger) VerdictOf(ref string) string {
+	if v := l.find(ref); v != nil {
+		return v.Verdict
+	}
+	return ""
+}
+
 // MarkDeleted records that this pipeline deleted ref.
 func (l *Ledger) MarkDeleted(ref string) { l.entry(ref).Deleted = true }
 
