@@ -433,6 +433,9 @@ type Env struct {
 	// NoRefresh is -refresh=false: Plan reads nothing remote (it plans from state and caches);
 	// Apply still reconciles with the API before it creates anything.
 	NoRefresh bool
+	// Shards is how many processes share the Replicate account's request budget at once (the N of
+	// -shard I/N: a batch's shards run side by side); 0 or 1 means this process alone.
+	Shards int
 	// Values carries process-wide services that stage packages share (keyed by their own types).
 	Values map[any]any
 	// Redact replaces every secret value the run knows (sensitive variables, secret-named inputs)

@@ -270,6 +270,7 @@ func load(ctx context.Context, c *common, u *ui, files []string, savedVars map[s
 			return nil, exitWith(exitError, err)
 		}
 		shard = s
+		l.env.Shards = s.Count // the shards of a batch run at once, on one account's rate limits
 	}
 	l.engine = &engine.Engine{
 		Module: mod, Vars: vars, Store: store, Sink: u, Env: l.env,

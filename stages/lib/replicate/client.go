@@ -229,7 +229,8 @@ var envMu sync.Mutex
 
 // FromEnv returns the client shared by all stages of one command, created on first use from
 // REPLICATE_API_TOKEN and REPLICATE_BASE_URL (with env.Cache for trainer schemas) and cached in
-// env.Values: one request budget, one watcher and one schema memo per process.
+// env.Values: one request budget (env.Shards processes sharing the account's), one watcher and one
+// schema memo per process.
 func FromEnv(env *pipeline.Env) (*Client, error) {
 	if env == nil {
 		return nil, &MissingTokenError{}
@@ -249,7 +250,7 @@ func FromEnv(env *pipeline.Env) (*Client, error) {
 	}
 	// The client keeps trainer schemas in env.Cache (shared by every runner of a batch); not
 	// the simulator's, whose port changes every run: its entries would only pile up.
-	var opts []Option
+	opts := []Option{WithRateLimits(DefaultRateLimits.Share(env.Shards))}
 	if !env.Simulated {
 		opts = append(opts, WithCache(env.Cache))
 	}

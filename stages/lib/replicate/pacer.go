@@ -34,6 +34,17 @@ type RateLimits struct {
 // DefaultRateLimits is the budget of a Client without WithRateLimits.
 var DefaultRateLimits = RateLimits{CreatesPerMinute: 540, OtherPerMinute: 2400}
 
+// Share is one of n processes' part of the budget: the account's limits are shared by every shard
+// of a batch that runs at once, so each paces to 1/n of them (n ≤ 1: all of it).
+func (l RateLimits) Share(n int) RateLimits {
+	if n <= 1 {
+		return l
+	}
+	l.CreatesPerMinute /= float64(n)
+	l.OtherPerMinute /= float64(n)
+	return l
+}
+
 // WithRateLimits sets the client's request budget. A zero field keeps its default; a negative
 // rate turns pacing of that kind off (429 answers still pause every caller).
 func WithRateLimits(l RateLimits) Option {

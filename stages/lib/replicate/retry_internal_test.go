@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/pipeline-dev/pipeline/pipeline"
 )
 
 func TestRetryAfterForms(t *testing.T) {
@@ -37,5 +39,32 @@ func TestRetryAfterForms(t *testing.T) {
 	}
 	if _, ok := bodyRetryAfter([]byte(`{"detail":"x"}`), now); ok {
 		t.Error("a body without retry_after gave a wait")
+	}
+}
+
+// The shards of a batch run side by side on one account: each process paces to its part of the
+// account's limits, so four shards together stay where one process would.
+func TestShardsShareTheAccountsBudget(t *testing.T) {
+	for _, tc := range []struct {
+		shards          int
+		creates, others float64
+	}{
+		{0, 540, 2400},
+		{1, 540, 2400},
+		{4, 135, 600},
+	} {
+		env := &pipeline.Env{Shards: tc.shards, Getenv: func(k string) string {
+			if k == "REPLICATE_API_TOKEN" {
+				return "r8_test"
+			}
+			return ""
+		}}
+		c, err := FromEnv(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.limits.CreatesPerMinute != tc.creates || c.limits.OtherPerMinute != tc.others {
+			t.Errorf("%d shards: budget %+v, want %v creates and %v others per minute", tc.shards, c.limits, tc.creates, tc.others)
+		}
 	}
 }
