@@ -317,7 +317,7 @@ func toWorkSize(img image.Image, w, h int) *image.NRGBA {
 func areaYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	const bits = 12
 	w, h := m.Rect.Dx(), m.Rect.Dy()
-	cw, ch := chromaSize(m.SubsampleRatio, w, h)
+	cw, ch := photo.ChromaSize(m.SubsampleRatio, w, h)
 	ys := m.Y[m.YOffset(m.Rect.Min.X, m.Rect.Min.Y):]
 	cOff := m.COffset(m.Rect.Min.X, m.Rect.Min.Y)
 	cbs, crs := m.Cb[cOff:], m.Cr[cOff:]
@@ -457,23 +457,6 @@ func toNRGBA(ys, cbs, crs []uint8, ow, oh int) *image.NRGBA {
 	return out
 }
 
-// chromaSize is the size of a w×h YCbCr image's chroma planes.
-func chromaSize(r image.YCbCrSubsampleRatio, w, h int) (int, int) {
-	switch r {
-	case image.YCbCrSubsampleRatio422:
-		return (w + 1) / 2, h
-	case image.YCbCrSubsampleRatio420:
-		return (w + 1) / 2, (h + 1) / 2
-	case image.YCbCrSubsampleRatio440:
-		return w, (h + 1) / 2
-	case image.YCbCrSubsampleRatio411:
-		return (w + 3) / 4, h
-	case image.YCbCrSubsampleRatio410:
-		return (w + 3) / 4, (h + 1) / 2
-	}
-	return w, h
-}
-
 // resampleWeights are the taps of one axis, by less than 2× either way, in fixed point: area
 // weights where it shrinks (each output the covered share of the inputs it overlaps; whole-pixel
 // boxes, boxPlane, would alias at these ratios) and Catmull-Rom where it grows, which keeps the
@@ -548,7 +531,7 @@ func fitSize(w, h, side int) (int, int) {
 func boxYCbCr(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	b := m.Rect
 	w, h := b.Dx(), b.Dy()
-	cw, ch := chromaSize(m.SubsampleRatio, w, h)
+	cw, ch := photo.ChromaSize(m.SubsampleRatio, w, h)
 	yOff := m.YOffset(b.Min.X, b.Min.Y)
 	cOff := m.COffset(b.Min.X, b.Min.Y)
 	ys := boxPlane(m.Y[yOff:], m.YStride, w, h, ow, oh)

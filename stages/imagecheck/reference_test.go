@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pipeline-dev/pipeline/stages/imagecheck/imagechecktest"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo"
 )
 
 // The working copy's resampler as it was before it went row by row (the reference the faster one
@@ -15,7 +16,7 @@ import (
 
 func areaYCbCrRef(m *image.YCbCr, ow, oh int) *image.NRGBA {
 	w, h := m.Rect.Dx(), m.Rect.Dy()
-	cw, ch := chromaSize(m.SubsampleRatio, w, h)
+	cw, ch := photo.ChromaSize(m.SubsampleRatio, w, h)
 	ys := resamplePlaneRef(m.Y[m.YOffset(m.Rect.Min.X, m.Rect.Min.Y):], m.YStride, w, h, ow, oh)
 	cOff := m.COffset(m.Rect.Min.X, m.Rect.Min.Y)
 	cbs := samplePlane(m.Cb[cOff:], m.CStride, cw, ch, ow, oh)

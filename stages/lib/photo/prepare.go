@@ -57,7 +57,7 @@ func scaled(img image.Image, maxSide int) *image.NRGBA {
 	out := image.NewNRGBA(image.Rect(0, 0, dw, dh))
 	switch m := img.(type) {
 	case *image.YCbCr:
-		cw, ch := chromaSize(m)
+		cw, ch := ChromaSize(m.SubsampleRatio, m.Rect.Dx(), m.Rect.Dy())
 		ys := resample(m.Y[m.YOffset(b.Min.X, b.Min.Y):], m.YStride, w, h, 1, dw, dh)
 		cbs := resample(m.Cb[m.COffset(b.Min.X, b.Min.Y):], m.CStride, cw, ch, 1, dw, dh)
 		crs := resample(m.Cr[m.COffset(b.Min.X, b.Min.Y):], m.CStride, cw, ch, 1, dw, dh)
@@ -93,10 +93,9 @@ func flatten(n *image.NRGBA) {
 	}
 }
 
-// chromaSize is the size of a YCbCr image's chroma planes.
-func chromaSize(m *image.YCbCr) (int, int) {
-	w, h := m.Rect.Dx(), m.Rect.Dy()
-	switch m.SubsampleRatio {
+// ChromaSize is the size of the chroma planes of a w×h YCbCr image subsampled by r.
+func ChromaSize(r image.YCbCrSubsampleRatio, w, h int) (int, int) {
+	switch r {
 	case image.YCbCrSubsampleRatio422:
 		return (w + 1) / 2, h
 	case image.YCbCrSubsampleRatio420:
