@@ -325,14 +325,21 @@ func TestPlasticSkin(t *testing.T) {
 	}
 }
 
-func TestPlasticKeepAndRefusedDelete(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, 1)
+// plasticWithDeleteForbidden trains an overfit version the API refuses to delete (a deployment
+// uses it) and returns it with a generate config that fails on plastic skin.
+func (h *harness) plasticWithDeleteForbidden() (string, map[string]cty.Value) {
 	version := h.train(overfit)
 	set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
 		"seeds": numList(1, 2, 3), "reference": h.ref, "on_plastic": cty.StringVal("fail"), "compare_previous": cty.False}
 	_, _, id, _ := replicate.SplitVersion(version)
 	h.srv.ForbidDelete(id, "Cannot delete version: it is used by a deployment")
+	return version, set
+}
+
+func TestPlasticKeepAndRefusedDelete(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	_, set := h.plasticWithDeleteForbidden()
 	rec := &recorder{}
 	res, err := h.apply(h.request(set, nil, rec))
 	if err != nil {
@@ -364,11 +371,7 @@ func TestKeptVersionIsNoLongerRejected(t *testing.T) {
 	for _, relax := range []string{"on_fail", "on_plastic"} {
 		t.Run(relax, func(t *testing.T) {
 			h := newHarness(t, 1)
-			version := h.train(overfit)
-			set := map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
-				"seeds": numList(1, 2, 3), "reference": h.ref, "on_plastic": cty.StringVal("fail"), "compare_previous": cty.False}
-			_, _, id, _ := replicate.SplitVersion(version)
-			h.srv.ForbidDelete(id, "Cannot delete version: it is used by a deployment")
+			version, set := h.plasticWithDeleteForbidden()
 			rec := &recorder{}
 			if _, err := h.apply(h.request(set, nil, rec)); err != nil {
 				t.Fatal(err)

@@ -271,13 +271,7 @@ func TestPruneSkipsVersionsBeingDeleted(t *testing.T) {
 // by prune and never kept in place of a good one.
 func TestPruneFinishesAnUnfinishedRejection(t *testing.T) {
 	h := newHarness(t)
-	h.srv.AddModel("acme", "ana", 4)
-	ids := h.srv.VersionIDs("acme", "ana") // newest first: new good, rejected, good, good
-	gate, _ := json.Marshal(map[string]any{"last_accepted": map[string]any{"version": "acme/ana:" + ids[0]},
-		"rejected_versions": []string{"acme/ana:" + ids[1]}})
-	gateRec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
-	train := trainRecord(pipeline.StatusComplete, "acme/ana:"+ids[0])
-	state := stateView{"loss_gate": {gateRec}, "train": {train}, "": {train, gateRec}}
+	ids, state := withUnfinishedRejection(h)
 	req := h.request(2, nil, state)
 	plan, err := Kind{}.Plan(context.Background(), req)
 	if err != nil {
@@ -304,13 +298,7 @@ func TestPruneFinishesAnUnfinishedRejection(t *testing.T) {
 // pinned one).
 func TestPruneKeepsARejectedVersionListedInKeep(t *testing.T) {
 	h := newHarness(t)
-	h.srv.AddModel("acme", "ana", 4)
-	ids := h.srv.VersionIDs("acme", "ana") // newest first: new good, rejected, good, good
-	gate, _ := json.Marshal(map[string]any{"last_accepted": map[string]any{"version": "acme/ana:" + ids[0]},
-		"rejected_versions": []string{"acme/ana:" + ids[1]}})
-	gateRec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
-	train := trainRecord(pipeline.StatusComplete, "acme/ana:"+ids[0])
-	state := stateView{"loss_gate": {gateRec}, "train": {train}, "": {train, gateRec}}
+	ids, state := withUnfinishedRejection(h)
 	req := h.request(2, []string{ids[1]}, state)
 	plan, err := Kind{}.Plan(context.Background(), req)
 	if err != nil {
@@ -333,6 +321,18 @@ func TestPruneKeepsARejectedVersionListedInKeep(t *testing.T) {
 	if left := h.srv.VersionIDs("acme", "ana"); !sameSet(left, []string{ids[0], ids[1]}) {
 		t.Fatalf("the model has %v left, want %v", left, []string{ids[0], ids[1]})
 	}
+}
+
+// withUnfinishedRejection is a model of 4 versions, newest first: the new good one, one a gate
+// rejected but did not finish deleting, two good old ones; and the state that says so.
+func withUnfinishedRejection(h *harness) ([]string, stateView) {
+	h.srv.AddModel("acme", "ana", 4)
+	ids := h.srv.VersionIDs("acme", "ana")
+	gate, _ := json.Marshal(map[string]any{"last_accepted": map[string]any{"version": "acme/ana:" + ids[0]},
+		"rejected_versions": []string{"acme/ana:" + ids[1]}})
+	gateRec := pipeline.StageRecord{Kind: "loss_gate", Name: "fit", Status: pipeline.StatusComplete, Data: gate}
+	train := trainRecord(pipeline.StatusComplete, "acme/ana:"+ids[0])
+	return ids, stateView{"loss_gate": {gateRec}, "train": {train}, "": {train, gateRec}}
 }
 
 func sameSet(a, b []string) bool {
