@@ -12,6 +12,7 @@ package ci_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -560,7 +561,18 @@ func newAPI(t *testing.T, srv *replicatetest.Server) *api {
 	a := &api{srv: srv}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	a.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if m := trainingGetRE.FindStringSubmatch(r.URL.Path); m != nil && r.Method == http.MethodGet {
+		m := trainingGetRE.FindStringSubmatch(r.URL.Path)
+		if m == nil || r.Method != http.MethodGet {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		rp.ServeHTTP(rec, r)
+		var got struct{ Status string }
+		_ = json.Unmarshal(rec.Body.Bytes(), &got)
+		// Only a training this GET finds still running counts: one that finished already (a slow,
+		// busy machine) is recorded complete by this answer, and nothing in flight could be lost.
+		if got.Status == "starting" || got.Status == "processing" {
 			a.mu.Lock()
 			if a.armed != nil {
 				a.armed <- m[1]
@@ -568,7 +580,11 @@ func newAPI(t *testing.T, srv *replicatetest.Server) *api {
 			}
 			a.mu.Unlock()
 		}
-		rp.ServeHTTP(w, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
 	}))
 	t.Cleanup(a.proxy.Close)
 	return a
@@ -686,8 +702,9 @@ func newCluster(t *testing.T) *cluster {
 		}
 	}
 	k.token = "r8_k8s_test_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	// Trainings of 5 s: long enough that the deletion below lands while one runs.
-	k.srv = replicatetest.NewServer(replicatetest.Options{Auto: true, Token: k.token, TrainingTime: 5 * time.Second})
+	// Trainings of 10 s: long enough that the deletion below lands while one runs (the first look is
+	// poll_interval, 5 s, after the create).
+	k.srv = replicatetest.NewServer(replicatetest.Options{Auto: true, Token: k.token, TrainingTime: 10 * time.Second})
 	t.Cleanup(k.srv.Close)
 	k.api = newAPI(t, k.srv)
 	return k
