@@ -375,3 +375,45 @@ func TestRefusedVersionIsNotPlannedAgain(t *testing.T) {
 		t.Errorf("plan deletes %v again after the API refused", plan.Deletes)
 	}
 }
+
+// A destination shared by three subjects of the batch, keep_last = 1: the model's versions are
+// ana's own (in her ledger), other subjects' and foreign ones (in no ledger of hers). Plan and apply
+// delete only ana's own beyond the newest; every other version stays, even one her ledger marks
+// rejected without having made it.
+func TestSharedModelPrunesOnlyTheSubjectsOwnVersions(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddModel("acme", "ana", 8)
+	ids := h.srv.VersionIDs("acme", "ana")          // newest first
+	own := []string{ids[6], ids[5], ids[3], ids[1]} // oldest first, as trained
+	req := h.request(1, nil, stateView{})
+	req.Shared = map[string]int{replicate.ModelResource("acme/ana"): 3}
+	err := replicate.UpdateLedger(req, func(l *replicate.Ledger) {
+		for i, id := range own {
+			l.Produced("acme/ana:"+id, "tr-"+id, 20, "d", time.Unix(int64(i), 0))
+			l.Judge("acme/ana:"+id, replicate.Accepted)
+		}
+		l.Judge("acme/ana:"+ids[4], replicate.Rejected) // not hers: never deleted by her prune
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids[6], ids[5], ids[3]}
+	plan, err := Kind{}.Plan(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameSet(plan.Deletes, want) {
+		t.Fatalf("plan deletes %v, want only ana's own older versions %v", plan.Deletes, want)
+	}
+	res, err := Kind{}.Apply(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted := listOf(res.Outputs["deleted"]); !sameSet(deleted, want) {
+		t.Fatalf("deleted %v, want %v", deleted, want)
+	}
+	left := []string{ids[0], ids[1], ids[2], ids[4], ids[7]}
+	if got := h.srv.VersionIDs("acme", "ana"); !sameSet(got, left) {
+		t.Fatalf("the model has %v left, want ana's newest and every version not hers %v", got, left)
+	}
+}
