@@ -255,6 +255,27 @@ func TestLostCreateAnswerIsReconciled(t *testing.T) {
 	}
 }
 
+// A prediction whose create answer was lost and which the list shows only later is still found
+// before any second create: looking once and creating again would pay for it twice.
+func TestLostCreateOfAPredictionListedLateIsPaidOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 0)
+	version := h.train(natural)
+	h.srv.Drop("POST", "/v1/predictions", 1)
+	h.srv.ListLag(4)
+	_, err := h.apply(h.request(map[string]cty.Value{"version": cty.StringVal(version), "prompts": strList("a photo of TOK"),
+		"seeds": numList(1), "reference": h.ref}, nil, &recorder{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.srv.Count("created prediction"); n != 1 {
+		t.Errorf("%d predictions created, want 1", n)
+	}
+	if n := h.srv.Count("POST /v1/predictions"); n != 1 {
+		t.Errorf("%d create requests, want 1", n)
+	}
+}
+
 func TestPlasticSkin(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 1)

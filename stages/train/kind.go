@@ -578,12 +578,12 @@ func (r *run) attach(ctx context.Context) (*replicate.Training, error) {
 	case r.rec.Intent != nil:
 		// An earlier run was about to create a training: find it before uploading anything.
 		once := r.once()
-		got, ok, err := replicate.Adopt(ctx, once, r.saveOnce(once), r.findTraining(r.rec.Intent.FileURL))
+		got, ok, err := replicate.Adopt(ctx, r.c, once, r.saveOnce(once), r.findTraining(r.rec.Intent.FileURL))
 		if err != nil {
 			return nil, r.stop(ctx, err)
 		}
 		if !ok {
-			r.rec.Intent = nil // nothing was created: a fresh intent comes before the create
+			r.rec.Intent = nil // none showed up in the confirm window: a fresh intent comes before the create
 			return nil, nil
 		}
 		t = got

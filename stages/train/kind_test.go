@@ -238,6 +238,10 @@ func TestCreateWithoutClearAnswerIsReconciled(t *testing.T) {
 		{"500 after the training was created", func(h *harness) { h.srv.FailAfter("POST", createPath, 500, 1) }, 1},
 		{"connection dropped after create", func(h *harness) { h.srv.Drop("POST", createPath, 1) }, 1},
 		{"503 before anything was created", func(h *harness) { h.srv.Fail("POST", createPath, 503, 1) }, 2},
+		{"500 after create, listed only from the fourth look", func(h *harness) {
+			h.srv.FailAfter("POST", createPath, 500, 1)
+			h.srv.ListLag(3)
+		}, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

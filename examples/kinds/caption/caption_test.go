@@ -68,7 +68,7 @@ func TestKilledAtEveryStepThePredictionIsPaidOnce(t *testing.T) {
 			t.Cleanup(srv.Close)
 			srv.AddModel("acme", "ana-lora", 1)
 			version := "acme/ana-lora:" + srv.VersionIDs("acme", "ana-lora")[0]
-			cl, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(3, time.Millisecond), replicate.WithCreateRetry(3, time.Millisecond))
+			cl, err := replicate.New(srv.URL(), srv.Token(), replicate.WithRetry(3, time.Millisecond), replicate.WithCreateRetry(3, time.Millisecond), replicate.WithCreateConfirm(20*time.Millisecond))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -354,8 +354,11 @@ func (c *Client) CancelTraining(ctx context.Context, id string) (*Training, erro
 }
 
 // ClockSkew is how much earlier than `after` a remote created_at may be and still match in
-// FindTraining/FindPrediction (server and local clocks differ; the exact input is the real key).
-const ClockSkew = 2 * time.Minute
+// FindTraining/FindPrediction: `after` is read on this machine's clock and created_at on the
+// API's, and a job missed because the clocks differ is a job paid twice. Synchronised clocks
+// differ by far less; the input (for a training, the URL of its own uploaded zip) is the real key,
+// and the window only bounds how far back the list is read.
+const ClockSkew = 10 * time.Minute
 
 // FindTraining lists trainings (newest first, every page until older than `after`) and returns the
 // one on trainerVersion (an id or "owner/name:id") whose input holds `input` (every non-secret key

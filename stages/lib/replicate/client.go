@@ -43,9 +43,11 @@ type Client struct {
 	uploadRate int64
 	sleep      func(ctx context.Context, d time.Duration) error
 	now        func() time.Time
-	// createAttempts and createBackoff are CreateOnce's retry policy (WithCreateRetry).
+	// createAttempts, createBackoff and createConfirm are CreateOnce's retry policy
+	// (WithCreateRetry, WithCreateConfirm).
 	createAttempts int
 	createBackoff  time.Duration
+	createConfirm  time.Duration
 	// join and leave count the client's own goroutines (the watcher's) with a discrete-event
 	// clock (WithTime, discrete); no-ops otherwise.
 	join, leave func()
@@ -180,6 +182,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 
 		createAttempts: 3,
 		createBackoff:  2 * time.Second,
+		createConfirm:  2 * time.Minute,
 	}
 	for _, o := range opts {
 		o(c)
@@ -369,7 +372,7 @@ type MaybeCreatedError struct {
 }
 
 func (e *MaybeCreatedError) Error() string {
-	return fmt.Sprintf("replicate: creating a %s got no clear answer (%v); it may have been created: not retried, so nothing is paid twice; hint: run again, the %s is looked up before any new one is created", e.What, e.Err, e.What)
+	return fmt.Sprintf("replicate: creating a %s got no clear answer (%v): it may have been created; hint: run again, the %s is looked up before any new one is created", e.What, e.Err, e.What)
 }
 
 func (e *MaybeCreatedError) Unwrap() error { return e.Err }

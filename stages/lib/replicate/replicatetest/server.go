@@ -70,6 +70,9 @@ type Server struct {
 	schemas map[string]json.RawMessage
 	// deleteDelay: a version delete takes effect only after this many further list calls.
 	deleteDelay int
+	// listLag: trainings and predictions created from now on are missing from this many list
+	// calls of their collection before they show (ListLag).
+	listLag int
 	// reserved model names ("owner/name"): create answers 409 while GET answers 404, as for the
 	// name of a deleted model.
 	reserved map[string]bool
@@ -285,6 +288,17 @@ func (s *Server) DeleteDelay(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.deleteDelay = n
+}
+
+// ListLag makes trainings and predictions created from now on missing from the next n list calls
+// of their collection (GET /v1/trainings, GET /v1/predictions), while their own GET finds them at
+// once: a list that lags behind creates, or a create that takes effect after its answer was lost.
+// A client that looks once after an unclear create and then creates again pays twice. n <= 0
+// lists them at once.
+func (s *Server) ListLag(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listLag = n
 }
 
 func (s *Server) addFault(f *fault) {
@@ -631,6 +645,20 @@ func tsPtr(t *time.Time) any {
 }
 
 // ---- pagination ----
+
+// listed returns the records a list call shows (oldest first): those whose list lag (ListLag) has
+// run out. Each call counts down the lag of the others.
+func listed[T any](all []*T, lag func(*T) *int) []*T {
+	out := make([]*T, 0, len(all))
+	for _, r := range all {
+		if n := lag(r); *n > 0 {
+			*n--
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
 
 // page returns items [from cursor on] and the absolute `next` URL. Lists are newest first; the
 // cursor names the last item shown, so items created meanwhile do not shift later pages.
@@ -1021,6 +1049,7 @@ func (s *Server) createTraining(w http.ResponseWriter, r *http.Request) {
 	}
 	t := &trainingRec{ID: s.w.newID(), Model: m.Owner + "/" + m.Name, Version: m.Versions[i].ID, Destination: body.Destination,
 		Input: redactSecrets(s.withDefaults(body.Input, trainerInputs), trainerInputs), Status: "starting", CreatedAt: s.now()}
+	t.ListsLeft = s.listLag
 	s.w.Trainings = append(s.w.Trainings, t)
 	if !s.saveOr500(w) {
 		return
@@ -1031,8 +1060,9 @@ func (s *Server) createTraining(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listTrainings(w http.ResponseWriter, r *http.Request) {
-	n := len(s.w.Trainings)
-	at := func(i int) *trainingRec { return s.w.Trainings[n-1-i] }
+	shown := listed(s.w.Trainings, func(t *trainingRec) *int { return &t.ListsLeft })
+	n := len(shown)
+	at := func(i int) *trainingRec { return shown[n-1-i] }
 	start, end, next := s.page(r, n, func(i int) string { return at(i).ID })
 	results := []any{}
 	for i := start; i < end; i++ {
@@ -1330,6 +1360,7 @@ func (s *Server) createPrediction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := &predictionRec{ID: s.w.newID(), Model: m.Owner + "/" + m.Name, Version: v.ID, Input: s.withDefaults(body.Input, loraInputs), Status: "starting", CreatedAt: s.now()}
+	p.ListsLeft = s.listLag
 	s.w.Predictions = append(s.w.Predictions, p)
 	if !s.saveOr500(w) {
 		return
@@ -1339,8 +1370,9 @@ func (s *Server) createPrediction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listPredictions(w http.ResponseWriter, r *http.Request) {
-	n := len(s.w.Predictions)
-	at := func(i int) *predictionRec { return s.w.Predictions[n-1-i] }
+	shown := listed(s.w.Predictions, func(p *predictionRec) *int { return &p.ListsLeft })
+	n := len(shown)
+	at := func(i int) *predictionRec { return shown[n-1-i] }
 	start, end, next := s.page(r, n, func(i int) string { return at(i).ID })
 	results := []any{}
 	for i := start; i < end; i++ {

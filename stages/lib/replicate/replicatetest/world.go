@@ -83,6 +83,8 @@ type trainingRec struct {
 	StartedAt     *time.Time     `json:"started_at,omitempty"`
 	CompletedAt   *time.Time     `json:"completed_at,omitempty"`
 	OutputVersion string         `json:"output_version,omitempty"`
+	// ListsLeft: list calls that still miss it (Server.ListLag).
+	ListsLeft int `json:"lists_left,omitempty"`
 }
 
 type predictionRec struct {
@@ -99,6 +101,8 @@ type predictionRec struct {
 	// DataRemoved: input, output and logs are gone (the API removes them an hour after an API
 	// prediction finishes).
 	DataRemoved bool `json:"data_removed,omitempty"`
+	// ListsLeft: list calls that still miss it (Server.ListLag).
+	ListsLeft int `json:"lists_left,omitempty"`
 }
 
 func newWorld(now time.Time) *world {
