@@ -73,11 +73,12 @@ func (c *Client) GetModel(ctx context.Context, owner, name string) (*Model, erro
 	return modelFrom(m), nil
 }
 
-// CreateModel creates a private model on the given hardware (e.g. "gpu-t4"). A create that may
-// have succeeded although its answer was lost is settled by reading the model back.
+// CreateModel creates a private model on the given hardware (e.g. "gpu-t4"). A model is free and
+// its name unique, so a 5xx or a lost answer is retried like a read (a repeat of a create that
+// did succeed answers 409), and a 409 is settled by reading the model back.
 func (c *Client) CreateModel(ctx context.Context, owner, name, hardware string) (*Model, error) {
 	op := "create model " + owner + "/" + name
-	m, err := c.rc.CreateModel(ctx, owner, name, rg.CreateModelOptions{Visibility: "private", Hardware: hardware})
+	m, err := c.rc.CreateModel(retrySafe(ctx), owner, name, rg.CreateModelOptions{Visibility: "private", Hardware: hardware})
 	if err == nil {
 		return modelFrom(m), nil
 	}

@@ -121,6 +121,30 @@ func follow(t *testing.T, c *replicate.Client, id string) *replicate.Training {
 	return nil
 }
 
+func TestCreateModelSurvivesServerErrorsAndLostAnswers(t *testing.T) {
+	for name, fault := range map[string]func(*replicatetest.Server){
+		"two 503s, nothing created":   func(s *replicatetest.Server) { s.Fail("POST", "/v1/models", 503, 2) },
+		"created, then a 500":         func(s *replicatetest.Server) { s.FailAfter("POST", "/v1/models", 500, 1) },
+		"created, connection dropped": func(s *replicatetest.Server) { s.Drop("POST", "/v1/models", 1) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newServer(t)
+			c, _ := newClient(t, srv)
+			fault(srv)
+			m, err := c.CreateModel(context.Background(), "acme", "ana-lora", "gpu-t4")
+			if err != nil {
+				t.Fatalf("one server error ended the run: %v", err)
+			}
+			if m.Owner != "acme" || m.Name != "ana-lora" || m.Visibility != "private" {
+				t.Fatalf("model %+v", m)
+			}
+			if n := srv.Count("created model"); n != 1 {
+				t.Fatalf("%d models created, want 1", n)
+			}
+		})
+	}
+}
+
 func TestTrainingHappyPath(t *testing.T) {
 	srv := newServer(t)
 	c, _ := newClient(t, srv)
