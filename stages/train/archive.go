@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -140,7 +141,7 @@ func (s *photoSet) originals(ctx context.Context, files []imageFile) ([]photo.Or
 			return nil, fmt.Errorf("image %s: reading: %w", f.Path, err)
 		}
 		path := f.Path
-		out = append(out, photo.Original{Name: f.Name, SHA: sha, Size: o.Size, Read: func(ctx context.Context) ([]byte, error) {
+		out = append(out, photo.Original{Name: f.Name, Source: path, SHA: sha, Size: o.Size, Read: func(ctx context.Context) ([]byte, error) {
 			fh, err := d.OpenFile(ctx, o)
 			if err != nil {
 				return nil, fmt.Errorf("image %s: %w", path, err)
@@ -206,6 +207,10 @@ func planArchive(ctx context.Context, env *pipeline.Env, maxSide int, originals 
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		var tooLarge *photo.TooLargeError
+		if errors.As(err, &tooLarge) {
+			return nil, err // its own hint says what to do
 		}
 		return nil, fmt.Errorf("%w; hint: every photo must decode as JPEG, PNG, WebP, HEIC or AVIF (image_check rejects the others)", err)
 	}

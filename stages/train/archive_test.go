@@ -300,3 +300,28 @@ func TestUploadOfOriginalsIsNotReused(t *testing.T) {
 		t.Fatalf("%d uploads: the originals' upload was reused", n)
 	}
 }
+
+// A photo given straight to train (no image_check before it) whose header claims 60000×60000
+// pixels is refused at plan by name before anything is decoded: train has no max_pixels of its
+// own, and decoding it would take 14 GB.
+func TestAHeaderBombGivenToTrainIsRefusedByName(t *testing.T) {
+	h := newHarness(t)
+	bomb := jpegPhoto(7, 96, 64)
+	sof := bytes.Index(bomb, []byte{0xFF, 0xC0})
+	if sof < 0 {
+		t.Fatal("no SOF0")
+	}
+	bomb[sof+5], bomb[sof+6], bomb[sof+7], bomb[sof+8] = 0xEA, 0x60, 0xEA, 0x60
+	path := filepath.Join(h.dir, "photo1.jpg")
+	if err := os.WriteFile(path, bomb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := photo.Decodes()
+	_, err := Kind{}.Plan(context.Background(), h.request(input(goodInput...), nil, &recorder{}))
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "60000×60000") {
+		t.Fatalf("plan: %v, want a refusal naming %s and its size", err, path)
+	}
+	if n := photo.Decodes() - before; n > 2 {
+		t.Fatalf("%d decodes for 2 photos and a bomb: the bomb was decoded", n)
+	}
+}

@@ -14,6 +14,8 @@ const UploadLimit = 100 << 20
 type Original struct {
 	// Name is its base name ("IMG_0001.HEIC"); the entry gets ZipNames' name for it.
 	Name string
+	// Source is where it is kept (a path or URL), to name it in errors; Name when empty.
+	Source string
 	// SHA is its content's sha256 (hex), which keys the prepared copy.
 	SHA string
 	// Size is the original's length, for the plan's "originals" figure.
@@ -43,6 +45,9 @@ func (p *Preparer) Archive(ctx context.Context, originals []Original) (*Archive,
 	for i, o := range originals {
 		e, err := p.Entry(ctx, names[i], o.SHA, o.Read)
 		if err != nil {
+			if o.Source != "" {
+				return nil, fmt.Errorf("image %s: %w", o.Source, err)
+			}
 			return nil, err
 		}
 		a.Entries = append(a.Entries, e)

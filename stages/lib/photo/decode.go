@@ -169,6 +169,9 @@ func Decode(ctx context.Context, data []byte) (image.Image, Meta, error) {
 	if err != nil {
 		return nil, m, err
 	}
+	if err := checkDecodable(m); err != nil {
+		return nil, m, err
+	}
 	decodes.Add(1)
 	var img image.Image
 	switch m.Format {
@@ -190,6 +193,29 @@ func Decode(ctx context.Context, data []byte) (image.Image, Meta, error) {
 		m.Width, m.Height = m.Height, m.Width
 	}
 	return img, m, nil
+}
+
+// MaxDecodePixels is the most pixels Decode will decode, whoever asks: twice image_check's default
+// max_pixels and more than any phone or camera writes by default. A header over it (a 60000×60000
+// "bomb" given straight to train, which has no max_pixels of its own) is refused before a byte
+// of pixels is allocated.
+const MaxDecodePixels = 100_000_000
+
+// TooLargeError is Decode's refusal of a header over MaxDecodePixels.
+type TooLargeError struct {
+	Format        Format
+	Width, Height int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s header says %d×%d pixels (%.0f MP), more than the %d MP a photo may have: not decoded; hint: shrink it, or check the photos with image_check (max_pixels) before training", e.Format.Name(), e.Width, e.Height, float64(e.Width)*float64(e.Height)/1e6, MaxDecodePixels/1_000_000)
+}
+
+func checkDecodable(m Meta) error {
+	if float64(m.Width)*float64(m.Height) > MaxDecodePixels {
+		return &TooLargeError{Format: m.Format, Width: m.Width, Height: m.Height}
+	}
+	return nil
 }
 
 func decodeStd(f Format, data []byte) (image.Image, error) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"image"
 	"image/jpeg"
 	"io"
@@ -285,3 +286,31 @@ func phonePhoto(seed uint64, w, h int) []byte {
 type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
+// TestPrepareRefusesAHeaderBombBeforeDecoding gives Prepare files whose headers claim 60000×60000
+// pixels (3.6 gigapixels: 14 GB as RGBA), as a train stage fed straight from a folder would: each
+// is refused naming its size and the limit, and nothing is decoded.
+func TestPrepareRefusesAHeaderBombBeforeDecoding(t *testing.T) {
+	var small bytes.Buffer
+	if err := jpeg.Encode(&small, image.NewGray(image.Rect(0, 0, 64, 48)), nil); err != nil {
+		t.Fatal(err)
+	}
+	jpegBomb := append([]byte{}, small.Bytes()...)
+	sof := bytes.Index(jpegBomb, []byte{0xFF, 0xC0})
+	if sof < 0 {
+		t.Fatal("no SOF0")
+	}
+	jpegBomb[sof+5], jpegBomb[sof+6], jpegBomb[sof+7], jpegBomb[sof+8] = 0xEA, 0x60, 0xEA, 0x60 // 60000×60000
+	heicBomb := heifWithSize(t, readTestdata(t, "portrait.heic"), 60000, 60000)
+	for name, data := range map[string][]byte{"jpeg": jpegBomb, "heic": heicBomb} {
+		before := Decodes()
+		_, err := Prepare(context.Background(), data, 0)
+		var tooLarge *TooLargeError
+		if !errors.As(err, &tooLarge) || !strings.Contains(err.Error(), "60000×60000") || !strings.Contains(err.Error(), "100 MP") {
+			t.Errorf("%s bomb: %v, want a refusal naming 60000×60000 and the 100 MP limit", name, err)
+		}
+		if Decodes() != before {
+			t.Errorf("%s bomb was decoded", name)
+		}
+	}
+}
