@@ -15,6 +15,7 @@ import (
 
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
+	"github.com/pipeline-dev/pipeline/pipeline/view"
 	"github.com/pipeline-dev/pipeline/stages/generate"
 	"github.com/pipeline-dev/pipeline/stages/imagecheck"
 	"github.com/pipeline-dev/pipeline/stages/lossgate"
@@ -165,7 +166,7 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	var ce *cliError
 	if !errors.As(err, &ce) || ce.err != nil {
-		fmt.Fprintf(stderr, "Error: %v\n", err)
+		fmt.Fprintf(stderr, "Error: %s\n", view.SafeText(err.Error()))
 	}
 	return engine.CodeOf(err)
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -107,6 +108,9 @@ func (h *Human) Diagnostics(diags hcl.Diagnostics) {
 	// hcl's writer gives the snippet; a file:line:col line under each summary lets editors and
 	// terminals jump to the spot.
 	for _, d := range diags {
+		c := *d // its words may quote users' data, as an event's do (cleanEvent)
+		c.Summary, c.Detail = textLines(c.Summary), textLines(c.Detail)
+		d = &c
 		var buf bytes.Buffer
 		wr := hcl.NewDiagnosticTextWriter(&buf, h.files, h.opt.Width, h.opt.Color)
 		_ = wr.WriteDiagnostic(d)
@@ -144,6 +148,7 @@ func (h *Human) annotate(d *hcl.Diagnostic) {
 
 // Emit renders one event.
 func (h *Human) Emit(e pipeline.Event) {
+	e = cleanEvent(e)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if e.Key != "" {
@@ -372,4 +377,90 @@ func escapeProp(s string) string {
 	s = escapeData(s)
 	s = strings.ReplaceAll(s, ":", "%3A")
 	return strings.ReplaceAll(s, ",", "%2C")
+}
+
+// cleanEvent makes an event's text safe to print: its words may carry what users' data holds (a
+// photo named "a\n::error::…", a subject key with an escape sequence), and a terminal or a CI
+// runner must see them as text, never as a new line, a colour or a workflow command. One-line
+// fields get every control character escaped; the message, which may span lines, keeps its
+// newlines but no line of it can start a workflow command.
+func cleanEvent(e pipeline.Event) pipeline.Event {
+	e.Address = oneLine(e.Address)
+	for _, list := range []*[]string{&e.Reasons, &e.Notes, &e.Details, &e.Deletes, &e.Warnings, &e.Unknown} {
+		*list = oneLines(*list)
+	}
+	if e.Type == pipeline.EventStageWarning {
+		e.Message = oneLine(e.Message) // a warning is one line, like the warnings of a result
+	} else {
+		e.Message = textLines(e.Message)
+	}
+	if e.Progress != nil {
+		p := *e.Progress
+		p.Message = oneLine(p.Message)
+		e.Progress = &p
+	}
+	return e
+}
+
+func oneLines(list []string) []string {
+	var out []string
+	for i, s := range list {
+		if c := oneLine(s); c != s {
+			if out == nil {
+				out = append([]string(nil), list...)
+			}
+			out[i] = c
+		}
+	}
+	if out == nil {
+		return list
+	}
+	return out
+}
+
+// oneLine escapes every control character (newlines included) as Go would quote it.
+func oneLine(s string) string {
+	if !hasControl(s, false) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) && r != '\t' {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// SafeText is text that quotes users' data made safe to print (see cleanEvent), for messages
+// printed outside the views, such as a command's final error.
+func SafeText(s string) string { return textLines(s) }
+
+// textLines escapes control characters but newlines, and a line that would read as a workflow
+// command ("::…") gets a backslash in front.
+func textLines(s string) string {
+	if !hasControl(s, true) && !strings.Contains(s, "::") {
+		return s
+	}
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		l = oneLine(l)
+		if strings.HasPrefix(strings.TrimLeft(l, " \t"), "::") {
+			l = "\\" + l
+		}
+		lines[i] = l
+	}
+	return strings.Join(lines, "\n")
+}
+
+func hasControl(s string, newlinesOK bool) bool {
+	for _, r := range s {
+		if unicode.IsControl(r) && r != '\t' && (r != '\n' || !newlinesOK) {
+			return true
+		}
+	}
+	return false
 }

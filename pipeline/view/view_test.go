@@ -151,3 +151,33 @@ func TestFormatValue(t *testing.T) {
 		t.Errorf("FormatValue:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// A photo's name is users' data: a name with a newline and a workflow command, or with a terminal
+// escape, prints as text. On a CI runner no line it produced can be read as a command, and the
+// only lines that start with "::" are the annotations the view writes itself.
+func TestHostileNamesPrintAsTextNeverAsCommandsOrEscapes(t *testing.T) {
+	hostile := "data/ana/x\n::error::pwned\r\x1b[2J.jpg"
+	out := human(Options{CI: true},
+		pipeline.Event{Type: pipeline.EventPlannedChange, Address: "image_check.photos", Action: pipeline.ActionRead,
+			Notes: []string{"rejected " + hostile + ": not a photo"}, Warnings: []string{hostile + ": no face found"}},
+		pipeline.Event{Type: pipeline.EventStageProgress, Address: "train.lora", Progress: &pipeline.Progress{Message: "uploading " + hostile}},
+		pipeline.Event{Type: pipeline.EventStageWarning, Address: "image_check.photos", Message: hostile + ": too dark"},
+		pipeline.Event{Type: pipeline.EventStageFailed, Address: "train.lora", Message: "image " + hostile + ": corrupt\ndetail line"},
+		pipeline.Event{Type: pipeline.EventChangeSummary, Operation: "plan", Counts: map[string]int{"read": 1}},
+	)
+	if strings.ContainsAny(out, "\r\x1b") {
+		t.Errorf("a carriage return or escape from a name reached the output:\n%q", out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		l := strings.TrimLeft(line, " \t")
+		if strings.HasPrefix(l, "::") && !strings.HasPrefix(l, "::warning title=") && !strings.HasPrefix(l, "::error title=") {
+			t.Errorf("a name started a workflow command: %q", line)
+		}
+		if strings.HasPrefix(l, "::") && strings.Contains(l, "\n") {
+			t.Errorf("annotation spans lines: %q", line)
+		}
+	}
+	if !strings.Contains(out, `x\n::error::pwned\r\x1b[2J.jpg`) {
+		t.Errorf("the name is not shown escaped:\n%s", out)
+	}
+}
