@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -152,6 +153,11 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64,
 		return a, false, nil
 	}
 	data = nil
+	if px := float64(meta.Width) * float64(meta.Height); px > float64(a.Width)*float64(a.Height) && px > maxPixels {
+		// The header lied (a HEIC's ispe can): the pixels decide, and they are over the limit.
+		a.Unreadable = fmt.Sprintf("%s header says %d×%d pixels but the picture is %d×%d (%.0f MP, over max_pixels): re-export the photo", format.Name(), a.Width, a.Height, meta.Width, meta.Height, px/1e6)
+		return a, false, nil
+	}
 	a.Width, a.Height, a.Orientation = meta.Width, meta.Height, int(meta.Turn)
 	// Upright as viewers show it (the orientation applied once, whoever applies it) and in sRGB,
 	// so every figure and the face search see the photo as a trainer will.
@@ -270,9 +276,20 @@ func corruptReason(format photo.Format, err error) string {
 		return fmt.Sprintf("JPEG with %s is not supported: export as an 8-bit baseline JPEG", unsupported.Feature)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return fmt.Sprintf("truncated %s (the file ends early: %v): copy or export it again", format.Name(), err)
+		return fmt.Sprintf("truncated %s (the file ends early: %s): copy or export it again", format.Name(), firstLine(err.Error()))
 	}
-	return fmt.Sprintf("corrupt %s (%v): re-export the photo", format.Name(), err)
+	return fmt.Sprintf("corrupt %s (%s): re-export the photo", format.Name(), firstLine(err.Error()))
+}
+
+// firstLine is the first line of a decoder's message, at most 200 bytes: a decoder that traps
+// (libheif under wasm) reports a stack trace, which is no reason a person can act on.
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	s = strings.TrimSpace(s)
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	return s
 }
 
 // shrink returns a copy whose long side is at most side. A JPEG (YCbCr) is averaged straight from

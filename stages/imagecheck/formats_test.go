@@ -2,6 +2,7 @@ package imagecheck
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"math/bits"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
+	"github.com/pipeline-dev/pipeline/stages/lib/photo"
 	"github.com/pipeline-dev/pipeline/stages/lib/photo/phototest"
 )
 
@@ -100,5 +102,32 @@ func TestHEICBombIsRefusedBeforeDecoding(t *testing.T) {
 	rep := mustCheck(t, testConfig(root))
 	if r := rep.Rejected[filepath.Join(root, "bomb.heic")]; r == "" || Decodes() != before || !strings.Contains(r, "60000×60000 = 3600.0 MP > max_pixels") {
 		t.Errorf("reason %q, decoded %d", r, Decodes()-before)
+	}
+}
+
+// A HEIC whose ispe claims fewer pixels than its picture has passes the header check but is
+// never accepted on the header's word: libheif traps on this one (its buffers are sized from
+// ispe), and the reason is one line a person can act on, not the decoder's stack trace.
+func TestHEICWhoseHeaderUnderstatesItsSizeIsRejectedInOneLine(t *testing.T) {
+	root := t.TempDir()
+	liar := append([]byte{}, photoTestdata(t, "portrait.heic")...) // 480×600 = 0.29 MP
+	i := bytes.Index(liar, []byte("ispe"))
+	copy(liar[i+8:], []byte{0, 0, 0, 100, 0, 0, 0, 100}) // "100×100"
+	writeFile(t, filepath.Join(root, "liar.heic"), liar)
+	cfg := testConfig(root)
+	cfg.MaxPixels = 100_000
+	rep := mustCheck(t, cfg)
+	r, rejected := rep.Rejected[filepath.Join(root, "liar.heic")]
+	if !rejected || strings.Contains(r, "\n") || strings.Contains(r, "stack trace") || !strings.Contains(r, "re-export") {
+		t.Errorf("rejected %v, reason %q: want a one-line rejection", rejected, r)
+	}
+}
+
+// A decoder that traps reports a stack trace; the reason keeps its first line only.
+func TestDecoderStackTracesStayOutOfReasons(t *testing.T) {
+	err := errors.New("wasm error: out of bounds memory access\nwasm stack trace:\n\tlibheif.wasm.$heif_decode_image(i32,i32)\n\t...")
+	r := corruptReason(photo.HEIC, err)
+	if strings.Contains(r, "\n") || strings.Contains(r, "stack trace") || !strings.Contains(r, "out of bounds memory access") {
+		t.Errorf("reason %q: want one line with the decoder's first line", r)
 	}
 }

@@ -192,6 +192,9 @@ func Decode(ctx context.Context, data []byte) (image.Image, Meta, error) {
 	if m.Pending.Swaps() {
 		m.Width, m.Height = m.Height, m.Width
 	}
+	if err := checkDecodable(m); err != nil {
+		return nil, m, err // a header that understated the size: the pixels decide
+	}
 	return img, m, nil
 }
 
