@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/gocty"
 )
 
@@ -133,6 +134,14 @@ func decodeObject(req *Request, obj cty.Value, attrs map[string]*Attribute, dst 
 		}
 		if v == cty.NilVal || !v.IsWhollyKnown() {
 			continue
+		}
+		if a := attrs[name]; a != nil && a.Type != cty.NilType && a.Type != cty.DynamicPseudoType {
+			// HCL gives `{ "gpu-h100" = 0.001 }` as an object and `[1, 2]` as a tuple: the
+			// declared map or list is what the field holds. Values that do not convert are
+			// left for Problem to name.
+			if cv, err := convert.Convert(v, a.Type); err == nil {
+				v = cv
+			}
 		}
 		fail := func(detail string) {
 			d := req.AttrError(prefix+name, "Invalid value for "+prefix+name, detail)

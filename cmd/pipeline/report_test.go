@@ -346,3 +346,25 @@ func TestMaxCostUSDRefusesAtPlanAndApply(t *testing.T) {
 		t.Errorf("%d uploads or creates over max_cost_usd, want none", n)
 	}
 }
+
+// `prices` written in the replicate block as users write it (an HCL object, not a map) overrides
+// the built-in price: plan estimates with it instead of refusing to plan.
+func TestPricesInTheReplicateBlockArePlanned(t *testing.T) {
+	w := newWorld(t, `["ana"]`)
+	conf := strings.Replace(retrainConfig(t, `["ana"]`), `destination = "acme/${each.key}-lora"`,
+		"destination = \"acme/${each.key}-lora\"\n  prices = { \"gpu-h100\" = 0.0001 }", 1)
+	if err := os.WriteFile(w.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, "plan", w.conf)
+	if r.code != 0 || strings.Contains(r.stdout, "cannot be planned") || !strings.Contains(r.stdout, "estimated cost") {
+		t.Fatalf("plan with prices in the replicate block: %s", r)
+	}
+	cheap := regexp.MustCompile(`Estimated cost \$([0-9.]+)`).FindStringSubmatch(r.stdout)
+	if cheap == nil {
+		t.Fatalf("no total estimate: %s", r)
+	}
+	if f, _ := strconv.ParseFloat(cheap[1], 64); f <= 0 || f > 0.5 {
+		t.Errorf("estimate $%s at $0.0001/s: the override was not applied", cheap[1])
+	}
+}
