@@ -368,3 +368,27 @@ func TestPricesInTheReplicateBlockArePlanned(t *testing.T) {
 		t.Errorf("estimate $%s at $0.0001/s: the override was not applied", cheap[1])
 	}
 }
+
+// The report prices the training from what train reported (cost_usd, from the training's
+// metrics.predict_time), not "not known", when generate is handed `training = train.lora`.
+func TestReportShowsTheTrainingsCost(t *testing.T) {
+	w := newWorld(t, `["ana"]`)
+	conf := strings.Replace(retrainConfig(t, `["ana"]`), "  depends_on    = [loss_gate.fit]",
+		"  training      = train.lora\n  depends_on    = [loss_gate.fit]", 1)
+	if !strings.Contains(conf, "training      = train.lora") {
+		t.Fatal("the config has no generate stage to hand the training to")
+	}
+	if err := os.WriteFile(w.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, "apply", "-auto-approve", w.conf); r.code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	html, err := os.ReadFile(filepath.Join(w.dir, "gen/ana/report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`id="cost-training">\$[0-9]`).Match(html) {
+		t.Errorf("the report shows no training cost: %s", regexp.MustCompile(`id="cost-training">[^<]*`).Find(html))
+	}
+}

@@ -44,7 +44,9 @@ const (
 
 var schema = &pipeline.Schema{
 	Attributes: map[string]*pipeline.Attribute{
-		"training": {Type: cty.DynamicPseudoType, Required: true, StageKind: "train",
+		"training": {Type: cty.DynamicPseudoType, Required: true, StageKind: "train", DigestBy: "training_id",
+			// One training's curve never changes; what else train reports (its cost) is no
+			// reason to judge it again.
 			Description: "the train stage whose loss curve is judged: `training = train.lora`"},
 		"min_loss": {Type: cty.Number, Default: cty.NumberFloatVal(DefaultMinLoss), Min: pipeline.Bound(0),
 			Description: "a smoothed final loss below this is overfitting"},

@@ -15,7 +15,8 @@
 // Outputs: training_id, version ("owner/name:id"), weights, losses (step -> loss, the step as a
 // string key), image_count, images_digest, input (what was sent, without input_images and without
 // secrets, as an object whose values keep their types: train.lora.input.steps is 1000)
-// and previous_version (the destination's latest version before this training, "" if none).
+// previous_version (the destination's latest version before this training, "" if none) and
+// cost_usd (what the training cost, from its metrics.predict_time; null when not reported).
 //
 // The zip holds prepared copies, never the originals (package photo): upright sRGB JPEGs of
 // quality 95, the long side at most max_side [2048], no metadata at all, named NAME.jpg, bytes
@@ -87,6 +88,7 @@ var schema = &pipeline.Schema{
 		"images_digest":    cty.String,
 		"input":            cty.DynamicPseudoType,
 		"previous_version": cty.String,
+		"cost_usd":         cty.Number,
 	},
 	Remote:             true,
 	Settings:           []string{"replicate"},
@@ -819,10 +821,20 @@ func (r *run) finish(t *replicate.Training) (*pipeline.Result, error) {
 			"images_digest":    cty.StringVal(r.digest),
 			"input":            inputOutput(sent),
 			"previous_version": cty.StringVal(prev),
+			"cost_usd":         costOutput(cost),
 		},
 		Warnings: r.warns,
 	}
 	return res, nil
+}
+
+// costOutput is the training's actual cost in USD, for generate's report (`training =
+// train.lora`); null when the API reported no run time to price.
+func costOutput(c *pipeline.Cost) cty.Value {
+	if c == nil || c.Estimate {
+		return cty.NullVal(cty.Number)
+	}
+	return cty.NumberFloatVal(c.USD)
 }
 
 // lastLines returns the last n non-empty log lines (after \r redraws), joined with " | ".
