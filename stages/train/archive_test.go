@@ -325,3 +325,20 @@ func TestAHeaderBombGivenToTrainIsRefusedByName(t *testing.T) {
 		t.Fatalf("%d decodes for 2 photos and a bomb: the bomb was decoded", n)
 	}
 }
+
+// A photo whose name is stored in NFD (as macOS writes "José") reaches train in NFC, since HCL
+// and cty normalise every string: the stored file is still found, and the zip names it as asked.
+func TestAPhotoNamedInAnotherUnicodeFormIsFound(t *testing.T) {
+	h := newHarness(t)
+	nfd := "Jose\u0301.jpg"
+	writePhoto(t, filepath.Join(h.dir, nfd), 5)
+	req := h.request(input(goodInput...), nil, &recorder{})
+	setInput(req, "images", cty.ListVal([]cty.Value{cty.StringVal(filepath.Join(h.dir, "photo0.jpg")), cty.StringVal(filepath.Join(h.dir, nfd))}))
+	if got := req.Input("images").Index(cty.NumberIntVal(1)).AsString(); got == filepath.Join(h.dir, nfd) {
+		t.Fatal("cty kept the NFD name: this test no longer shows the case")
+	}
+	res := planNoSpend(t, h, req)
+	if !strings.Contains(strings.Join(res.Notes, "\n"), "uploads 2 photos") {
+		t.Fatalf("plan of a photo named in NFD: %q", res.Notes)
+	}
+}

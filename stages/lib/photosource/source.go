@@ -39,6 +39,7 @@ import (
 	_ "gocloud.dev/blob/gcsblob" // gs:// URLs
 	_ "gocloud.dev/blob/s3blob"  // s3:// URLs
 	"gocloud.dev/gcerrors"
+	"golang.org/x/text/unicode/norm"
 )
 
 const (
@@ -411,11 +412,19 @@ func (d *Dir) storageErr(doing, ref string, err error) error {
 	return fmt.Errorf("%s: %s: %w", ref, doing, err)
 }
 
-// Stat describes one object of the directory by name, as List would.
+// Stat describes one object of the directory by name, as List would. A name whose Unicode form
+// differs from the stored one (HCL strings are NFC; a file written on macOS is often named in
+// NFD) finds the stored file, and the Object keeps the name asked for.
 func (d *Dir) Stat(ctx context.Context, name string) (Object, error) {
 	if d.bucket == nil {
 		p := filepath.Join(d.root, name)
 		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			if stored, ok := d.storedName(ctx, name); ok {
+				p = filepath.Join(d.root, stored)
+				fi, err = os.Stat(p)
+			}
+		}
 		if err != nil {
 			return Object{}, err
 		}
@@ -423,6 +432,12 @@ func (d *Dir) Stat(ctx context.Context, name string) (Object, error) {
 	}
 	key := d.prefix + name
 	a, err := d.bucket.Attributes(ctx, key)
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		if stored, ok := d.storedName(ctx, name); ok {
+			key = d.prefix + stored
+			a, err = d.bucket.Attributes(ctx, key)
+		}
+	}
 	if err != nil {
 		return Object{}, d.storageErr("reading", d.ref(name), err)
 	}
@@ -431,6 +446,21 @@ func (d *Dir) Stat(ctx context.Context, name string) (Object, error) {
 		version = strconv.FormatInt(a.Size, 10) + "#" + hex.EncodeToString(a.MD5)
 	}
 	return Object{Name: name, Ref: d.ref(name), Size: a.Size, key: key, version: version}, nil
+}
+
+// storedName finds the object whose name is name in another Unicode normalisation form.
+func (d *Dir) storedName(ctx context.Context, name string) (string, bool) {
+	want := norm.NFC.String(name)
+	objs, err := d.List(ctx)
+	if err != nil {
+		return "", false
+	}
+	for _, o := range objs {
+		if o.Name != name && norm.NFC.String(o.Name) == want {
+			return o.Name, true
+		}
+	}
+	return "", false
 }
 
 // ReadRef reads one photo named as image_check's outputs name it: a path (relative to
