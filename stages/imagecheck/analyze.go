@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/disintegration/imaging"
 	"github.com/pipeline-dev/pipeline/stages/lib/jpegscale"
 	"github.com/pipeline-dev/pipeline/stages/lib/photo"
+	"golang.org/x/sync/semaphore"
 )
 
 const (
@@ -39,6 +41,37 @@ const (
 // slot bounds the decoded images held at once by every check of the process together (a batch
 // runs several image_check instances in parallel): memory stays at a few decoded photos.
 var slot = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+// decodeBudget bounds the bytes those decodes may hold together: two phone photos fit side by
+// side, while a 50 MP 16-bit PNG (400 MB decoded) or a 50 MP progressive JPEG waits for the others
+// and runs alone, so a set of large files costs one large decode at a time, not two.
+const decodeBudget = 256 << 20
+
+// decodeBytes holds the budget (decodeLimit of it: tests lower both); heldBytes and peakHeld
+// count what is held, for the test that the budget holds.
+var (
+	decodeBytes               = semaphore.NewWeighted(decodeBudget)
+	decodeLimit         int64 = decodeBudget
+	heldBytes, peakHeld atomic.Int64
+)
+
+// bigDecode is a decode large enough (a 16 MP PNG, a 20 MP JPEG) that its memory is returned as
+// soon as it is done; phone photos stay under it and cost no extra collection.
+const bigDecode = 64 << 20
+
+// decodeWeight estimates what decoding holds: the file's bytes plus its pixels at the most a
+// format may need per pixel (a JPEG's coefficients for a progressive 4:2:0 scan, a 16-bit RGBA
+// PNG). A weight over the budget is held as the whole budget: that photo runs alone.
+func decodeWeight(format photo.Format, pixels float64, fileBytes int64) int64 {
+	perPixel := 4.0
+	switch format {
+	case photo.JPEG:
+		perPixel = 3
+	case photo.PNG:
+		perPixel = 8
+	}
+	return int64(pixels*perPixel) + fileBytes
+}
 
 // maxFileBytes is the largest file an image of that many pixels can honestly be: 4 bytes a pixel
 // (an uncompressed RGBA PNG) plus room for metadata.
@@ -127,6 +160,19 @@ func analyzeFile(ctx context.Context, f *os.File, size int64, maxPixels float64,
 			return analysis{}, false, ctx.Err()
 		}
 		defer func() { <-slot }()
+		w := min(decodeWeight(format, a.pixels(), size), decodeLimit)
+		if err := decodeBytes.Acquire(ctx, w); err != nil {
+			return analysis{}, false, err
+		}
+		held := heldBytes.Add(w)
+		for p := peakHeld.Load(); held > p && !peakHeld.CompareAndSwap(p, held); p = peakHeld.Load() {
+		}
+		defer func() { heldBytes.Add(-w); decodeBytes.Release(w) }()
+		if w >= bigDecode {
+			// Hundreds of MB are garbage once the working copy is made: hand them back now, or
+			// the collector lets the heap grow to twice that before the next large decode.
+			defer debug.FreeOSMemory()
+		}
 	}
 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
