@@ -233,6 +233,11 @@ feed:
 // be read is rejected with the reason; a bucket object that cannot be read fails the check (the
 // bucket, not the photo, is wrong). cacheErr is why the analysis could not be cached.
 func examine(ctx context.Context, cfg Config, src *photosource.Dir, im *Image) (cacheErr, err error) {
+	if im.obj.Problem != "" {
+		im.analysis = analysis{Format: "unknown", Unreadable: im.obj.Problem}
+		im.readErr = true
+		return nil, nil
+	}
 	if im.obj.Size == 0 {
 		im.analysis = analysis{Format: "empty", Unreadable: "empty file (0 bytes): copy the photo again"}
 		return nil, nil

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -521,5 +522,35 @@ func TestVanishedFileIsRejectedNotFatal(t *testing.T) {
 	}
 	if im := rep.Images[0]; !im.readErr || !strings.Contains(im.Unreadable, "cannot read the file") {
 		t.Errorf("%+v", im)
+	}
+}
+
+// What is named like a photo but is no file (a symlink to nothing, a symlink loop, a directory, a
+// named pipe) is rejected by name with what to do, never silently left out, and a pipe is never
+// opened (that would hang the check).
+func TestEntriesThatAreNoFilesAreRejectedByName(t *testing.T) {
+	root := t.TempDir()
+	writeJPEG(t, filepath.Join(root, "ok.jpg"), portrait(3, imagechecktest.Options{}), 90)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Symlink(filepath.Join(root, "nowhere.jpg"), filepath.Join(root, "dangling.jpg")))
+	must(os.Symlink(filepath.Join(root, "loop.jpg"), filepath.Join(root, "loop.jpg")))
+	must(os.Mkdir(filepath.Join(root, "album.jpg"), 0o755))
+	must(syscall.Mkfifo(filepath.Join(root, "pipe.jpg"), 0o644))
+	cfg := testConfig(root)
+	cfg.MinCount = 1
+	rep := mustCheck(t, cfg)
+	for name, want := range map[string]string{"dangling.jpg": "symbolic link to nothing", "loop.jpg": "loop",
+		"album.jpg": "a directory", "pipe.jpg": "not a regular file"} {
+		if r := rep.Rejected[filepath.Join(root, name)]; !strings.Contains(r, want) {
+			t.Errorf("%s: reason %q, want it to say %q", name, r, want)
+		}
+	}
+	if len(rep.Accepted) != 1 {
+		t.Errorf("accepted %v, want ok.jpg only", rep.Accepted)
 	}
 }

@@ -76,6 +76,11 @@ type Object struct {
 	Ref  string
 	Size int64
 
+	// Problem says why a local entry is no file that can be read (a dangling or looping symlink,
+	// a directory or a pipe): listed all the same, so that a check can reject it by name instead
+	// of it vanishing.
+	Problem string
+
 	path    string // a local file
 	key     string // a bucket object
 	version string // what changes when the content does
@@ -237,14 +242,39 @@ func (d *Dir) listLocal() ([]Object, error) {
 	var out []Object
 	for _, e := range ents {
 		p := filepath.Join(d.root, e.Name())
+		ref := path.Join(filepath.ToSlash(d.name), e.Name())
 		fi, err := os.Stat(p) // follows symlinks
-		if err != nil || !fi.Mode().IsRegular() {
+		if problem := notAFile(fi, err); problem != "" {
+			out = append(out, Object{Name: e.Name(), Ref: ref, Problem: problem, path: p})
 			continue
 		}
-		out = append(out, Object{Name: e.Name(), Ref: path.Join(filepath.ToSlash(d.name), e.Name()), Size: fi.Size(),
-			path: p, version: localVersion(fi)})
+		out = append(out, Object{Name: e.Name(), Ref: ref, Size: fi.Size(), path: p, version: localVersion(fi)})
 	}
 	return out, nil
+}
+
+// notAFile says why a directory entry cannot be read as a photo ("" when it can).
+func notAFile(fi fs.FileInfo, err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "a symbolic link to nothing: copy the photo itself here"
+	case err != nil:
+		return fmt.Sprintf("cannot be read (%v): a symbolic link loop, or no permission", unwrapPath(err))
+	case fi.IsDir():
+		return "a directory, not a photo: image_check does not look inside subdirectories"
+	case !fi.Mode().IsRegular():
+		return fmt.Sprintf("not a regular file (%s): copy the photo itself here", fi.Mode().Type())
+	}
+	return ""
+}
+
+// unwrapPath is a PathError's cause (the path is already named by the caller).
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // localVersion changes whenever a file is touched, replaced or rewritten.
