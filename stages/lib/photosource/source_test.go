@@ -192,7 +192,8 @@ func TestFileURLAndLocalDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs, err = l.List(ctx)
-	if err != nil || len(objs) != 1 || objs[0].Ref != filepath.Base(root)+"/a.jpg" {
+	// The subdirectory is listed, with why it is no photo, for a check to reject by name.
+	if err != nil || len(objs) != 2 || objs[0].Ref != filepath.Base(root)+"/a.jpg" || objs[0].Problem != "" || objs[1].Problem == "" {
 		t.Fatalf("local: %+v %v", objs, err)
 	}
 	if _, ok := l.Known(ctx, objs[0]); ok {
