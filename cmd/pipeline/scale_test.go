@@ -41,10 +41,12 @@ func writePortraits(t *testing.T, dir string, n int) {
 	}
 }
 
-// A subject of 50 photos costs at most 16 KB of state (per-photo figures live in the cache), and
+// A subject of 50 photos costs at most 16 KB of state (per-photo figures live in the cache), after
+// its first training and after many retrains, and
 // a plan that finds nothing to do makes at most 2 API requests per subject — none with
 // -refresh=false.
 func TestStateOfA50PhotoSubjectStaysSmall(t *testing.T) {
+	const trainings = 3
 	if testing.Short() {
 		t.Skip("end to end")
 	}
@@ -92,25 +94,41 @@ stage "prune" "old" {
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := cli(t, "apply", "-auto-approve", conf); r.code != 0 {
-		t.Fatalf("apply: %s", r)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, ".pipeline", "retrain.state", "*.json"))
-	var size int64
-	for _, f := range files {
-		if strings.HasSuffix(f, ".meta.json") {
-			continue
+	stateSize := func() int64 {
+		files, _ := filepath.Glob(filepath.Join(dir, ".pipeline", "retrain.state", "*.json"))
+		var size int64
+		for _, f := range files {
+			if strings.HasSuffix(f, ".meta.json") {
+				continue
+			}
+			fi, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size += fi.Size()
 		}
-		fi, err := os.Stat(f)
-		if err != nil {
+		if len(files) != 2 || size == 0 {
+			t.Fatalf("state files %v: want one instance file beside the meta file", files)
+		}
+		return size
+	}
+	// The first training, then retrains (each a new version): the version history grows the state
+	// a little each time, up to a bound (the ledger's, TestTheLedgerOfARetrainedSubjectStaysSmall
+	// in package replicate: 2.2 KB after 104 weekly retrains).
+	for i := 0; i < trainings; i++ {
+		c := strings.Replace(cfg, `trigger_word = "TOK"`, fmt.Sprintf(`trigger_word = "TOK%d"`, i), 1)
+		if err := os.WriteFile(conf, []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		size += fi.Size()
+		if r := cli(t, "apply", "-auto-approve", conf); r.code != 0 {
+			t.Fatalf("apply %d: %s", i, r)
+		}
+		size := stateSize()
+		if size > 16<<10 {
+			t.Fatalf("state of one 50-photo subject after %d training(s): %d bytes, want at most 16 KB", i+1, size)
+		}
+		t.Logf("state of a 50-photo subject after %d training(s): %d bytes", i+1, size)
 	}
-	if len(files) != 2 || size == 0 || size > 16<<10 {
-		t.Fatalf("state of one 50-photo subject: %d bytes in %v, want at most 16 KB in one instance file", size, files)
-	}
-	t.Logf("state of a 50-photo subject: %d bytes", size)
 
 	before := srv.Stats().Requests
 	if r := cli(t, "plan", "-detailed-exitcode", conf); r.code != 0 {

@@ -19,7 +19,7 @@ const LedgerName = "replicate.versions"
 // is asynchronous on Replicate: it may still be listed for a while).
 const (
 	MaxOwnVersions     = 20
-	MaxDeletedVersions = 32
+	MaxDeletedVersions = 8
 )
 
 // Effects a stage's plan announces about model versions (pipeline.Result.Effects), read by the
@@ -271,9 +271,16 @@ func (l *Ledger) trim() {
 	}
 	out := l.Versions[:0]
 	for i, v := range l.Versions {
-		if keep[i] {
-			out = append(out, v)
+		if !keep[i] {
+			continue
 		}
+		if v.Deleted && v.Ref != lastRef {
+			// A deleted version is remembered only to be told apart while the API still lists
+			// it: what it was trained on no longer matters, and a subject retrained every week
+			// must not grow its state.
+			v.Images, v.ImagesDigest, v.At = 0, "", time.Time{}
+		}
+		out = append(out, v)
 	}
 	l.Versions = out
 }
