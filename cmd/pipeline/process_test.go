@@ -51,6 +51,11 @@ func TestSecondProcessGetsLockedExitFour(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), "| ana | locked elsewhere: state is locked by pid "+itoa(os.Getpid())) {
 		t.Errorf("the job summary should name the subject locked elsewhere (err %v):\n%s", err, b)
 	}
+	// The state commands exit 0 or 1 (SPEC): a held lock is an error that names its holder.
+	out, err = child(t, nil, "state", "rm", `train.lora["ana"]`, w.conf).CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "locked by pid") {
+		t.Errorf("state rm on a locked subject: %v, want exit 1 naming the holder\n%s", err, out)
+	}
 }
 
 // TestCtrlCDuringTrainingNeverCancelsItAndTheNextApplyReattaches sends SIGINT to a real apply

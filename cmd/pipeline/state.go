@@ -327,9 +327,6 @@ func stateRm(ctx context.Context, st state.Store, addr string, timeout time.Dura
 	}
 	lock, err := st.Lock(ctx, key, cliLockInfo("state rm"), timeout)
 	if err != nil {
-		if le := lockedExit(err); le != nil {
-			return le
-		}
 		return exitWith(exitError, err)
 	}
 	defer lock.Unlock()
@@ -371,9 +368,6 @@ func statePush(ctx context.Context, st state.Store, file string, force bool, tim
 	}
 	written, err := state.Push(ctx, st, snap, state.PushOptions{Force: force, Info: cliLockInfo("state push"), LockTimeout: timeout})
 	if err != nil {
-		if le := lockedExit(err); le != nil {
-			return le
-		}
 		return exitWith(exitError, fmt.Errorf("%w\n(%d instance(s) were pushed before this one)", err, len(written)))
 	}
 	fmt.Fprintf(stdout, "Pushed %d instance(s) to %s.\n", len(written), st.Describe())
@@ -389,9 +383,6 @@ func stateMigrate(ctx context.Context, from state.Store, to string, config strin
 	}
 	defer dst.Close()
 	if err := state.MigrateWith(ctx, from, dst, cliLockInfo("state migrate"), timeout); err != nil {
-		if le := lockedExit(err); le != nil {
-			return le
-		}
 		return exitWith(exitError, err)
 	}
 	fmt.Fprintf(stdout, "Copied the state of %s to %s. Use -state %s (or a state { url } block) from now on; the old state was left as it was.\n", from.Describe(), dst.Describe(), to)
