@@ -321,6 +321,17 @@ func corruptReason(format photo.Format, err error) string {
 	if errors.As(err, &unsupported) {
 		return fmt.Sprintf("JPEG with %s is not supported: export as an 8-bit baseline JPEG", unsupported.Feature)
 	}
+	var stdUnsupported jpeg.UnsupportedError
+	if errors.As(err, &stdUnsupported) {
+		feature := strings.TrimPrefix(string(stdUnsupported), "unsupported JPEG feature: ")
+		switch feature {
+		case "precision":
+			feature = "12-bit samples"
+		case "unknown marker":
+			feature = "arithmetic or lossless coding, or an unknown marker"
+		}
+		return fmt.Sprintf("JPEG with a feature that is not supported (%s): export as an 8-bit baseline JPEG", feature)
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return fmt.Sprintf("truncated %s (the file ends early: %s): copy or export it again", format.Name(), firstLine(err.Error()))
 	}

@@ -3,6 +3,7 @@ package imagecheck
 import (
 	"bytes"
 	"errors"
+	"image/jpeg"
 	"math"
 	"math/bits"
 	"os"
@@ -129,5 +130,14 @@ func TestDecoderStackTracesStayOutOfReasons(t *testing.T) {
 	r := corruptReason(photo.HEIC, err)
 	if strings.Contains(r, "\n") || strings.Contains(r, "stack trace") || !strings.Contains(r, "out of bounds memory access") {
 		t.Errorf("reason %q: want one line with the decoder's first line", r)
+	}
+}
+
+// A feature image/jpeg does not read (the fallback decoder's verdict) is named as unsupported
+// with what to do, not as a corrupt file.
+func TestUnsupportedJPEGFeaturesAreNotCalledCorrupt(t *testing.T) {
+	r := corruptReason(photo.JPEG, jpeg.UnsupportedError("luma/chroma subsampling ratio"))
+	if strings.Contains(r, "corrupt") || !strings.Contains(r, "not supported") || !strings.Contains(r, "subsampling ratio") {
+		t.Errorf("reason %q", r)
 	}
 }
