@@ -27,8 +27,9 @@ var (
 	// The closing bracket is required so a bar cut off mid-number is never read.
 	barRe = regexp.MustCompile(`\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]`)
 	// The loss value must be followed by a separator, so "3.512e" from a cut line is not "3.512".
-	lossRe = regexp.MustCompile(`(?:^|[\s,])loss[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:[\s,]|$)`)
-	lrRe   = regexp.MustCompile(`(?:^|[\s,])lr[:=]`)
+	// Any case and spacing ("Loss: 0.35", "loss = 0.35"): trainers and their versions differ.
+	lossRe = regexp.MustCompile(`(?i)(?:^|[\s,])loss\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)(?:[\s,]|$)`)
+	lrRe   = regexp.MustCompile(`(?i)(?:^|[\s,])lr\s*[:=]`)
 )
 
 // ParseLogs reads training progress and the loss series from ai-toolkit style logs: tqdm bars

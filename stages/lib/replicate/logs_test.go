@@ -116,3 +116,21 @@ func TestResolveRebasesNextLinks(t *testing.T) {
 		}
 	}
 }
+
+// Trainers write the loss in other cases and spacings; each is read, and the value still needs a
+// separator after it.
+func TestParseLogsReadsLossInAnyCaseAndSpacing(t *testing.T) {
+	logs := "10%|█         | 100/1000 [00:10<01:30,  9.9it/s, LR: 4.0e-04 Loss: 3.5e-01]\r" +
+		"20%|██        | 200/1000 [00:20<01:20,  9.9it/s, lr = 4.0e-04, loss = 0.31]\r" +
+		"30%|███       | 300/1000 [00:30<01:10,  9.9it/s, LOSS=0.29]\n"
+	p := ParseLogs(logs)
+	want := []LossPoint{{100, 0.35}, {200, 0.31}, {300, 0.29}}
+	if len(p.Losses) != len(want) || p.Step != 300 || p.Total != 1000 {
+		t.Fatalf("parsed %+v, want %v at step 300/1000", p, want)
+	}
+	for i, w := range want {
+		if p.Losses[i] != w {
+			t.Errorf("loss %d = %+v, want %+v", i, p.Losses[i], w)
+		}
+	}
+}
