@@ -63,6 +63,8 @@ type workKind struct {
 	applies atomic.Int64
 	// fail makes Apply of these addresses fail.
 	fail map[string]bool
+	// warn makes Apply of these addresses warn (Recorder.Warn) with the message.
+	warn map[string]string
 	// onStep is called at "start", "saved-intent", "created", "saved-id", "done"; returning an
 	// error from it simulates a crash at that point.
 	onStep func(addr, step string) error
@@ -77,7 +79,7 @@ type workKind struct {
 }
 
 func newWork() *workKind {
-	return &workKind{creates: map[string]int{}, fail: map[string]bool{}, upstream: map[string][]pipeline.Upstream{}, reads: map[string]map[string]cty.Value{}, planFail: map[string]bool{}}
+	return &workKind{creates: map[string]int{}, fail: map[string]bool{}, warn: map[string]string{}, upstream: map[string][]pipeline.Upstream{}, reads: map[string]map[string]cty.Value{}, planFail: map[string]bool{}}
 }
 
 func (*workKind) Name() string { return "work" }
@@ -184,6 +186,9 @@ func (k *workKind) Apply(ctx context.Context, req *pipeline.Request) (*pipeline.
 		if err := k.step(req.Address, "saved-id"); err != nil {
 			return nil, err
 		}
+	}
+	if msg := k.warn[req.Address]; msg != "" {
+		req.Recorder.Warn(msg)
 	}
 	req.Recorder.Progress(pipeline.Progress{Current: 1, Total: 1, Message: "done", Metrics: map[string]float64{"loss": 0.5}})
 	if err := ctx.Err(); err != nil {

@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pipeline-dev/pipeline/pipeline"
 	"github.com/pipeline-dev/pipeline/pipeline/engine"
+	"github.com/pipeline-dev/pipeline/pipeline/state"
 	"github.com/pipeline-dev/pipeline/pipeline/view"
 )
 
@@ -313,8 +315,15 @@ func TestEventGoldens(t *testing.T) {
 	add(js)
 	_, js, _ = render(t, f, context.Background(), false, view.Options{}, "n=4") // reattach
 	add(js)
-	for _, typ := range []string{"diagnostic", "planned_change", "stage_outputs", "stage_progress", "stage_complete",
-		"stage_failed", "stage_skipped", "change_summary", "outputs"} {
+	f.work.warn["work.gen"] = "3 of 3 images look plastic"
+	e, _ := f.engine("n=5")
+	e.Store = notedStore{e.Store} // a lock whose taking broke a dead process's one: a log line
+	var j bytes.Buffer
+	e.Sink = view.NewJSON(&j)
+	f.apply(context.Background(), e) // stage_warning, log
+	add(timestamp.ReplaceAllString(j.String(), `"@timestamp":"T"`))
+	for _, typ := range []string{"diagnostic", "planned_change", "stage_outputs", "stage_start", "stage_progress", "stage_warning",
+		"stage_complete", "stage_failed", "stage_skipped", "change_summary", "outputs", "log"} {
 		var b strings.Builder
 		for _, line := range all {
 			if strings.Contains(line, `"type":"`+typ+`"`) {
@@ -367,3 +376,19 @@ stage "work" "train" { input = check.c.count }
 		t.Errorf("a refusal is not 'No changes.':\n%s", human)
 	}
 }
+
+// notedStore hands out locks with a note, as a remote store does after breaking the lock of a
+// process that no longer runs.
+type notedStore struct{ state.Store }
+
+func (s notedStore) Lock(ctx context.Context, key string, info state.LockInfo, timeout time.Duration) (state.Lock, error) {
+	l, err := s.Store.Lock(ctx, key, info, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return notedLock{l}, nil
+}
+
+type notedLock struct{ state.Lock }
+
+func (notedLock) Note() string { return "broke the lock of pid 4242 on this host: that process no longer runs" }
