@@ -314,3 +314,28 @@ func TestPrepareRefusesAHeaderBombBeforeDecoding(t *testing.T) {
 		}
 	}
 }
+
+// A non-ASCII entry name carries the zip's UTF-8 flag, so an unzipper does not read "José" as
+// CP-437; an ASCII name leaves it clear, as archive/zip's own writer does.
+func TestZipEntryNamesAreMarkedUTF8(t *testing.T) {
+	entry := func(name string) ZipEntry {
+		return ZipEntry{Name: name, Size: 3, Bytes: func(context.Context) ([]byte, error) { return []byte("abc"), nil }}
+	}
+	var buf bytes.Buffer
+	if err := WriteZip(context.Background(), &buf, []ZipEntry{entry("José.jpg"), entry("ana.jpg")}); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range zr.File {
+		utf8Flag := f.Flags&0x800 != 0
+		if want := f.Name == "José.jpg"; utf8Flag != want || f.NonUTF8 {
+			t.Errorf("%s: UTF-8 flag %v, want %v (NonUTF8 %v)", f.Name, utf8Flag, want, f.NonUTF8)
+		}
+	}
+	if int64(buf.Len()) != ZipSize([]ZipEntry{entry("José.jpg"), entry("ana.jpg")}) {
+		t.Errorf("zip is %d bytes, ZipSize says %d", buf.Len(), ZipSize([]ZipEntry{entry("José.jpg"), entry("ana.jpg")}))
+	}
+}

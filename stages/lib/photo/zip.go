@@ -92,12 +92,27 @@ func writeEntry(zw *zip.Writer, name string, data []byte) error {
 	}
 	h.SetMode(0o644)
 	h.CreatorVersion = h.CreatorVersion&0xFF00 | 20
+	if !isASCII(name) {
+		// CreateRaw, unlike CreateHeader, leaves the language-encoding flag to us: without it an
+		// unzipper reads "José.jpg" as CP-437 ("Jos├⌐.jpg"). ASCII names keep the flag clear, as
+		// CreateHeader would.
+		h.Flags |= 0x800
+	}
 	fw, err := zw.CreateRaw(h)
 	if err != nil {
 		return err
 	}
 	_, err = fw.Write(data)
 	return err
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // ZipNames gives each original (a base name such as "IMG_1.HEIC") its entry name: the same stem
