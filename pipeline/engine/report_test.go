@@ -391,4 +391,6 @@ func (s notedStore) Lock(ctx context.Context, key string, info state.LockInfo, t
 
 type notedLock struct{ state.Lock }
 
-func (notedLock) Note() string { return "broke the lock of pid 4242 on this host: that process no longer runs" }
+func (notedLock) Note() string {
+	return "broke the lock of pid 4242 on this host: that process no longer runs"
+}
